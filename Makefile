@@ -1,0 +1,29 @@
+# Two commands for a fresh machine with only Python:
+#   make demo   install, then prepare -> fit -> eval -> generate on Shakespeare (~10 min, 2 CPU cores)
+#   make test   install, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= configs/demo.yaml
+
+.PHONY: demo test install bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[demo,test]"
+
+demo: install
+	$(BIN)/lmtrain prepare $(CONFIG)
+	$(BIN)/lmtrain fit $(CONFIG)
+	$(BIN)/lmtrain eval $(CONFIG) --split valid
+	$(BIN)/lmtrain eval $(CONFIG) --split test
+	$(BIN)/lmtrain generate $(CONFIG) --prompt "ROMEO" --max-tokens 120 --top-p 0.9 --seed 1
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf data/shakespeare runs/demo

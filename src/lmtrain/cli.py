@@ -1,0 +1,184 @@
+"""The `lmtrain` command line: prepare / fit / eval / generate. Wiring only.
+
+Each command reads its options, loads the config, calls one library function and prints the
+result. Errors the user can fix (`LmtrainError`) become one line on stderr and a non-zero exit;
+TensorFlow is imported lazily so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Callable, Optional, TypeVar
+
+import typer
+
+from lmtrain.errors import ConfigError, LmtrainError
+
+# Quiet TensorFlow's C++ start-up chatter (CPU feature notices etc.); errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+app = typer.Typer(
+    help="Train LSTM language models with sampled softmax; evaluate them with the full softmax.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+ConfigArg = Annotated[
+    Optional[Path],
+    typer.Argument(help="YAML config; omitted: the built-in demo config (Shakespeare).", show_default=False),
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config key: section.key=value (YAML-typed, repeatable).",
+                 show_default=False),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+class Split(str, Enum):
+    valid = "valid"
+    test = "test"
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run a command body; user errors become one line on stderr and a non-zero exit code."""
+    try:
+        return fn()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    except LmtrainError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(code=130) from None
+
+
+def _load(config: Optional[Path], overrides: Optional[list[str]]):
+    from lmtrain.config import load_config
+
+    return load_config(config, overrides or ())
+
+
+def _echo_err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@app.command()
+def prepare(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild data.dir even if it holds other data.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the SentencePiece tokenizer and write sharded TFRecords of token ids."""
+
+    def body() -> None:
+        from lmtrain.prepare import prepare as run_prepare
+
+        cfg = _load(config, set_)
+        result = run_prepare(cfg, force=force, progress=not quiet)
+        if result.skipped:
+            typer.echo(f"{result.paths.root} is already prepared from this config; nothing to do")
+            return
+        splits = result.meta["splits"]
+        typer.echo(f"prepared {result.paths.root}: vocabulary {result.meta['vocab_size']}")
+        for name, s in splits.items():
+            typer.echo(f"  {name:5s} {s['documents']:6d} docs {s['tokens']:12,d} tokens {s['bytes']:14,d} bytes")
+
+    _guard(body)
+
+
+@app.command()
+def fit(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Start the run over if train.run_dir holds another one.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the model: sampled softmax by default; continues from the last checkpoint."""
+
+    def body() -> None:
+        from lmtrain.train import fit as run_fit
+
+        cfg = _load(config, set_)
+        r = run_fit(cfg, force=force, progress=not quiet, echo=_echo_err)
+        parts = [f"step {r.step}"]
+        if r.train_loss is not None:
+            parts.append(f"train {cfg.model.softmax} loss {r.train_loss:.3f}")
+        if r.valid_perplexity is not None:
+            parts.append(f"valid perplexity {r.valid_perplexity:.2f}")
+        if r.tokens_per_sec is not None:
+            parts.append(f"{r.tokens_per_sec:,.0f} tokens/s")
+        if r.data_wait_share is not None:
+            parts.append(f"input wait {r.data_wait_share:.1%}")
+        typer.echo(f"trained {r.run_dir}: " + ", ".join(parts) + f" ({r.wall_seconds:.0f}s)")
+
+    _guard(body)
+
+
+@app.command(name="eval")
+def eval_(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    split: Annotated[Split, typer.Option(help="Which prepared split to score.")] = Split.test,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a summary.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Exact perplexity with the full softmax, plus bits per byte and word perplexity."""
+
+    def body() -> None:
+        from lmtrain.evaluate import evaluate
+
+        cfg = _load(config, set_)
+        r = evaluate(cfg, split.value, progress=not quiet and not as_json)
+        if as_json:
+            typer.echo(json.dumps(r.to_dict()))
+            return
+        typer.echo(
+            f"{r.split} @ step {r.step}: perplexity {r.perplexity:.2f} | loss {r.loss:.4f} nats/token | "
+            f"{r.bits_per_byte:.4f} bits/byte | word perplexity {r.word_perplexity:.2f} | {r.tokens:,} tokens"
+        )
+
+    _guard(body)
+
+
+@app.command()
+def generate(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    prompt: Annotated[str, typer.Option(help="Text to continue (empty: start a new document).")] = "",
+    max_tokens: Annotated[int, typer.Option(help="Stop after this many tokens.")] = 200,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest tokens (0: all).")] = 0,
+    top_p: Annotated[float, typer.Option(help="Sample among the likeliest tokens up to this mass.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same text.")] = 0,
+) -> None:
+    """Sample text from a prompt with incremental (stateful) decoding."""
+
+    def body() -> None:
+        from lmtrain.generate import SamplingOptions
+        from lmtrain.generate import generate as run_generate
+
+        options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed)
+        cfg = _load(config, set_)
+        g = run_generate(cfg, prompt, options)
+        typer.echo(g.text)
+
+    _guard(body)
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app(prog_name="lmtrain")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

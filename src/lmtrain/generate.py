@@ -1,0 +1,94 @@
+"""`lmtrain generate`: sample text from a prompt with incremental (stateful) decoding.
+
+The prompt is run through the LSTM once; after that every new token costs one LSTM step, since
+each layer's (h, c) is carried from call to call. Re-running the whole prefix per token would be
+quadratic in the length of the text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from lmtrain.config import Config
+from lmtrain.errors import LmtrainError
+from lmtrain.model import LanguageModel
+from lmtrain.tokenizer import EOS_ID
+from lmtrain.train import load_run
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    max_tokens: int = 200
+    temperature: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    top_p: float = 1.0  # 1.0: no nucleus cut
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise LmtrainError(f"--max-tokens: must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise LmtrainError(f"--temperature: must be >= 0 (0 is greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise LmtrainError(f"--top-k: must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise LmtrainError(f"--top-p: must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    prompt: str
+    text: str  # prompt and continuation, decoded together (so a word split across them joins)
+    tokens: int
+    model_calls: int  # one for the prompt, then one per generated token
+    stopped_at_eos: bool
+
+
+def generate(config: Config, prompt: str, options: SamplingOptions) -> Generation:
+    """Continue `prompt` with the model trained in `config.train.run_dir`."""
+    trained = load_run(Path(config.train.run_dir))
+    prompt_ids = trained.tokenizer.encode_text(prompt) if prompt else []
+    ids, calls, eos = sample(trained.model, prompt_ids, options)
+    return Generation(prompt, trained.tokenizer.decode(prompt_ids + ids), len(ids), calls, eos)
+
+
+def sample(model: LanguageModel, prompt_ids: list[int], options: SamplingOptions) -> tuple[list[int], int, bool]:
+    """Generated ids, number of model calls, and whether end-of-sequence was reached."""
+    rng = np.random.default_rng(options.seed)
+    step = tf.function(model.step, reduce_retracing=True)
+    # An empty prompt starts a new document, which is what follows `</s>` in training data.
+    context = tf.constant([prompt_ids or [EOS_ID]], dtype=tf.int32)  # (1, P)
+    log_probs, state = step(context, None)
+    calls, out = 1, []
+    for _ in range(options.max_tokens):
+        token = _choose(log_probs[0].numpy(), options, rng)
+        if token == EOS_ID:
+            return out, calls, True
+        out.append(token)
+        log_probs, state = step(tf.constant([[token]], dtype=tf.int32), state)
+        calls += 1
+    return out, calls, False
+
+
+def _choose(log_probs: np.ndarray, options: SamplingOptions, rng: np.random.Generator) -> int:
+    """Pick one id from log-probabilities with temperature, top-k and top-p (nucleus) cuts."""
+    if options.temperature == 0:
+        return int(np.argmax(log_probs))
+    logits = log_probs.astype(np.float64) / options.temperature
+    if options.top_k and options.top_k < logits.size:
+        kth = np.partition(logits, -options.top_k)[-options.top_k]
+        logits = np.where(logits < kth, -np.inf, logits)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    if options.top_p < 1.0:
+        order = np.argsort(-probs)
+        cumulative = np.cumsum(probs[order])
+        keep = order[: int(np.searchsorted(cumulative, options.top_p)) + 1]  # smallest set reaching top_p
+        mask = np.zeros_like(probs)
+        mask[keep] = probs[keep]
+        probs = mask / mask.sum()
+    return int(rng.choice(probs.size, p=probs))

@@ -1,0 +1,214 @@
+"""The Keras language model: Embedding -> LSTM stack -> owned [V, H] output matrix.
+
+Training uses the sampled softmax (`train_step`), evaluation the exact full softmax
+(`test_step`, chunked over rows so memory is bounded by `LOGITS_BUDGET`, never B*T*V), and
+generation steps one token at a time carrying each LSTM layer's (h, c).
+
+Why the output matrix is a [V, H] weight of the model and not a `Dense` layer: the sampled loss
+wants rows per class ([V, D], the transpose of a Dense kernel), and gathering rows is what keeps
+its gradient an `IndexedSlices` touching only B*T + num_sampled rows. `call` returns hidden
+states, not logits, because computing all V logits is exactly the cost we avoid in training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import keras
+import tensorflow as tf
+
+from lmtrain.config import Config
+from lmtrain.errors import LmtrainError
+from lmtrain.sampling import CandidateSampler, log_uniform_proposal, unigram_proposal
+
+# Largest logits block (rows x vocabulary, float32 elements) evaluated at once: 64 MiB.
+LOGITS_BUDGET = 1 << 24
+
+SamplerFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
+State = list[tuple[tf.Tensor, tf.Tensor]]
+
+
+class LanguageModel(keras.Model):
+    """LSTM language model trained with sampled (or full) softmax, evaluated with full softmax."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        hidden_dim: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        softmax: str = "sampled",
+        num_sampled: int = 1024,
+        clip_norm: float | None = None,
+        sampler: SamplerFn | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if softmax not in ("sampled", "full"):
+            raise ValueError(f"softmax must be 'sampled' or 'full', got {softmax!r}")
+        if softmax == "sampled" and sampler is None:
+            raise ValueError("softmax='sampled' needs a candidate sampler")
+        self.vocab_size, self.embedding_dim, self.hidden_dim = vocab_size, embedding_dim, hidden_dim
+        self.num_layers, self.dropout_rate, self.softmax = num_layers, dropout, softmax
+        self.num_sampled, self.clip_norm, self.sampler = num_sampled, clip_norm, sampler
+
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        self.lstms = [
+            keras.layers.LSTM(hidden_dim, return_sequences=True, return_state=True, name=f"lstm_{i}")
+            for i in range(num_layers)
+        ]
+        self.dropouts = [keras.layers.Dropout(dropout, name=f"dropout_{i}") for i in range(num_layers + 1)]
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def build(self, input_shape: Any = None) -> None:
+        # Named weights owned by the model; they are read only by the losses, so they must be
+        # created here, before training, not lazily inside train_step.
+        self.softmax_w = self.add_weight(
+            shape=(self.vocab_size, self.hidden_dim), initializer="glorot_uniform", name="softmax_w"
+        )
+        self.softmax_b = self.add_weight(shape=(self.vocab_size,), initializer="zeros", name="softmax_b")
+        self.embedding.build((None, None))
+        width = self.embedding_dim
+        for lstm in self.lstms:
+            lstm.build((None, None, width))
+            width = self.hidden_dim
+        self.built = True
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [self.loss_tracker]
+
+    def call(self, tokens: tf.Tensor, training: bool = False, initial_state: State | None = None,
+             return_state: bool = False) -> Any:
+        """Hidden states [B, T, H] in float32 (and the final (h, c) per layer if asked)."""
+        z = self.dropouts[0](self.embedding(tokens), training=training)  # (B, T, E)
+        states = []
+        for i, lstm in enumerate(self.lstms):
+            init = None if initial_state is None else list(initial_state[i])
+            z, h, c = lstm(z, initial_state=init, training=training)  # (B, T, H)
+            z = self.dropouts[i + 1](z, training=training)
+            states.append((h, c))
+        # The losses run in float32 even under a mixed-precision policy (log-Q needs it).
+        z = tf.cast(z, tf.float32)
+        return (z, states) if return_state else z
+
+    # ---- losses -------------------------------------------------------------------------------
+
+    def logits(self, hidden: tf.Tensor) -> tf.Tensor:
+        """Full-softmax logits [..., V] of hidden states [..., H]."""
+        return tf.tensordot(hidden, self.softmax_w, axes=[[-1], [1]]) + self.softmax_b
+
+    def sampled_nll(self, hidden: tf.Tensor, targets: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        """Sampled-softmax loss per position [N] for hidden [N, H], targets [N]."""
+        labels = tf.cast(targets[:, None], tf.int64)  # (N, 1)
+        return tf.nn.sampled_softmax_loss(
+            weights=self.softmax_w,
+            biases=self.softmax_b,
+            labels=labels,
+            inputs=hidden,
+            num_sampled=self.num_sampled,
+            num_classes=self.vocab_size,
+            sampled_values=self.sampler(labels, step),
+            remove_accidental_hits=True,
+        )
+
+    def full_nll(self, hidden: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        """Exact negative log-likelihood per position [N], in row blocks of at most LOGITS_BUDGET."""
+        rows = max(1, LOGITS_BUDGET // self.vocab_size)
+        n = tf.shape(hidden)[0]
+        if isinstance(hidden.shape[0], int) and hidden.shape[0] <= rows:
+            return self._block_nll(hidden, targets)
+        blocks = (n + rows - 1) // rows
+        pad = blocks * rows - n
+        h = tf.reshape(tf.pad(hidden, [[0, pad], [0, 0]]), [blocks, rows, self.hidden_dim])  # (K, R, H)
+        t = tf.reshape(tf.pad(targets, [[0, pad]]), [blocks, rows])  # (K, R)
+        nll = tf.map_fn(
+            lambda ht: self._block_nll(ht[0], ht[1]),
+            (h, t),
+            fn_output_signature=tf.float32,
+            parallel_iterations=1,  # one block alive at a time: that is the memory bound
+        )
+        return tf.reshape(nll, [-1])[:n]
+
+    def _block_nll(self, hidden: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=self.logits(hidden))
+
+    # ---- Keras steps --------------------------------------------------------------------------
+
+    def train_step(self, data: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+        tokens, targets, mask = data  # (B, T) int32, (B, T) int32, (B, T) float32
+        with tf.GradientTape() as tape:
+            hidden = self(tokens, training=True)
+            flat_h = tf.reshape(hidden, [-1, self.hidden_dim])  # (B*T, H)
+            flat_t, flat_m = tf.reshape(targets, [-1]), tf.reshape(mask, [-1])
+            if self.softmax == "sampled":
+                nll = self.sampled_nll(flat_h, flat_t, self.optimizer.iterations)
+            else:
+                nll = self._block_nll(flat_h, flat_t)
+            count = tf.maximum(tf.reduce_sum(flat_m), 1.0)
+            loss = tf.reduce_sum(nll * flat_m) / count
+            scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed_float16
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        if self.clip_norm is not None:
+            # clip_by_global_norm keeps IndexedSlices sparse (global_clipnorm would densify).
+            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
+        self.optimizer.apply(grads, variables)
+        self.loss_tracker.update_state(loss, sample_weight=count)
+        return {"loss": self.loss_tracker.result()}
+
+    def nll_sum(self, tokens: tf.Tensor, targets: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(sum of exact negative log-likelihoods, number of predicted tokens) of one batch."""
+        hidden = self(tokens, training=False)
+        flat_h = tf.reshape(hidden, [-1, self.hidden_dim])
+        nll = self.full_nll(flat_h, tf.reshape(targets, [-1]))
+        flat_m = tf.reshape(mask, [-1])
+        return tf.reduce_sum(nll * flat_m), tf.reduce_sum(flat_m)
+
+    def test_step(self, data: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+        total, count = self.nll_sum(*data)
+        # A weighted mean of per-token NLL: exact over the whole split, whatever the batching.
+        self.loss_tracker.update_state(total / tf.maximum(count, 1.0), sample_weight=count)
+        return {"loss": self.loss_tracker.result()}
+
+    # ---- decoding -----------------------------------------------------------------------------
+
+    def step(self, tokens: tf.Tensor, state: State | None) -> tuple[tf.Tensor, State]:
+        """Log-probabilities of the next token after `tokens` [B, T], and the carried state.
+
+        With the state from the previous call, the cost per new token is one LSTM step and one
+        [H] x [H, V] product, whatever the length of the text so far.
+        """
+        hidden, new_state = self(tokens, training=False, initial_state=state, return_state=True)
+        return tf.nn.log_softmax(self.logits(hidden[:, -1, :])), new_state
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            vocab_size=self.vocab_size, embedding_dim=self.embedding_dim, hidden_dim=self.hidden_dim,
+            num_layers=self.num_layers, dropout=self.dropout_rate, softmax=self.softmax,
+            num_sampled=self.num_sampled, clip_norm=self.clip_norm,
+        )
+        return config
+
+
+def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> LanguageModel:
+    """Build the model a config describes, with its weights created (ready to restore or train)."""
+    m = config.model
+    if m.softmax == "sampled" and m.num_sampled >= vocab_size:
+        raise LmtrainError(
+            f"model.num_sampled: {m.num_sampled} must be smaller than the vocabulary ({vocab_size} ids)"
+        )
+    if m.sampler == "unigram":
+        proposal = unigram_proposal(unigram_counts, m.sampler_distortion)
+    else:
+        proposal = log_uniform_proposal(vocab_size)
+    sampler = CandidateSampler(proposal, m.num_sampled, config.train.seed)
+    model = LanguageModel(
+        vocab_size=vocab_size, embedding_dim=m.embedding_dim, hidden_dim=m.hidden_dim,
+        num_layers=m.num_layers, dropout=m.dropout, softmax=m.softmax, num_sampled=m.num_sampled,
+        clip_norm=config.train.clip_norm, sampler=sampler, name="lstm_lm",
+    )
+    model.build(None)
+    return model

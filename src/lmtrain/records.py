@@ -1,0 +1,109 @@
+"""TFRecord shards of token ids: writing them (prepare) and reading them as windows (fit/eval).
+
+A split is one token stream (documents joined by `</s>`), cut into records of at most
+`RECORD_TOKENS` ids stored as raw little-endian int32, and into shards of about
+`data.shard_tokens` ids. Readers see windows of `seq_len` inputs and the next-token targets:
+window k holds inputs t[kT : kT+T] and targets t[kT+1 : kT+T+1], so every token but the first
+of the stream is predicted exactly once. The last window is padded and masked, which makes
+evaluation exact (every token counted) while keeping every batch the same shape.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from pathlib import Path
+from typing import Sequence
+
+import tensorflow as tf
+
+from lmtrain.paths import DataPaths
+
+RECORD_TOKENS = 1 << 16
+
+
+class ShardWriter:
+    """Append token ids to a split; records and shards are cut as the stream grows."""
+
+    def __init__(self, paths: DataPaths, split: str, shard_tokens: int) -> None:
+        self._paths, self._split, self._shard_tokens = paths, split, shard_tokens
+        self._buffer = array("i")
+        self._writer: tf.io.TFRecordWriter | None = None
+        self._shard_index = 0
+        self._in_shard = 0
+        self.tokens = 0
+
+    def write(self, ids: Sequence[int]) -> None:
+        self._buffer.extend(ids)
+        self.tokens += len(ids)
+        while len(self._buffer) >= RECORD_TOKENS:
+            self._flush(RECORD_TOKENS)
+
+    def close(self) -> int:
+        """Flush what is left; return the number of shards written."""
+        if self._buffer:
+            self._flush(len(self._buffer))
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self._shard_index += 1
+        return self._shard_index
+
+    def _flush(self, n: int) -> None:
+        if self._writer is None:
+            self._writer = tf.io.TFRecordWriter(str(self._paths.shard(self._split, self._shard_index)))
+        record = self._buffer[:n]
+        if record.itemsize != 4:  # pragma: no cover - array('i') is 4 bytes on every platform we support
+            raise RuntimeError("expected 4-byte ints")
+        self._writer.write(record.tobytes())
+        del self._buffer[:n]
+        self._in_shard += n
+        if self._in_shard >= self._shard_tokens:
+            self._writer.close()
+            self._writer = None
+            self._shard_index += 1
+            self._in_shard = 0
+
+
+def num_windows(tokens: int, seq_len: int) -> int:
+    """How many windows `windows()` yields for a split of `tokens` ids."""
+    return math.ceil(tokens / seq_len)
+
+
+def windows(files: Sequence[Path], seq_len: int) -> tf.data.Dataset:
+    """(inputs [T] int32, targets [T] int32, mask [T] float32) for consecutive windows of a stream."""
+    ds = tf.data.TFRecordDataset([str(f) for f in files])
+    ds = ds.map(lambda r: tf.io.decode_raw(r, tf.int32, little_endian=True), num_parallel_calls=tf.data.AUTOTUNE)
+    chunks = ds.unbatch().batch(seq_len)
+    # An empty sentinel after the last chunk lets the scan below emit that chunk too.
+    chunks = chunks.concatenate(tf.data.Dataset.from_tensors(tf.zeros([0], tf.int32)))
+
+    def pair(prev: tf.Tensor, cur: tf.Tensor) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
+        # Targets of `prev` are its own ids shifted by one plus the first id of the next chunk.
+        return cur, (prev, tf.concat([prev[1:], cur[:1]], axis=0))
+
+    pairs = chunks.scan(tf.zeros([0], tf.int32), pair)
+    pairs = pairs.filter(lambda x, y: tf.size(x) > 0)  # the first pair has no inputs
+
+    def pad(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        mask = tf.sequence_mask(tf.size(y), seq_len, dtype=tf.float32)
+        x = tf.pad(x, [[0, seq_len - tf.size(x)]])
+        y = tf.pad(y, [[0, seq_len - tf.size(y)]])
+        return tf.ensure_shape(x, [seq_len]), tf.ensure_shape(y, [seq_len]), tf.ensure_shape(mask, [seq_len])
+
+    return pairs.map(pad, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def train_dataset(
+    files: Sequence[Path], seq_len: int, batch_size: int, epochs: int, shuffle_buffer: int, seed: int
+) -> tf.data.Dataset:
+    """Shuffled full batches, `epochs` times over; epoch e is steps [e*spe, (e+1)*spe)."""
+    ds = windows(files, seq_len)
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.repeat(epochs).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(files: Sequence[Path], seq_len: int, batch_size: int) -> tf.data.Dataset:
+    """Every window in order, the last batch possibly smaller; nothing dropped."""
+    return windows(files, seq_len).batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,84 @@
+"""Candidate sampler for the sampled softmax: negatives drawn with stateless random ops.
+
+TensorFlow's own candidate samplers are stateful CPU-only kernels with no XLA kernel, and the
+default log-uniform one assumes ids sorted by frequency, which BPE ids are not (see
+shared/DESIGN-NOTES.md). This sampler draws `num_sampled` ids with replacement from a fixed
+proposal Q by inverting its CDF with `searchsorted` on stateless uniforms keyed by
+(seed, step): it compiles under XLA, touches no V-sized buffer per step beyond one binary
+search per draw, and a resumed run draws exactly the negatives an uninterrupted one would.
+
+With replacement, the expected count of id k among the draws is num_sampled * Q(k); that is
+what `tf.nn.sampled_softmax_loss` subtracts (as a log) from the logits to stay unbiased.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+def unigram_proposal(counts: Sequence[int], distortion: float = 1.0) -> np.ndarray:
+    """Q(k) proportional to (count_k + 1) ** distortion; +1 so no id has zero probability."""
+    c = np.asarray(counts, dtype=np.float64) + 1.0
+    q = c**distortion
+    return q / q.sum()
+
+
+def log_uniform_proposal(vocab_size: int) -> np.ndarray:
+    """Zipf proposal Q(k) = log((k+2)/(k+1)) / log(V+1), as TensorFlow's log-uniform sampler."""
+    k = np.arange(vocab_size, dtype=np.float64)
+    return (np.log(k + 2) - np.log(k + 1)) / np.log(vocab_size + 1)
+
+
+class CandidateSampler:
+    """Draw negatives from a fixed proposal; returns what `sampled_values` expects."""
+
+    def __init__(self, proposal: np.ndarray, num_sampled: int, seed: int) -> None:
+        proposal = np.asarray(proposal, dtype=np.float64)
+        if proposal.ndim != 1 or not np.all(proposal > 0):
+            raise ValueError("proposal must be a 1-D array of positive probabilities")
+        proposal = proposal / proposal.sum()
+        cdf = np.cumsum(proposal)
+        cdf[-1] = 1.0  # guard against rounding: every uniform in [0, 1) lands on an id
+        self.vocab_size = int(proposal.shape[0])
+        self.num_sampled = int(num_sampled)
+        self.seed = int(seed)
+        self._cdf = tf.constant(cdf, dtype=tf.float64)
+        self._log_q = tf.constant(np.log(proposal), dtype=tf.float32)
+        self._proposal = proposal
+
+    @property
+    def proposal(self) -> np.ndarray:
+        return self._proposal
+
+    def sample(self, step: tf.Tensor) -> tf.Tensor:
+        """`num_sampled` ids (int64), a pure function of (seed, step), the same under XLA."""
+        u = _uniform(self.seed, step, self.num_sampled)
+        ids = tf.searchsorted(self._cdf, u, side="right")
+        return tf.minimum(tf.cast(ids, tf.int64), self.vocab_size - 1)
+
+    def __call__(self, labels: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(sampled [S], true_expected_count [N, 1], sampled_expected_count [S]) for labels [N, 1]."""
+        sampled = self.sample(step)
+        log_s = tf.math.log(tf.constant(float(self.num_sampled)))
+        true_expected = tf.exp(tf.gather(self._log_q, tf.cast(labels, tf.int32)) + log_s)
+        sampled_expected = tf.exp(tf.gather(self._log_q, tf.cast(sampled, tf.int32)) + log_s)
+        return tf.stop_gradient(sampled), tf.stop_gradient(true_expected), tf.stop_gradient(sampled_expected)
+
+
+def _uniform(seed: int, step: tf.Tensor, n: int) -> tf.Tensor:
+    """n float64 uniforms in [0, 1) from Philox keyed by `seed`, with `step` in the counter.
+
+    The float conversion is done here from raw 64-bit draws: TensorFlow's own float kernels
+    convert differently under XLA than on CPU, while the raw Philox bits agree on both, and a
+    sampler that changed its draws when compiled would break exact resume.
+    """
+    key = tf.constant([seed], dtype=tf.uint64)
+    # The step goes in the high word: Philox advances the low word once per 128-bit block, so a
+    # step in the low word would make step k+1 replay most of step k's stream shifted by one.
+    counter = tf.stack([tf.constant(0, tf.uint64), tf.cast(step, tf.uint64)])
+    bits = tf.raw_ops.StatelessRandomUniformFullIntV2(shape=[n], key=key, counter=counter, alg=1, dtype=tf.uint64)
+    top53 = tf.bitwise.right_shift(bits, tf.constant(11, tf.uint64))  # a double holds 53 bits exactly
+    return tf.cast(top53, tf.float64) * (2.0**-53)

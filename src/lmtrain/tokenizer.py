@@ -1,0 +1,113 @@
+"""SentencePiece training and loading.
+
+SentencePiece works on lines and cannot emit a newline, but line breaks are part of the text we
+model (verse, dialogue). So every line is encoded on its own and followed by the `<nl>` symbol,
+and documents end with the end-of-sequence id `</s>`. Decoding splits on `<nl>` again, which
+also avoids the stray space SentencePiece's word-boundary marker would put after each break.
+Ids: 0 `<unk>`, 1 `</s>`, 2 `<nl>`, then the learned pieces; no padding or begin-of-sequence id.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import sentencepiece as spm
+
+from lmtrain.config import TokenizerConfig
+from lmtrain.errors import LmtrainError
+
+UNK_ID, EOS_ID, NL_ID = 0, 1, 2
+_NL_PIECE = "<nl>"
+
+
+class Tokenizer:
+    """A loaded SentencePiece model plus the newline/end-of-sequence convention above."""
+
+    def __init__(self, model_path: Path) -> None:
+        if not Path(model_path).is_file():
+            raise LmtrainError(f"tokenizer model not found: {model_path}")
+        self._sp = spm.SentencePieceProcessor(model_file=str(model_path))
+        if self._sp.piece_to_id(_NL_PIECE) != NL_ID or self._sp.eos_id() != EOS_ID:
+            raise LmtrainError(f"{model_path}: not a tokenizer written by lmtrain prepare")
+        # The word model also learns a "▁<nl>" piece; it never occurs in encoded data, but an
+        # undertrained model may still sample it, so it decodes as a line break too.
+        self._breaks = {NL_ID} | {i for i in range(self.vocab_size) if self._sp.id_to_piece(i) == "\u2581" + _NL_PIECE}
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    def encode_lines(self, lines: list[str]) -> list[list[int]]:
+        """Ids of each line followed by `<nl>` (one list per line; SentencePiece batches them)."""
+        encoded = self._sp.encode(lines, num_threads=os.cpu_count() or 1)
+        for ids in encoded:
+            ids.append(NL_ID)
+        return encoded
+
+    def encode_text(self, text: str) -> list[int]:
+        """Ids of a text given as one string; a trailing newline adds a final `<nl>`."""
+        ids = [i for chunk in self.encode_lines(text.split("\n")) for i in chunk]
+        return ids[:-1]  # split() yields one more line than there are newlines
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of a sequence of ids; `<nl>` becomes a line break, `</s>` a blank line."""
+        lines: list[list[int]] = [[]]
+        for i in ids:
+            if i in self._breaks:
+                lines.append([])
+            elif i == EOS_ID:
+                lines.extend([[], []])
+            else:
+                lines[-1].append(int(i))
+        return "\n".join(self._sp.decode(chunk) for chunk in lines)
+
+    def piece(self, i: int) -> str:
+        return self._sp.id_to_piece(int(i))
+
+
+def train_tokenizer(lines: Iterable[str], config: TokenizerConfig, prefix: Path) -> Tokenizer:
+    """Train SentencePiece on the given lines (the training split only) and load the result.
+
+    `input_sentence_size` makes SentencePiece keep a bounded random sample of lines, so memory
+    stays flat however large the corpus is.
+    """
+    sentences = (line for line in lines if line.strip())
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=sentences,
+            model_prefix=str(prefix),
+            model_type=config.model_type,
+            vocab_size=config.vocab_size,
+            character_coverage=config.character_coverage,
+            input_sentence_size=config.max_sentences,
+            shuffle_input_sentence=True,
+            # A character vocabulary is as large as the alphabet, whatever was asked for.
+            hard_vocab_limit=config.model_type != "char",
+            unk_id=UNK_ID,
+            eos_id=EOS_ID,
+            bos_id=-1,
+            pad_id=-1,
+            user_defined_symbols=[_NL_PIECE],
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,  # SentencePiece logs a page per run; errors still raise
+        )
+    except RuntimeError as exc:
+        raise LmtrainError(_explain(str(exc), config)) from None
+    return Tokenizer(prefix.with_suffix(".model"))
+
+
+def _explain(message: str, config: TokenizerConfig) -> str:
+    too_high = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", message)
+    if too_high:
+        return (
+            f"tokenizer.vocab_size: {config.vocab_size} is too large for this corpus "
+            f"(at most {too_high.group(2)} with model_type {config.model_type}); lower it or add text"
+        )
+    if "Vocabulary size is smaller than required_chars" in message or "vocab_size" in message.lower():
+        return f"tokenizer.vocab_size: {config.vocab_size} does not fit this corpus: {message.strip().splitlines()[-1]}"
+    if "No sentence" in message or "empty" in message.lower():
+        return "data.corpus: the training split holds no text"
+    return f"SentencePiece failed: {message.strip().splitlines()[-1]}"

@@ -1,0 +1,35 @@
+import numpy as np
+import tensorflow as tf
+
+from lmtrain.sampling import _uniform, CandidateSampler, log_uniform_proposal, unigram_proposal
+
+
+def test_same_seed_and_step_draw_the_same_negatives():
+    s = CandidateSampler(unigram_proposal([5, 1, 0, 9, 3]), num_sampled=50, seed=7)
+    a, b, c = s.sample(tf.constant(3)), s.sample(tf.constant(3)), s.sample(tf.constant(4))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    # consecutive steps draw unrelated streams, not a shifted copy of one another
+    u0, u1 = _uniform(7, tf.constant(0), 64).numpy(), _uniform(7, tf.constant(1), 64).numpy()
+    assert not set(u0.tolist()) & set(u1.tolist())
+    other = CandidateSampler(unigram_proposal([5, 1, 0, 9, 3]), num_sampled=50, seed=8)
+    assert not np.array_equal(a, other.sample(tf.constant(3)))
+
+
+def test_expected_counts_match_empirical_frequencies():
+    counts = np.array([100, 50, 25, 12, 6, 3, 1, 0])
+    q = unigram_proposal(counts, distortion=0.75)
+    s = CandidateSampler(q, num_sampled=64, seed=0)
+    draws = np.concatenate([s.sample(tf.constant(i)).numpy() for i in range(400)])
+    empirical = np.bincount(draws, minlength=len(q)) / 400  # mean count per step
+    _, true_expected, sampled_expected = s(tf.constant([[0], [7]], tf.int64), tf.constant(0))
+    np.testing.assert_allclose(true_expected.numpy().ravel(), 64 * q[[0, 7]], rtol=1e-5)
+    np.testing.assert_allclose(empirical, 64 * q, rtol=0.1, atol=0.15)
+    assert sampled_expected.shape == (64,)
+
+
+def test_runs_under_xla():
+    s = CandidateSampler(log_uniform_proposal(1000), num_sampled=32, seed=1)
+    fn = tf.function(lambda labels, step: s(labels, step), jit_compile=True)
+    sampled, _, _ = fn(tf.constant([[1]], tf.int64), tf.constant(5, tf.int64))
+    assert np.array_equal(sampled, s.sample(tf.constant(5, tf.int64)))
+    assert sampled.numpy().max() < 1000

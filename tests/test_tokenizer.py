@@ -1,0 +1,26 @@
+import pytest
+
+from lmtrain.config import TokenizerConfig
+from lmtrain.errors import LmtrainError
+from lmtrain.tokenizer import EOS_ID, NL_ID, train_tokenizer
+
+from conftest import WORDS
+
+
+def _lines():
+    return [" ".join(WORDS[i:i + 5]) for i in range(len(WORDS) - 5)] * 5
+
+
+@pytest.mark.parametrize("kind", ["unigram", "bpe", "char", "word"])
+def test_round_trip_keeps_line_breaks(tmp_path, kind):
+    size = {"unigram": 40, "bpe": 40, "char": 40, "word": 30}[kind]
+    tok = train_tokenizer(_lines(), TokenizerConfig(model_type=kind, vocab_size=size), tmp_path / "t")
+    text = "lord lady\nsword crown\n\nnight"
+    ids = tok.encode_text(text)
+    assert ids.count(NL_ID) == 3 and EOS_ID not in ids
+    assert tok.decode(ids) == text
+
+
+def test_vocabulary_too_large_names_the_key(tmp_path):
+    with pytest.raises(LmtrainError, match=r"tokenizer.vocab_size: 5000 is too large for this corpus \(at most \d+"):
+        train_tokenizer(_lines(), TokenizerConfig(model_type="unigram", vocab_size=5000), tmp_path / "t")
