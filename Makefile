@@ -25,5 +25,9 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# Training-step benchmark at V = 10k and 100k (a few minutes; see benchmarks/step_bench.py).
+bench: install
+	$(BIN)/python benchmarks/step_bench.py
+
 clean:
 	rm -rf data/shakespeare runs/demo

@@ -85,3 +85,50 @@ def test_incremental_decoding_matches_the_whole_sequence():
         log_probs, state = model.step(tf.constant(x[:, i:i + 1]), state)
         steps.append(log_probs.numpy()[0])
     np.testing.assert_allclose(np.stack(steps), whole, rtol=1e-4, atol=1e-5)
+
+
+def test_sampled_loss_equals_tensorflows_own():
+    model = _model()
+    x, y, _ = _batch(b=4, t=6)
+    h = tf.reshape(model(x), [-1, 12])
+    labels = tf.reshape(tf.cast(y, tf.int64), [-1])
+    step = tf.constant(3, tf.int64)
+    ours = model.sampled_nll(h, labels, step)
+    theirs = tf.nn.sampled_softmax_loss(
+        weights=model.softmax_w, biases=model.softmax_b, labels=labels[:, None], inputs=h, num_sampled=10,
+        num_classes=V, sampled_values=model.sampler(labels[:, None], step), remove_accidental_hits=True)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_sampled_train_step_never_touches_all_vocabulary_rows():
+    from lmtrain.optim import LazyAdam
+
+    vocab = 997  # a size no other dimension has
+    cfg = config_from_dict({"tokenizer": {"vocab_size": vocab},
+                            "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10}})
+    model = create_model(cfg, vocab, list(range(vocab)))
+    optimizer = LazyAdam()
+    model.compile(optimizer=optimizer)
+    optimizer.build(model.trainable_variables)
+    spec = [tf.TensorSpec([4, 5], tf.int32), tf.TensorSpec([4, 5], tf.int32), tf.TensorSpec([4, 5], tf.float32)]
+    graph = tf.function(model.train_step).get_concrete_function(tuple(spec)).graph
+    # No op may produce a V-sized tensor: not even a whole-variable read (ReadVariableOp), which
+    # copies all V rows once a variable has been scatter-updated (TensorFlow's copy-on-read).
+    allowed = {"Const", "Placeholder"}  # the sampler's [V] tables, captured as graph inputs
+    offenders = [
+        (op.type, op.name) for op in graph.get_operations() if op.type not in allowed
+        for t in op.outputs if t.shape.rank and t.shape[0] == vocab
+    ]
+    assert not offenders, offenders
+
+
+def test_xla_compiled_train_step_matches_the_plain_one():
+    x, y, m = (tf.constant(a) for a in _batch())
+    plain, compiled = _model(), _model()
+    compiled.set_weights(plain.get_weights())
+    for model in (plain, compiled):
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.1))
+    tf.function(plain.train_step)((x, y, m))
+    tf.function(compiled.train_step, jit_compile=True)((x, y, m))
+    for a, b in zip(plain.weights, compiled.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)

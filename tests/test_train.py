@@ -80,3 +80,16 @@ def test_checkpoint_of_another_shape_is_named(tmp_path, corpus):
     (Path(cfg.train.run_dir) / "config.yaml").write_text(yaml.safe_dump(other.to_dict()))
     with pytest.raises(LmtrainError, match=r"weight lstm_lm/\S+ has shape \[.*24.*\] but the config .* gives \[.*20.*\]"):
         load_run(Path(cfg.train.run_dir))
+
+
+@pytest.mark.parametrize("train", [{"precision": "mixed_bfloat16"}, {"jit_compile": True}, {"optimizer": "adam"}])
+def test_fit_variants_train(tmp_path, corpus, train):
+    cfg = _config(tmp_path, corpus, train={"max_steps": 30, "epochs": 10, **train})
+    prepare(cfg, progress=False)
+    result = fit(cfg, progress=False, echo=lambda _: None)
+    assert result.step == 30
+    assert result.valid_perplexity < 20, result.valid_perplexity  # uniform over 34 ids would be 34
+    if "precision" in train:
+        run = load_run(Path(cfg.train.run_dir))
+        assert run.model.embedding.compute_dtype == "bfloat16"
+        assert run.model.softmax_w.dtype == "float32"

@@ -28,6 +28,9 @@ from lmtrain.errors import ConfigError
 SoftmaxKind = Literal["sampled", "full"]
 TokenizerKind = Literal["unigram", "bpe", "char", "word"]
 SamplerKind = Literal["unigram", "log_uniform"]
+OptimizerKind = Literal["lazy_adam", "adam"]
+JitKind = Literal["auto", True, False]
+PrecisionKind = Literal["float32", "mixed_bfloat16", "mixed_float16"]
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,15 @@ class TrainConfig:
     epochs: int = 2
     # Stop after this many steps in all (null: no limit besides epochs).
     max_steps: int | None = 1000
+    # "lazy_adam": Adam that updates only the rows a sparse gradient touches (fast at large
+    # vocabularies); "adam": Keras' dense Adam, which rewrites all V rows every step.
+    optimizer: OptimizerKind = "lazy_adam"
     # Adam learning rate.
     learning_rate: float = 0.002
+    # XLA-compile the train step: true | false | auto (auto: off; see train.resolve_jit).
+    jit_compile: JitKind = "auto"
+    # float32, or mixed_bfloat16 / mixed_float16 (LSTM in 16 bits; the softmax stays float32).
+    precision: PrecisionKind = "float32"
     # Clip gradients to this global norm (null: no clipping).
     clip_norm: float | None = 1.0
     # Seed for initialisation, shuffling and negative sampling.

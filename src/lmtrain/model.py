@@ -21,11 +21,28 @@ from lmtrain.config import Config
 from lmtrain.errors import LmtrainError
 from lmtrain.sampling import CandidateSampler, log_uniform_proposal, unigram_proposal
 
+# Logit given to a sampled class that is the row's true class (exp() of it is exactly 0).
+_MASKED = -1e30
+
 # Largest logits block (rows x vocabulary, float32 elements) evaluated at once: 64 MiB.
 LOGITS_BUDGET = 1 << 24
 
 SamplerFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
 State = list[tuple[tf.Tensor, tf.Tensor]]
+
+
+class RowGatherEmbedding(keras.layers.Embedding):
+    """An Embedding whose lookup reads only the rows it needs (a ResourceGather).
+
+    Keras' own lookup first reads the whole [V, E] variable. Once the optimizer has updated a
+    variable with scatter ops, TensorFlow switches it to copy-on-read, and every whole read
+    then copies all V rows: at V = 100k that added ~80 ms a step here, more than the output
+    layer itself. Gathering from the backend variable avoids the whole read.
+    """
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        rows = tf.gather(self.embeddings.value, tf.cast(inputs, tf.int32))  # (B, T, E)
+        return tf.cast(rows, self.compute_dtype)
 
 
 class LanguageModel(keras.Model):
@@ -42,6 +59,7 @@ class LanguageModel(keras.Model):
         num_sampled: int = 1024,
         clip_norm: float | None = None,
         sampler: SamplerFn | None = None,
+        precision: str = "float32",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -52,22 +70,27 @@ class LanguageModel(keras.Model):
         self.vocab_size, self.embedding_dim, self.hidden_dim = vocab_size, embedding_dim, hidden_dim
         self.num_layers, self.dropout_rate, self.softmax = num_layers, dropout, softmax
         self.num_sampled, self.clip_norm, self.sampler = num_sampled, clip_norm, sampler
+        self.precision = precision
 
-        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        # Embedding and LSTMs compute in `precision` (weights stay float32 under mixed policies);
+        # the output layer is always float32.
+        self.embedding = RowGatherEmbedding(vocab_size, embedding_dim, name="embedding", dtype=precision)
         self.lstms = [
-            keras.layers.LSTM(hidden_dim, return_sequences=True, return_state=True, name=f"lstm_{i}")
+            keras.layers.LSTM(hidden_dim, return_sequences=True, return_state=True, name=f"lstm_{i}", dtype=precision)
             for i in range(num_layers)
         ]
-        self.dropouts = [keras.layers.Dropout(dropout, name=f"dropout_{i}") for i in range(num_layers + 1)]
+        self.dropouts = [keras.layers.Dropout(dropout, name=f"dropout_{i}", dtype=precision)
+                         for i in range(num_layers + 1)]
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def build(self, input_shape: Any = None) -> None:
         # Named weights owned by the model; they are read only by the losses, so they must be
         # created here, before training, not lazily inside train_step.
         self.softmax_w = self.add_weight(
-            shape=(self.vocab_size, self.hidden_dim), initializer="glorot_uniform", name="softmax_w"
+            shape=(self.vocab_size, self.hidden_dim), initializer="glorot_uniform", name="softmax_w", dtype="float32"
         )
-        self.softmax_b = self.add_weight(shape=(self.vocab_size,), initializer="zeros", name="softmax_b")
+        self.softmax_b = self.add_weight(shape=(self.vocab_size,), initializer="zeros", name="softmax_b",
+                                         dtype="float32")
         self.embedding.build((None, None))
         width = self.embedding_dim
         for lstm in self.lstms:
@@ -100,18 +123,27 @@ class LanguageModel(keras.Model):
         return tf.tensordot(hidden, self.softmax_w, axes=[[-1], [1]]) + self.softmax_b
 
     def sampled_nll(self, hidden: tf.Tensor, targets: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-        """Sampled-softmax loss per position [N] for hidden [N, H], targets [N]."""
-        labels = tf.cast(targets[:, None], tf.int64)  # (N, 1)
-        return tf.nn.sampled_softmax_loss(
-            weights=self.softmax_w,
-            biases=self.softmax_b,
-            labels=labels,
-            inputs=hidden,
-            num_sampled=self.num_sampled,
-            num_classes=self.vocab_size,
-            sampled_values=self.sampler(labels, step),
-            remove_accidental_hits=True,
-        )
+        """Sampled-softmax loss per position [N] for hidden [N, H], targets [N].
+
+        The maths of `tf.nn.sampled_softmax_loss(..., remove_accidental_hits=True)` (a test
+        checks they agree), written with ops XLA can compile: TensorFlow's version calls
+        ComputeAccidentalHits, which has no XLA kernel. Logits of the true class and of the
+        sampled classes get the log-Q correction (minus the log of their expected count); a
+        sampled class equal to a row's true class is masked out of that row.
+        """
+        labels = tf.cast(targets, tf.int64)  # (N,)
+        sampled, true_expected, sampled_expected = self.sampler(labels[:, None], step)  # (S,) (N,1) (S,)
+        # Row gathers from the backend variables (ResourceGather): only N + S rows are read,
+        # and the gradients are IndexedSlices over those rows.
+        w, b = self.softmax_w.value, self.softmax_b.value
+        true_logits = (tf.reduce_sum(hidden * tf.gather(w, labels), axis=-1) + tf.gather(b, labels)
+                       - tf.math.log(true_expected[:, 0]))  # (N,)
+        sampled_logits = (tf.matmul(hidden, tf.gather(w, sampled), transpose_b=True) + tf.gather(b, sampled)
+                          - tf.math.log(sampled_expected))  # (N, S)
+        hits = tf.equal(labels[:, None], sampled[None, :])  # (N, S)
+        sampled_logits = tf.where(hits, tf.constant(_MASKED, sampled_logits.dtype), sampled_logits)
+        logits = tf.concat([true_logits[:, None], sampled_logits], axis=1)  # (N, 1 + S)
+        return tf.reduce_logsumexp(logits, axis=1) - true_logits
 
     def full_nll(self, hidden: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """Exact negative log-likelihood per position [N], in row blocks of at most LOGITS_BUDGET."""
@@ -188,7 +220,7 @@ class LanguageModel(keras.Model):
         config.update(
             vocab_size=self.vocab_size, embedding_dim=self.embedding_dim, hidden_dim=self.hidden_dim,
             num_layers=self.num_layers, dropout=self.dropout_rate, softmax=self.softmax,
-            num_sampled=self.num_sampled, clip_norm=self.clip_norm,
+            num_sampled=self.num_sampled, clip_norm=self.clip_norm, precision=self.precision,
         )
         return config
 
@@ -208,7 +240,7 @@ def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> 
     model = LanguageModel(
         vocab_size=vocab_size, embedding_dim=m.embedding_dim, hidden_dim=m.hidden_dim,
         num_layers=m.num_layers, dropout=m.dropout, softmax=m.softmax, num_sampled=m.num_sampled,
-        clip_norm=config.train.clip_norm, sampler=sampler, name="lstm_lm",
+        clip_norm=config.train.clip_norm, sampler=sampler, precision=config.train.precision, name="lstm_lm",
     )
     model.build(None)
     return model

@@ -1,0 +1,166 @@
+"""Training-step benchmark: what sampled softmax + the row-sparse optimizer buy at large vocabularies.
+
+Times, in one process and round-robin (so machine noise hits every variant alike), one training
+step of:
+  (a) floor    the same Embedding + LSTM with no output layer (loss = mean of the hidden states),
+               same optimizer: the cost sampled softmax should approach;
+  (b) sampled  lmtrain's own step, built by `lmtrain.train.build_trainer` exactly as `lmtrain fit`
+               builds it (sampled softmax, LazyAdam, clipping);
+  (c) full     the full-softmax baseline as Keras users write it: Embedding -> LSTM -> Dense(V),
+               SparseCategoricalCrossentropy(from_logits=True), Keras Adam, `train_on_batch`;
+  (d) stock    lmtrain's sampled step (the same model and train_step) with Keras' dense Adam.
+Prints a table (median ms/step, tokens/s, ratios b/a, c/b, d/b, peak RSS) and a last line of
+JSON: {"results": [{"vocab": ..., "floor_ms": ..., "sampled_ms": ..., "full_ms": ...,
+"sampled_stock_adam_ms": ...}, ...]}.
+
+Usage: python benchmarks/step_bench.py [--vocab 10000 100000] [--reps 7] [--warmup 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import time
+from typing import Any, Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from lmtrain.config import config_from_dict  # noqa: E402
+from lmtrain.train import build_trainer  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--vocab", type=int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=35)
+    p.add_argument("--embedding-dim", type=int, default=256)
+    p.add_argument("--hidden-dim", type=int, default=512)
+    p.add_argument("--num-sampled", type=int, default=1024)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--skip-full", action="store_true", help="Leave out (c), the slow full-softmax baseline.")
+    args = p.parse_args()
+
+    results = []
+    for vocab in args.vocab:
+        results.append(bench_vocab(vocab, args))
+        tf.keras.backend.clear_session()
+    print_table(results, args)
+    print(json.dumps({"results": results}))
+
+
+def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
+    sections = {
+        "tokenizer": {"vocab_size": vocab},
+        "model": {"embedding_dim": args.embedding_dim, "hidden_dim": args.hidden_dim, "num_layers": 1,
+                  "dropout": 0.0, "softmax": "sampled", "num_sampled": args.num_sampled},
+        "train": {"batch_size": args.batch_size, "seq_len": args.seq_len},
+    }
+    config = config_from_dict(sections)
+    counts = zipf_counts(vocab)
+    rng = np.random.default_rng(0)
+    # Token ids drawn from the same Zipf law as the counts, as real text would give.
+    ids = rng.choice(vocab, size=(args.batch_size, args.seq_len + 1), p=counts / counts.sum()).astype(np.int32)
+    batch = (tf.constant(ids[:, :-1]), tf.constant(ids[:, 1:]), tf.ones((args.batch_size, args.seq_len), tf.float32))
+
+    variants: dict[str, Callable[[], Any]] = {}
+    model, optimizer, step = build_trainer(config, vocab, counts.tolist())
+    variants["sampled"] = lambda: step(batch)["loss"]
+    float(step(batch)["loss"])  # trace now, while LazyAdam is the model's optimizer
+    # (d) and (a) train the same model objects (sharing them keeps peak memory down): (d) is the
+    # very same train_step traced with Keras' dense Adam as the model's optimizer.
+    stock = keras.optimizers.Adam(learning_rate=config.train.learning_rate)
+    model.compile(optimizer=stock)
+    stock.build(model.trainable_variables)
+    stock_step = tf.function(model.train_step)
+    float(stock_step(batch)["loss"])
+    variants["sampled_stock_adam"] = lambda: stock_step(batch)["loss"]
+    variants["floor"] = floor_step(model, optimizer, batch[0])
+    if not args.skip_full:
+        variants["full"] = keras_full_softmax_step(vocab, args, batch[0], batch[1])
+
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.warmup):
+        for fn in variants.values():
+            float(fn())
+    for _ in range(args.reps):
+        for name, fn in variants.items():  # round-robin: drift in machine load hits all alike
+            t0 = time.perf_counter()
+            float(fn())  # waits for the step to finish
+            times[name].append(time.perf_counter() - t0)
+
+    row: dict[str, Any] = {"vocab": vocab}
+    for name in ("floor", "sampled", "full", "sampled_stock_adam"):
+        row[f"{name}_ms"] = round(1000 * statistics.median(times[name]), 1) if name in times else None
+    row["tokens_per_step"] = args.batch_size * args.seq_len
+    row["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
+    return row
+
+
+def floor_step(model: Any, optimizer: Any, x: tf.Tensor) -> Callable[[], Any]:
+    """(a): lmtrain's Embedding + LSTM and optimizer, no output layer."""
+    variables = model.embedding.trainable_variables + [v for lstm in model.lstms for v in lstm.trainable_variables]
+
+    @tf.function
+    def step(tokens: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model(tokens, training=True))
+        grads = tape.gradient(loss, variables)
+        grads, _ = tf.clip_by_global_norm(grads, 1.0)
+        optimizer.apply(grads, variables)
+        return loss
+
+    return lambda: step(x)
+
+
+def keras_full_softmax_step(vocab: int, args: argparse.Namespace, x: tf.Tensor, y: tf.Tensor) -> Callable[[], Any]:
+    """(c): the usual Keras full-softmax model, trained the usual way."""
+    model = keras.Sequential([
+        keras.Input((args.seq_len,), dtype="int32"),
+        keras.layers.Embedding(vocab, args.embedding_dim),
+        keras.layers.LSTM(args.hidden_dim, return_sequences=True),
+        keras.layers.Dense(vocab),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return lambda: model.train_on_batch(x, y)
+
+
+def zipf_counts(vocab: int) -> np.ndarray:
+    """Unigram counts following Zipf's law (count proportional to 1/rank), in shuffled id order,
+    as BPE ids are: the proposal must not rely on ids being sorted by frequency."""
+    counts = np.floor(1e7 / np.arange(1, vocab + 1)).astype(np.int64) + 1
+    np.random.default_rng(1).shuffle(counts)
+    return counts
+
+
+def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    tokens = args.batch_size * args.seq_len
+
+    def ms(v: float | None) -> str:
+        return f"{v:9.1f}" if v is not None else "        -"
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{a / b:6.2f}" if a is not None and b is not None else "     -"
+
+    print(f"\nB={args.batch_size} T={args.seq_len} E={args.embedding_dim} H={args.hidden_dim} "
+          f"num_sampled={args.num_sampled}; median of {args.reps} steps after {args.warmup} warm-up; ms/step")
+    print("| vocab | (a) floor | (b) sampled | (c) full+Adam | (d) sampled+Adam | b tokens/s | b/a | c/b | d/b | peak RSS GB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        b = r["sampled_ms"]
+        print(f"| {r['vocab']} | {ms(r['floor_ms'])} | {ms(b)} | {ms(r['full_ms'])} | {ms(r['sampled_stock_adam_ms'])} "
+              f"| {tokens / (b / 1000):,.0f} | {ratio(b, r['floor_ms'])} | {ratio(r['full_ms'], b)} "
+              f"| {ratio(r['sampled_stock_adam_ms'], b)} | {r['peak_rss_gb']} |")
+
+
+if __name__ == "__main__":
+    main()
