@@ -23,6 +23,8 @@ import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any, Callable
 
@@ -47,7 +49,11 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--skip-full", action="store_true", help="Leave out (c), the slow full-softmax baseline.")
+    p.add_argument("--rss-probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.rss_probe:  # child process: lmtrain's training step alone, then its peak RSS
+        print(json.dumps({"rss_gb": sampled_only_rss(args.vocab[0], args)}))
+        return
 
     results = []
     for vocab in args.vocab:
@@ -58,13 +64,7 @@ def main() -> None:
 
 
 def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
-    sections = {
-        "tokenizer": {"vocab_size": vocab},
-        "model": {"embedding_dim": args.embedding_dim, "hidden_dim": args.hidden_dim, "num_layers": 1,
-                  "dropout": 0.0, "softmax": "sampled", "num_sampled": args.num_sampled},
-        "train": {"batch_size": args.batch_size, "seq_len": args.seq_len},
-    }
-    config = config_from_dict(sections)
+    config = config_from_dict(_sections(vocab, args))
     counts = zipf_counts(vocab)
     rng = np.random.default_rng(0)
     # Token ids drawn from the same Zipf law as the counts, as real text would give.
@@ -101,8 +101,43 @@ def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
     for name in ("floor", "sampled", "full", "sampled_stock_adam"):
         row[f"{name}_ms"] = round(1000 * statistics.median(times[name]), 1) if name in times else None
     row["tokens_per_step"] = args.batch_size * args.seq_len
-    row["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
+    row["peak_rss_gb"] = peak_rss_gb()  # this process: all four variants alive together
+    row["sampled_only_rss_gb"] = probe_sampled_rss(vocab, args)
     return row
+
+
+def peak_rss_gb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
+
+
+def probe_sampled_rss(vocab: int, args: argparse.Namespace) -> float:
+    """Peak RSS of lmtrain's training step on its own, measured in a fresh child process."""
+    cmd = [sys.executable, __file__, "--rss-probe", "--vocab", str(vocab), "--batch-size", str(args.batch_size),
+           "--seq-len", str(args.seq_len), "--embedding-dim", str(args.embedding_dim),
+           "--hidden-dim", str(args.hidden_dim), "--num-sampled", str(args.num_sampled)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["rss_gb"]
+
+
+def sampled_only_rss(vocab: int, args: argparse.Namespace) -> float:
+    config = config_from_dict(_sections(vocab, args))
+    counts = zipf_counts(vocab)
+    _, _, step = build_trainer(config, vocab, counts.tolist())
+    ids = np.random.default_rng(0).choice(vocab, size=(args.batch_size, args.seq_len + 1), p=counts / counts.sum())
+    batch = (tf.constant(ids[:, :-1], tf.int32), tf.constant(ids[:, 1:], tf.int32),
+             tf.ones((args.batch_size, args.seq_len), tf.float32))
+    for _ in range(3):
+        float(step(batch)["loss"])
+    return peak_rss_gb()
+
+
+def _sections(vocab: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    return {
+        "tokenizer": {"vocab_size": vocab},
+        "model": {"embedding_dim": args.embedding_dim, "hidden_dim": args.hidden_dim, "num_layers": 1,
+                  "dropout": 0.0, "softmax": "sampled", "num_sampled": args.num_sampled},
+        "train": {"batch_size": args.batch_size, "seq_len": args.seq_len},
+    }
 
 
 def floor_step(model: Any, optimizer: Any, x: tf.Tensor) -> Callable[[], Any]:
@@ -153,13 +188,14 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
 
     print(f"\nB={args.batch_size} T={args.seq_len} E={args.embedding_dim} H={args.hidden_dim} "
           f"num_sampled={args.num_sampled}; median of {args.reps} steps after {args.warmup} warm-up; ms/step")
-    print("| vocab | (a) floor | (b) sampled | (c) full+Adam | (d) sampled+Adam | b tokens/s | b/a | c/b | d/b | peak RSS GB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| vocab | (a) floor | (b) sampled | (c) full+Adam | (d) sampled+Adam | b tokens/s | b/a | c/b | d/b "
+          "| peak RSS GB, all | peak RSS GB, (b) alone |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         b = r["sampled_ms"]
         print(f"| {r['vocab']} | {ms(r['floor_ms'])} | {ms(b)} | {ms(r['full_ms'])} | {ms(r['sampled_stock_adam_ms'])} "
               f"| {tokens / (b / 1000):,.0f} | {ratio(b, r['floor_ms'])} | {ratio(r['full_ms'], b)} "
-              f"| {ratio(r['sampled_stock_adam_ms'], b)} | {r['peak_rss_gb']} |")
+              f"| {ratio(r['sampled_stock_adam_ms'], b)} | {r['peak_rss_gb']} | {r['sampled_only_rss_gb']} |")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from lmtrain.config import Config, config_from_dict, save_config
 from lmtrain.errors import LmtrainError
 from lmtrain.model import LanguageModel, create_model
-from lmtrain.optim import create_optimizer
+from lmtrain.optim import create_optimizer, flush_pending
 from lmtrain.paths import DataPaths, RunPaths
 from lmtrain.prepare import load_meta
 from lmtrain.records import eval_dataset, num_windows, train_dataset
@@ -122,6 +122,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         bar.update(1)
         # ---- validation (full softmax) at each epoch end and at the very end
         if valid_files and (step % steps_per_epoch == 0 or step == total_steps):
+            flush_pending(optimizer, model.trainable_variables)
             nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size)
             valid_ppl = math.exp(nll / count)
             with writer.as_default(step=step):
@@ -130,6 +131,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
             interval_start = time.perf_counter()  # validation time is not training throughput
         # ---- checkpoint
         if step % t.checkpoint_every == 0 or step == total_steps:
+            flush_pending(optimizer, model.trainable_variables)
             step_var.assign(step)
             manager.save(checkpoint_number=step)
     bar.close()

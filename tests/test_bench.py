@@ -1,0 +1,24 @@
+"""The step benchmark runs end to end (tiny shapes) and ends with the JSON line tools read."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "step_bench.py"
+
+
+def test_benchmark_prints_table_and_json():
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--vocab", "300", "600", "--batch-size", "2", "--seq-len", "4",
+         "--embedding-dim", "8", "--hidden-dim", "8", "--num-sampled", "16", "--warmup", "1", "--reps", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    results = json.loads(lines[-1])["results"]
+    assert [r["vocab"] for r in results] == [300, 600]
+    for r in results:
+        for key in ("floor_ms", "sampled_ms", "full_ms", "sampled_stock_adam_ms", "peak_rss_gb", "sampled_only_rss_gb"):
+            assert r[key] > 0, key
+    assert any(line.startswith("| 600 |") for line in lines)
