@@ -11,14 +11,14 @@ weights) get Keras' own Adam update.
 Plain lazy Adam (TF Addons' LazyAdam, PyTorch's SparseAdam) skips what dense Adam does to a row
 in the steps it is not touched: its momentum keeps moving it for ~1/(1-beta_1) steps while the
 moments decay. For a rare word sampled once as a negative, that momentum tail is most of its
-total update, and dropping it cost 50% in validation perplexity on the demo (178 vs 119 after
-1000 steps). So each row remembers the last step that touched it, and when it is touched again
+total update. So each row remembers the last step that touched it, and when it is touched again
 (or at `flush`) the skipped steps are applied in closed form: with no gradient, after j skipped
 steps m = beta_1^j m and v = beta_2^j v, so the skipped updates sum to a geometric series in
 r = beta_1 / sqrt(beta_2):
     w -= alpha * m / (sqrt(v) + eps) * r (1 - r^n) / (1 - r),   then  m *= beta_1^n, v *= beta_2^n.
-This reproduces dense Adam except that the skipped steps use the current bias-correction factor
-alpha instead of their own (and eps is applied to the undecayed v); the tests bound the gap.
+This reproduces Keras' Adam on the same gradients except that the skipped steps use the current
+bias-correction factor alpha instead of their own (and eps is applied to the undecayed v); the
+tests bound the gap. See `_sum_duplicates` for the second moment of repeated rows.
 
 Gradient clipping is done in `LanguageModel.train_step` with `tf.clip_by_global_norm`, which
 keeps `IndexedSlices` sparse; Keras' `global_clipnorm` would densify them.
@@ -58,8 +58,8 @@ class LazyAdam(keras.optimizers.Adam):
             self.assign(self._last_steps[index], tf.fill(self._last_steps[index].shape, step))
             return
         dtype = variable.dtype
-        rows, grad = _sum_duplicates(gradient)  # (R,), (R, ...) with R unique rows
-        grad = tf.cast(grad, dtype)
+        rows, grad, grad_sq = _sum_duplicates(gradient)  # (R,), (R, ...), (R, ...): R unique rows
+        grad, grad_sq = tf.cast(grad, dtype), tf.cast(grad_sq, dtype)
         m, v = self._momentums[index], self._velocities[index]
         # `.value` is the backend tf.Variable: gathering from it is a ResourceGather of R rows,
         # where gathering from the Keras variable would read all V rows first.
@@ -68,7 +68,7 @@ class LazyAdam(keras.optimizers.Adam):
         catch_up, m_rows, v_rows = self._skip(m_rows, v_rows, skipped, learning_rate, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         m_rows = beta_1 * m_rows + (1 - beta_1) * grad
-        v_rows = beta_2 * v_rows + (1 - beta_2) * tf.square(grad)
+        v_rows = beta_2 * v_rows + (1 - beta_2) * grad_sq
         delta = catch_up + self._alpha(learning_rate, dtype) * m_rows / (tf.sqrt(v_rows) + self.epsilon)
         # IndexedSlices values make Keras' TF backend use scatter_update / scatter_sub.
         self.assign(m, tf.IndexedSlices(m_rows, rows))
@@ -109,11 +109,20 @@ class LazyAdam(keras.optimizers.Adam):
         return catch_up, m * tf.pow(beta_1, n), v * tf.pow(beta_2, n)
 
 
-def _sum_duplicates(grad: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor]:
-    """Unique row indices and the summed gradient of each (a token seen twice counts twice)."""
+def _sum_duplicates(grad: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Unique rows, the summed gradient of each, and the sum of its occurrences' squares.
+
+    The first moment takes the summed gradient (a token seen twice counts twice). The second
+    moment takes the sum of squares, which is what Keras' Adam computes from the same
+    IndexedSlices (`square` acts on each occurrence before densifying): a frequent row then
+    gets smaller steps than with (sum)^2. It matters: with (sum)^2 the demo's validation
+    perplexity was 260 vs dense Adam's 174 at step 572.
+    """
     rows, position = tf.unique(grad.indices)
-    summed = tf.math.unsorted_segment_sum(grad.values, position, tf.shape(rows)[0])
-    return rows, summed
+    n = tf.shape(rows)[0]
+    summed = tf.math.unsorted_segment_sum(grad.values, position, n)
+    squares = tf.math.unsorted_segment_sum(tf.square(grad.values), position, n)
+    return rows, summed, squares
 
 
 def flush_pending(optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable]) -> None:
