@@ -107,6 +107,14 @@ def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def peak_rss_gb() -> float:
+    """This process's peak resident set size. VmHWM where Linux has it: ru_maxrss carries the
+    parent's peak across fork + exec, so a child would report its parent's figure."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024**2, 2)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
 
 

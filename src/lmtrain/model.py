@@ -198,6 +198,14 @@ class LanguageModel(keras.Model):
         flat_m = tf.reshape(mask, [-1])
         return tf.reduce_sum(nll * flat_m), tf.reduce_sum(flat_m)
 
+    def compiled_nll_sum(self) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+        """`nll_sum` compiled once for any batch and window size (evaluation calls it per batch)."""
+        if getattr(self, "_compiled_nll_sum", None) is None:
+            ids = tf.TensorSpec([None, None], tf.int32)
+            self._compiled_nll_sum = tf.function(
+                self.nll_sum, input_signature=[ids, ids, tf.TensorSpec([None, None], tf.float32)])
+        return self._compiled_nll_sum
+
     def test_step(self, data: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
         total, count = self.nll_sum(*data)
         # A weighted mean of per-token NLL: exact over the whole split, whatever the batching.

@@ -120,6 +120,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
             bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_sec:,.0f}", wait=f"{wait_share:.1%}")
             interval_tokens, interval_start, wait = 0.0, time.perf_counter(), 0.0
         bar.update(1)
+        t_end = time.perf_counter()
         # ---- validation (full softmax) at each epoch end and at the very end
         if valid_files and (step % steps_per_epoch == 0 or step == total_steps):
             flush_pending(optimizer, model.trainable_variables)
@@ -128,12 +129,12 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
             with writer.as_default(step=step):
                 tf.summary.scalar("valid/perplexity", valid_ppl)
             bar.write(f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(count)} tokens)")
-            interval_start = time.perf_counter()  # validation time is not training throughput
         # ---- checkpoint
         if step % t.checkpoint_every == 0 or step == total_steps:
             flush_pending(optimizer, model.trainable_variables)
             step_var.assign(step)
             manager.save(checkpoint_number=step)
+        interval_start += time.perf_counter() - t_end  # validation and checkpoints are not throughput
     bar.close()
     writer.close()
     if step == loop_start_step:
@@ -165,8 +166,7 @@ def resolve_jit(setting: str | bool) -> bool:
 def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size: int,
               progress: bool = False) -> tuple[float, float]:
     """(total exact NLL in nats, number of predicted tokens) over a split, in float64."""
-    spec = tf.TensorSpec([None, seq_len], tf.int32)
-    fn = tf.function(model.nll_sum, input_signature=[spec, spec, tf.TensorSpec([None, seq_len], tf.float32)])
+    fn = model.compiled_nll_sum()
     total = count = 0.0
     for tokens, targets, mask in tqdm(eval_dataset(files, seq_len, batch_size), desc="eval", unit="batch",
                                       disable=not progress, leave=False):
