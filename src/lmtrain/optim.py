@@ -12,7 +12,7 @@ Plain lazy Adam (TF Addons' LazyAdam, PyTorch's SparseAdam) skips what dense Ada
 in the steps it is not touched: its momentum keeps moving it for ~1/(1-beta_1) steps while the
 moments decay. For a rare word sampled once as a negative, that momentum tail is most of its
 total update. So each row remembers the last step that touched it, and when it is touched again
-(or at `flush`) the skipped steps are applied in closed form: with no gradient, after j skipped
+(or for evaluation, see `pending`) the skipped steps are applied in closed form: with no gradient, after j skipped
 steps m = beta_1^j m and v = beta_2^j v, so the skipped updates sum to a geometric series in
 r = beta_1 / sqrt(beta_2):
     w -= alpha * m / (sqrt(v) + eps) * r (1 - r^n) / (1 - r),   then  m *= beta_1^n, v *= beta_2^n.
@@ -26,7 +26,8 @@ keeps `IndexedSlices` sparse; Keras' `global_clipnorm` would densify them.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+from typing import Any, Iterator, Sequence
 
 import keras
 import tensorflow as tf
@@ -76,22 +77,17 @@ class LazyAdam(keras.optimizers.Adam):
         self.assign_sub(variable, tf.IndexedSlices(delta, rows))
         self.assign(self._last_steps[index], tf.IndexedSlices(tf.fill(tf.shape(rows), step), rows))
 
-    def flush(self, var_list: Sequence[keras.Variable]) -> None:
-        """Apply every row's pending skipped steps up to now (a dense pass over all rows).
+    def pending(self, variable: keras.Variable) -> tf.Tensor:
+        """The weight change every row still owes for the steps it skipped (dense, all rows).
 
-        `fit` calls this before validation and before writing a checkpoint, so the weights that
-        are evaluated and saved are the ones dense Adam would have.
+        Evaluation subtracts it from a copy of the weights: the state itself is left as is, so
+        a run that was stopped and resumed follows exactly the path of one that never stopped.
         """
-        done = self.iterations
-        for variable in var_list:
-            index = self._get_variable_index(variable)
-            skipped = done - self._last_steps[index].value  # (V,)
-            m, v = self._momentums[index], self._velocities[index]
-            catch_up, m_new, v_new = self._skip(m.value, v.value, skipped, self.learning_rate, variable.dtype)
-            variable.assign_sub(catch_up)
-            m.assign(m_new)
-            v.assign(v_new)
-            self._last_steps[index].assign(tf.fill(self._last_steps[index].shape, done))
+        index = self._get_variable_index(variable)
+        skipped = self.iterations - self._last_steps[index].value  # (V,) steps since last touched
+        m, v = self._momentums[index].value, self._velocities[index].value
+        catch_up, _, _ = self._skip(m, v, skipped, self.learning_rate, variable.dtype)
+        return catch_up
 
     def _alpha(self, learning_rate: Any, dtype: Any) -> tf.Tensor:
         t = tf.cast(self.iterations + 1, dtype)
@@ -125,11 +121,32 @@ def _sum_duplicates(grad: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor, tf.Te
     return rows, summed, squares
 
 
-def flush_pending(optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable]) -> None:
-    """Bring lazily updated rows up to date (before evaluating or saving); a no-op otherwise."""
+@contextlib.contextmanager
+def pending_applied(optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable]) -> Iterator[None]:
+    """Within the block, lazily updated rows hold the values dense Adam would give them now.
+
+    Used around validation; outside the block the training state is untouched.
+    """
     inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer wraps it
+    if not isinstance(inner, LazyAdam):
+        yield
+        return
+    saved = [(v, tf.identity(v.value)) for v in variables]
+    for v in variables:
+        v.assign_sub(inner.pending(v))
+    try:
+        yield
+    finally:
+        for v, value in saved:
+            v.assign(value)
+
+
+def apply_pending(optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable]) -> None:
+    """Apply the skipped steps for good (for a model restored only to evaluate or generate)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
     if isinstance(inner, LazyAdam):
-        inner.flush(variables)
+        for v in variables:
+            v.assign_sub(inner.pending(v))
 
 
 def create_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:

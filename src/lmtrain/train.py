@@ -24,7 +24,7 @@ from tqdm import tqdm
 from lmtrain.config import Config, config_from_dict, save_config
 from lmtrain.errors import LmtrainError
 from lmtrain.model import LanguageModel, create_model
-from lmtrain.optim import create_optimizer, flush_pending
+from lmtrain.optim import apply_pending, create_optimizer, pending_applied
 from lmtrain.paths import DataPaths, RunPaths
 from lmtrain.prepare import load_meta
 from lmtrain.records import eval_dataset, num_windows, train_dataset
@@ -123,15 +123,14 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         t_end = time.perf_counter()
         # ---- validation (full softmax) at each epoch end and at the very end
         if valid_files and (step % steps_per_epoch == 0 or step == total_steps):
-            flush_pending(optimizer, model.trainable_variables)
-            nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size)
+            with pending_applied(optimizer, model.trainable_variables):
+                nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size)
             valid_ppl = math.exp(nll / count)
             with writer.as_default(step=step):
                 tf.summary.scalar("valid/perplexity", valid_ppl)
             bar.write(f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(count)} tokens)")
         # ---- checkpoint
         if step % t.checkpoint_every == 0 or step == total_steps:
-            flush_pending(optimizer, model.trainable_variables)
             step_var.assign(step)
             manager.save(checkpoint_number=step)
         interval_start += time.perf_counter() - t_end  # validation and checkpoints are not throughput
@@ -189,10 +188,14 @@ def load_run(run_dir: Path) -> TrainedRun:
     if latest is None:
         raise LmtrainError(f"no checkpoint in {run.checkpoints}: run `lmtrain fit` with this config first")
     model = create_model(config, meta["vocab_size"], meta["unigram_counts"])
+    optimizer = create_optimizer(config.train)
+    optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    # Only the model and the step are restored: no optimizer slots, no data position.
-    checkpoint = tf.train.Checkpoint(model=_weights(model), step=step)
+    # Model, optimizer state and step; not the data position. The optimizer is needed once: to
+    # give lazily updated rows the momentum steps they still owe (see optim.LazyAdam).
+    checkpoint = tf.train.Checkpoint(model=_weights(model), optimizer=optimizer, step=step)
     _restore(checkpoint, latest, model, partial=True)
+    apply_pending(optimizer, model.trainable_variables)
     return TrainedRun(config, meta, Tokenizer(run.tokenizer), model, int(step.numpy()))
 
 
