@@ -12,9 +12,9 @@ Plain lazy Adam (TF Addons' LazyAdam, PyTorch's SparseAdam) skips what dense Ada
 in the steps it is not touched: its momentum keeps moving it for ~1/(1-beta_1) steps while the
 moments decay. For a rare word sampled once as a negative, that momentum tail is most of its
 total update. So each row remembers the last step that touched it, and when it is touched again
-(or for evaluation, see `pending`) the skipped steps are applied in closed form: with no gradient, after j skipped
-steps m = beta_1^j m and v = beta_2^j v, so the skipped updates sum to a geometric series in
-r = beta_1 / sqrt(beta_2):
+(or for evaluation, see `pending`) the skipped steps are applied in closed form: with no
+gradient, after j skipped steps m = beta_1^j m and v = beta_2^j v, so the skipped updates sum to
+a geometric series in r = beta_1 / sqrt(beta_2):
     w -= alpha * m / (sqrt(v) + eps) * r (1 - r^n) / (1 - r),   then  m *= beta_1^n, v *= beta_2^n.
 This reproduces Keras' Adam on the same gradients except that the skipped steps use the current
 bias-correction factor alpha instead of their own (and eps is applied to the undecayed v); the
