@@ -47,11 +47,6 @@ class CandidateSampler:
         self.seed = int(seed)
         self._cdf = tf.constant(cdf, dtype=tf.float64)
         self._log_q = tf.constant(np.log(proposal), dtype=tf.float32)
-        self._proposal = proposal
-
-    @property
-    def proposal(self) -> np.ndarray:
-        return self._proposal
 
     def sample(self, step: tf.Tensor) -> tf.Tensor:
         """`num_sampled` ids (int64), a pure function of (seed, step), the same under XLA."""

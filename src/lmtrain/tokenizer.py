@@ -64,9 +64,6 @@ class Tokenizer:
                 lines[-1].append(int(i))
         return "\n".join(self._sp.decode(chunk) for chunk in lines)
 
-    def piece(self, i: int) -> str:
-        return self._sp.id_to_piece(int(i))
-
 
 def train_tokenizer(lines: Iterable[str], config: TokenizerConfig, prefix: Path) -> Tokenizer:
     """Train SentencePiece on the given lines (the training split only) and load the result.
