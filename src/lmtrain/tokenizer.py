@@ -72,6 +72,9 @@ def train_tokenizer(lines: Iterable[str], config: TokenizerConfig, prefix: Path)
     stays flat however large the corpus is.
     """
     sentences = (line for line in lines if line.strip())
+    # SentencePiece samples and shuffles lines with its own generator: seed it, so the same
+    # corpus and config always give the same vocabulary.
+    spm.set_random_generator_seed(0)
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=sentences,
