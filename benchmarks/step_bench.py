@@ -66,10 +66,7 @@ def main() -> None:
 def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
     config = config_from_dict(_sections(vocab, args))
     counts = zipf_counts(vocab)
-    rng = np.random.default_rng(0)
-    # Token ids drawn from the same Zipf law as the counts, as real text would give.
-    ids = rng.choice(vocab, size=(args.batch_size, args.seq_len + 1), p=counts / counts.sum()).astype(np.int32)
-    batch = (tf.constant(ids[:, :-1]), tf.constant(ids[:, 1:]), tf.ones((args.batch_size, args.seq_len), tf.float32))
+    batch = _batch(counts, args)
 
     variants: dict[str, Callable[[], Any]] = {}
     model, optimizer, step = build_trainer(config, vocab, counts.tolist())
@@ -131,12 +128,17 @@ def sampled_only_rss(vocab: int, args: argparse.Namespace) -> float:
     config = config_from_dict(_sections(vocab, args))
     counts = zipf_counts(vocab)
     _, _, step = build_trainer(config, vocab, counts.tolist())
-    ids = np.random.default_rng(0).choice(vocab, size=(args.batch_size, args.seq_len + 1), p=counts / counts.sum())
-    batch = (tf.constant(ids[:, :-1], tf.int32), tf.constant(ids[:, 1:], tf.int32),
-             tf.ones((args.batch_size, args.seq_len), tf.float32))
+    batch = _batch(counts, args)
     for _ in range(3):
         float(step(batch)["loss"])
     return peak_rss_gb()
+
+
+def _batch(counts: np.ndarray, args: argparse.Namespace) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """One (inputs, targets, mask) batch of ids drawn from the same Zipf law as the counts."""
+    ids = np.random.default_rng(0).choice(
+        counts.size, size=(args.batch_size, args.seq_len + 1), p=counts / counts.sum()).astype(np.int32)
+    return tf.constant(ids[:, :-1]), tf.constant(ids[:, 1:]), tf.ones((args.batch_size, args.seq_len), tf.float32)
 
 
 def _sections(vocab: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:

@@ -30,12 +30,16 @@ def _repetitive_corpus(root):
     return root
 
 
+def _repetitive_config(tmp_path, **train):
+    """A model small enough to learn the repetitive corpus in a few dozen steps."""
+    return _config(tmp_path, _repetitive_corpus(tmp_path / "corpus"), tokenizer={"vocab_size": 12},
+                   model={"embedding_dim": 16, "hidden_dim": 32, "num_sampled": 4},
+                   train={"epochs": 50, "batch_size": 8, "seq_len": 10, "learning_rate": 0.02,
+                          "checkpoint_every": 1000, **train})
+
+
 def test_repetitive_corpus_drives_perplexity_to_its_floor(tmp_path):
-    corpus = _repetitive_corpus(tmp_path / "corpus")
-    cfg = _config(tmp_path, corpus, tokenizer={"vocab_size": 12},
-                  model={"embedding_dim": 16, "hidden_dim": 32, "num_sampled": 4},
-                  train={"max_steps": 150, "epochs": 50, "batch_size": 8, "seq_len": 10, "learning_rate": 0.02,
-                         "checkpoint_every": 1000})
+    cfg = _repetitive_config(tmp_path, max_steps=150)
     prepare(cfg, progress=False)
     result = fit(cfg, progress=False, echo=lambda _: None)
     assert result.step == 150
@@ -89,11 +93,7 @@ def test_checkpoint_of_another_shape_is_named(tmp_path, corpus):
 
 @pytest.mark.parametrize("train", [{"precision": "mixed_bfloat16"}, {"jit_compile": True}, {"optimizer": "adam"}])
 def test_fit_variants_train(tmp_path, train):
-    corpus = _repetitive_corpus(tmp_path / "corpus")
-    cfg = _config(tmp_path, corpus, tokenizer={"vocab_size": 12},
-                  model={"embedding_dim": 16, "hidden_dim": 32, "num_sampled": 4},
-                  train={"max_steps": 60, "epochs": 50, "batch_size": 8, "seq_len": 10, "learning_rate": 0.02,
-                         "checkpoint_every": 1000, **train})
+    cfg = _repetitive_config(tmp_path, max_steps=60, **train)
     prepare(cfg, progress=False)
     result = fit(cfg, progress=False, echo=lambda _: None)
     assert result.step == 60

@@ -66,11 +66,12 @@ class LazyAdam(keras.optimizers.Adam):
         # where gathering from the Keras variable would read all V rows first.
         m_rows, v_rows = tf.gather(m.value, rows), tf.gather(v.value, rows)
         skipped = step - tf.gather(self._last_steps[index].value, rows) - 1  # (R,) steps not applied
-        catch_up, m_rows, v_rows = self._skip(m_rows, v_rows, skipped, learning_rate, dtype)
+        alpha = self._alpha(learning_rate, dtype)
+        catch_up, m_rows, v_rows = self._skip(m_rows, v_rows, skipped, alpha)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         m_rows = beta_1 * m_rows + (1 - beta_1) * grad
         v_rows = beta_2 * v_rows + (1 - beta_2) * grad_sq
-        delta = catch_up + self._alpha(learning_rate, dtype) * m_rows / (tf.sqrt(v_rows) + self.epsilon)
+        delta = catch_up + alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon)
         # IndexedSlices values make Keras' TF backend use scatter_update / scatter_sub.
         self.assign(m, tf.IndexedSlices(m_rows, rows))
         self.assign(v, tf.IndexedSlices(v_rows, rows))
@@ -86,7 +87,7 @@ class LazyAdam(keras.optimizers.Adam):
         index = self._get_variable_index(variable)
         skipped = self.iterations - self._last_steps[index].value  # (V,) steps since last touched
         m, v = self._momentums[index].value, self._velocities[index].value
-        catch_up, _, _ = self._skip(m, v, skipped, self.learning_rate, variable.dtype)
+        catch_up, _, _ = self._skip(m, v, skipped, self._alpha(self.learning_rate, variable.dtype))
         return catch_up
 
     def _alpha(self, learning_rate: Any, dtype: Any) -> tf.Tensor:
@@ -94,14 +95,15 @@ class LazyAdam(keras.optimizers.Adam):
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         return tf.cast(learning_rate, dtype) * tf.sqrt(1 - tf.pow(beta_2, t)) / (1 - tf.pow(beta_1, t))
 
-    def _skip(self, m: tf.Tensor, v: tf.Tensor, skipped: tf.Tensor, learning_rate: Any, dtype: Any
+    def _skip(self, m: tf.Tensor, v: tf.Tensor, skipped: tf.Tensor, alpha: tf.Tensor
               ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(weight change of `skipped` gradient-free Adam steps, decayed m, decayed v)."""
+        dtype = m.dtype
         n = tf.reshape(tf.cast(skipped, dtype), [-1] + [1] * (len(m.shape) - 1))  # broadcast over rows
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         r = beta_1 / tf.sqrt(beta_2)
         series = r * (1 - tf.pow(r, n)) / (1 - r)  # sum_{j=1..n} r^j
-        catch_up = self._alpha(learning_rate, dtype) * m / (tf.sqrt(v) + self.epsilon) * series
+        catch_up = alpha * m / (tf.sqrt(v) + self.epsilon) * series
         return catch_up, m * tf.pow(beta_1, n), v * tf.pow(beta_2, n)
 
 
@@ -127,13 +129,8 @@ def pending_applied(optimizer: keras.optimizers.Optimizer, variables: Sequence[k
 
     Used around validation; outside the block the training state is untouched.
     """
-    inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer wraps it
-    if not isinstance(inner, LazyAdam):
-        yield
-        return
-    saved = [(v, tf.identity(v.value)) for v in variables]
-    for v in variables:
-        v.assign_sub(inner.pending(v))
+    saved = [(v, tf.identity(v.value)) for v in variables] if _lazy(optimizer) else []
+    apply_pending(optimizer, variables)
     try:
         yield
     finally:
@@ -143,10 +140,16 @@ def pending_applied(optimizer: keras.optimizers.Optimizer, variables: Sequence[k
 
 def apply_pending(optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable]) -> None:
     """Apply the skipped steps for good (for a model restored only to evaluate or generate)."""
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    if isinstance(inner, LazyAdam):
+    lazy = _lazy(optimizer)
+    if lazy is not None:
         for v in variables:
-            v.assign_sub(inner.pending(v))
+            v.assign_sub(lazy.pending(v))
+
+
+def _lazy(optimizer: keras.optimizers.Optimizer) -> LazyAdam | None:
+    """The LazyAdam behind `optimizer` (LossScaleOptimizer wraps it), or None."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    return inner if isinstance(inner, LazyAdam) else None
 
 
 def create_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
