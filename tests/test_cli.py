@@ -42,7 +42,7 @@ def test_all_four_verbs_end_to_end(tmp_path, tiny_config):
     assert r.exit_code == 0, r.output
     assert "step 12" in r.output and "valid perplexity" in r.output
     run_dir = tmp_path / "run"
-    for name in ("config.yaml", "tokenizer.model", "meta.json", "checkpoints/checkpoint"):
+    for name in ("config.yaml", "tokenizer.model", "meta.json", "checkpoints/latest"):
         assert (run_dir / name).exists(), name
     assert list((run_dir / "logs").iterdir()), "TensorBoard logs written"
     loss = float(r.output.split("sampled loss ")[1].split(",")[0])

@@ -1,8 +1,11 @@
 import numpy as np
+import pytest
+import tensorflow as tf
 
 from lmtrain import records
+from lmtrain.errors import LmtrainError
 from lmtrain.paths import DataPaths
-from lmtrain.records import ShardWriter, eval_dataset, num_windows, windows
+from lmtrain.records import ShardWriter, damaged_shard_error, eval_dataset, num_windows, split_files, windows
 
 
 def _write(tmp_path, tokens, shard_tokens, monkeypatch, record_tokens=7):
@@ -16,9 +19,10 @@ def _write(tmp_path, tokens, shard_tokens, monkeypatch, record_tokens=7):
 
 def test_windows_predict_every_token_once(tmp_path, monkeypatch):
     tokens = list(range(3, 54))  # 51 ids
-    paths, shards = _write(tmp_path, tokens, shard_tokens=20, monkeypatch=monkeypatch)
-    assert shards == len(paths.shards("train")) == 3
-    rows = [tuple(t.numpy() for t in w) for w in windows(paths.shards("train"), 8)]
+    paths, sizes = _write(tmp_path, tokens, shard_tokens=20, monkeypatch=monkeypatch)
+    files = split_files(paths, "train", sizes)  # the recorded sizes are the real ones
+    assert len(files) == len(list(tmp_path.glob("train-*.tfrecord"))) == 3
+    rows = [tuple(t.numpy() for t in w) for w in windows(files, 8)]
     assert len(rows) == num_windows(len(tokens), 8)
     inputs = np.concatenate([x[m > 0] for x, y, m in rows])
     targets = np.concatenate([y[m > 0] for x, y, m in rows])
@@ -27,7 +31,31 @@ def test_windows_predict_every_token_once(tmp_path, monkeypatch):
 
 def test_eval_batches_keep_the_tail(tmp_path, monkeypatch):
     tokens = list(range(1, 30))
-    paths, _ = _write(tmp_path, tokens, shard_tokens=1000, monkeypatch=monkeypatch)
-    masks = [m.numpy() for _, _, m in eval_dataset(paths.shards("train"), 4, 3)]
+    paths, sizes = _write(tmp_path, tokens, shard_tokens=1000, monkeypatch=monkeypatch)
+    masks = [m.numpy() for _, _, m in eval_dataset(split_files(paths, "train", sizes), 4, 3)]
     assert sum(float(m.sum()) for m in masks) == len(tokens) - 1
     assert masks[-1].shape[0] == num_windows(len(tokens), 4) % 3 or masks[-1].shape[0] == 3
+
+
+def test_truncated_or_missing_shard_is_named_before_reading(tmp_path, monkeypatch):
+    paths, sizes = _write(tmp_path, list(range(3, 54)), shard_tokens=20, monkeypatch=monkeypatch)
+    second = paths.shard("train", 1)
+    second.write_bytes(second.read_bytes()[:-3])
+    with pytest.raises(LmtrainError, match=rf"shard {second} is {sizes[1] - 3} bytes but prepare wrote {sizes[1]}"):
+        split_files(paths, "train", sizes)
+    second.unlink()
+    with pytest.raises(LmtrainError, match=rf"shard {second} is missing"):
+        split_files(paths, "train", sizes)
+
+
+def test_corrupted_shard_is_named(tmp_path, monkeypatch):
+    paths, sizes = _write(tmp_path, list(range(3, 54)), shard_tokens=20, monkeypatch=monkeypatch)
+    third = paths.shard("train", 2)
+    raw = bytearray(third.read_bytes())
+    raw[20] ^= 0xFF  # a flipped bit inside a record: same size, wrong checksum
+    third.write_bytes(bytes(raw))
+    files = split_files(paths, "train", sizes)  # sizes alone cannot see it
+    with pytest.raises(tf.errors.DataLossError) as err:
+        list(windows(files, 8))
+    error = damaged_shard_error(files, err.value)
+    assert str(third) in str(error) and "corrupted" in str(error) and "prepare --force" in str(error)

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from lmtrain.checkpoints import CheckpointStore
 from lmtrain.config import load_config
 from lmtrain.errors import LmtrainError
 from lmtrain.prepare import prepare
@@ -52,8 +53,8 @@ def test_checkpoint_holds_every_weight(tmp_path, corpus):
     prepare(cfg, progress=False)
     fit(cfg, progress=False, echo=lambda _: None)
     run = load_run(Path(cfg.train.run_dir))
-    latest = tf.train.latest_checkpoint(str(Path(cfg.train.run_dir) / "checkpoints"))
-    assert run.step == 12 and latest.endswith("-12")
+    latest = CheckpointStore(Path(cfg.train.run_dir) / "checkpoints", keep=1).latest()
+    assert run.step == 12 and latest.endswith("step-00000012/ckpt")
     names = {name for name, _ in tf.train.list_variables(latest)}
     for v in run.model.weights:  # both LSTM layers included
         key = weight_key(v)

@@ -16,7 +16,7 @@ from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
 
-from lmtrain.errors import ConfigError, LmtrainError
+from lmtrain.errors import ConfigError, Interrupted, LmtrainError
 
 # Quiet TensorFlow's C++ start-up chatter (CPU feature notices etc.); errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -51,6 +51,9 @@ def _guard(fn: Callable[[], T]) -> T:
     """Run a command body; user errors become one line on stderr and a non-zero exit code."""
     try:
         return fn()
+    except Interrupted as exc:
+        typer.echo(f"interrupted: {exc}", err=True)
+        raise typer.Exit(code=exc.exit_code) from None
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
@@ -85,7 +88,7 @@ def prepare(
         from lmtrain.prepare import prepare as run_prepare
 
         cfg = _load(config, set_)
-        result = run_prepare(cfg, force=force, progress=not quiet)
+        result = run_prepare(cfg, force=force, progress=not quiet, echo=_echo_err)
         if result.skipped:
             typer.echo(f"{result.paths.root} is already prepared from this config; nothing to do")
             return
@@ -104,7 +107,11 @@ def fit(
     force: Annotated[bool, typer.Option("--force", help="Start the run over if train.run_dir holds another one.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the model: sampled softmax by default; continues from the last checkpoint."""
+    """Train the model: sampled softmax by default; continues from the last checkpoint.
+
+    Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and exits (130 / 143);
+    running the same command again continues exactly where it stopped.
+    """
 
     def body() -> None:
         from lmtrain.train import fit as run_fit
@@ -120,6 +127,8 @@ def fit(
             parts.append(f"{r.tokens_per_sec:,.0f} tokens/s")
         if r.data_wait_share is not None:
             parts.append(f"input wait {r.data_wait_share:.1%}")
+        if r.skipped_batches:
+            parts.append(f"{r.skipped_batches} batch(es) skipped for a non-finite loss")
         typer.echo(f"trained {r.run_dir}: " + ", ".join(parts) + f" ({r.wall_seconds:.0f}s)")
 
     _guard(body)

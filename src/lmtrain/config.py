@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 from lmtrain.errors import ConfigError
+from lmtrain.paths import write_atomic
 
 SoftmaxKind = Literal["sampled", "full"]
 TokenizerKind = Literal["unigram", "bpe", "char", "word"]
@@ -31,6 +33,7 @@ SamplerKind = Literal["unigram", "log_uniform"]
 OptimizerKind = Literal["lazy_adam", "adam"]
 JitKind = Literal["auto", True, False]
 PrecisionKind = Literal["float32", "mixed_bfloat16", "mixed_float16"]
+OnNanKind = Literal["stop", "skip"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,10 @@ class TrainConfig:
     shuffle_buffer: int = 10_000
     # Checkpoints kept in the run directory.
     keep_checkpoints: int = 3
+    # A step whose loss (or gradient norm) is not finite never updates the weights. "stop": end
+    # the run with an error naming the step (the last checkpoint stays as it was); "skip": drop
+    # that batch, count it in the logs, and go on.
+    on_nan: OnNanKind = "stop"
 
     def __post_init__(self) -> None:
         _check_min("train.batch_size", self.batch_size, 1)
@@ -212,7 +219,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
 
 def save_config(config: Config, path: Path) -> None:
     """Write the fully resolved config, so a run directory describes itself."""
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -249,7 +256,9 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
-    target = raw.setdefault(section, {})
+    if raw.get(section) is None:  # an absent or empty (`train:`) section
+        raw[section] = {}
+    target = raw[section]
     if not isinstance(target, dict):
         raise ConfigError(f"{section}: expected a mapping of keys, got {target!r}")
     target[name] = value
@@ -276,7 +285,9 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(key, value, inner[0])
     if origin is Literal:
-        if value not in args:
+        # Match type as well as value: YAML 1 must not pass for true (1 == True in Python).
+        matches = [a for a in args if type(a) is type(value) and a == value]
+        if not matches:
             close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
             hint_text = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{key}: must be one of {' | '.join(map(str, args))}, got {value!r}{hint_text}")
@@ -297,7 +308,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")

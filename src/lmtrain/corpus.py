@@ -21,6 +21,7 @@ from lmtrain.errors import LmtrainError
 
 DEMO_CORPUS = "shakespeare"
 _TEXT_SUFFIXES = (".txt", ".gz", ".md")
+_SNIFF_BYTES = 8192  # how much of a file is checked for NUL bytes (the mark of a binary file)
 
 
 @dataclass(frozen=True)
@@ -31,20 +32,48 @@ class Document:
     path: Path
     markdown: bool = False  # the demo plays are Markdown; strip the markup when reading
 
-    def lines(self) -> Iterator[str]:
-        """Stream the document's lines without their line ends (undecodable bytes replaced)."""
+    def lines(self, report: ReadReport | None = None) -> Iterator[str]:
+        """Stream the document's lines without their line ends.
+
+        Bytes that are not valid UTF-8 are replaced with U+FFFD (a stray Latin-1 byte should
+        not stop a long prepare) and counted in `report`, so the user hears about every file
+        that needed it. A file with NUL bytes near its start is binary and refused.
+        """
         opener = gzip.open if self.path.suffix == ".gz" else open
         try:
-            with opener(self.path, "rt", encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    line = line.rstrip("\r\n")
+            with opener(self.path, "rb") as fh:
+                if b"\0" in fh.read(_SNIFF_BYTES):
+                    raise LmtrainError(
+                        f"data.corpus: {self.path} looks like a binary file (NUL bytes in its first "
+                        f"{_SNIFF_BYTES // 1024} KiB); remove it from the corpus"
+                    )
+                fh.seek(0)
+                for raw in fh:
+                    line = _decode(raw.rstrip(b"\r\n"), report)
                     if self.markdown:
                         line = _strip_markdown(line)
                         if line is None:
                             continue
                     yield line
         except (OSError, EOFError) as exc:
-            raise LmtrainError(f"cannot read corpus file {self.path}: {exc}") from None
+            raise LmtrainError(f"data.corpus: cannot read {self.path}: {exc}") from None
+
+
+@dataclass
+class ReadReport:
+    """What reading a document had to repair."""
+
+    replaced: int = 0  # characters replaced with U+FFFD because the bytes were not UTF-8
+
+
+def _decode(raw: bytes, report: ReadReport | None) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
+        if report is not None:  # U+FFFD already in the file (EF BF BD) is not a replacement
+            report.replaced += text.count("\ufffd") - raw.count(b"\xef\xbf\xbd")
+        return text
 
 
 def list_documents(sources: Sequence[str]) -> list[Document]:

@@ -7,6 +7,13 @@ prints that line and exits non-zero; any other exception is a bug and keeps its 
 
 from __future__ import annotations
 
+import errno
+import os
+
+# A write that failed for lack of room: disk full, quota exceeded, or a file-size limit.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NO_SPACE_TEXT = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT), os.strerror(errno.EFBIG))
+
 
 class LmtrainError(Exception):
     """A problem the user can fix; the message is shown as is, without a traceback."""
@@ -14,3 +21,25 @@ class LmtrainError(Exception):
 
 class ConfigError(LmtrainError):
     """A config key, value or override that is unknown, of the wrong type, or out of range."""
+
+
+class Interrupted(LmtrainError):
+    """Training stopped on SIGINT/SIGTERM after a checkpoint was written; not a failure of the
+    user's input. The CLI exits with 128 + the signal number, as a shell does for a killed job."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def describe_write_error(exc: BaseException) -> str:
+    """A short reason for a failed write, saying "disk full" when the system says so.
+
+    Works for Python's OSError and for TensorFlow's OpError (matched on its message, so that
+    this module need not import TensorFlow).
+    """
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        return f"disk full ({os.strerror(exc.errno)})"
+    lines = str(getattr(exc, "message", None) or exc).strip().splitlines()
+    first = lines[0][:200] if lines else type(exc).__name__
+    return f"disk full ({first})" if any(t in first for t in _NO_SPACE_TEXT) else first

@@ -16,6 +16,7 @@ from typing import Any
 from lmtrain.config import Config
 from lmtrain.errors import LmtrainError
 from lmtrain.paths import DataPaths
+from lmtrain.records import split_files
 from lmtrain.train import load_run, split_nll
 
 
@@ -38,12 +39,12 @@ def evaluate(config: Config, split: str = "test", progress: bool = True) -> Eval
     trained = load_run(Path(config.train.run_dir))
     data = DataPaths(Path(config.data.dir))
     stats = trained.meta["splits"].get(split)
-    files = data.shards(split)
-    if not stats or stats["tokens"] < 2 or not files:
+    if not stats or stats["tokens"] < 2:
         raise LmtrainError(
             f"--split {split}: no {split} data in {data.root} (is data.{split}_fraction 0?); "
             f"run `lmtrain prepare` or pick another split"
         )
+    files = split_files(data, split, stats["shard_bytes"])
     t = trained.config.train
     total, count = split_nll(trained.model, files, t.seq_len, t.batch_size, progress=progress)
     return metrics(split, trained.step, total, count, stats)

@@ -183,12 +183,28 @@ class LanguageModel(keras.Model):
             scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed_float16
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
+        # Under mixed_float16 the gradients are multiplied by the loss scale until the optimizer
+        # unscales them, and an overflow there is routine (the LossScaleOptimizer skips it and
+        # lowers the scale); so the clip limit is scaled too and only the loss is checked here.
+        loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        finite = tf.math.is_finite(loss)
         if self.clip_norm is not None:
             # clip_by_global_norm keeps IndexedSlices sparse (global_clipnorm would densify).
-            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
-        self.optimizer.apply(grads, variables)
-        self.loss_tracker.update_state(loss, sample_weight=count)
-        return {"loss": self.loss_tracker.result()}
+            limit = self.clip_norm * self.optimizer.dynamic_scale if loss_scaled else self.clip_norm
+            grads, norm = tf.clip_by_global_norm(grads, limit)
+        else:
+            norm = tf.linalg.global_norm(grads)
+        if not loss_scaled:
+            finite = tf.logical_and(finite, tf.math.is_finite(norm))
+
+        def update() -> tf.Tensor:
+            self.optimizer.apply(grads, variables)
+            return tf.constant(True)
+
+        # A non-finite step never touches the weights or the optimizer state (train.on_nan).
+        applied = tf.cond(finite, update, lambda: tf.constant(False))
+        self.loss_tracker.update_state(tf.where(applied, loss, 0.0), sample_weight=tf.where(applied, count, 0.0))
+        return {"loss": self.loss_tracker.result(), "finite": applied}
 
     def nll_sum(self, tokens: tf.Tensor, targets: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(sum of exact negative log-likelihoods, number of predicted tokens) of one batch."""

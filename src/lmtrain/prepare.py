@@ -2,9 +2,10 @@
 
 Everything is streamed document by document and line by line, so memory does not grow with the
 corpus (SentencePiece itself keeps a bounded sample of lines). Outputs are built in a temporary
-sibling directory and moved into place only when complete, so a killed prepare never leaves a
-directory that `fit` would take for finished data, and `--force` keeps the old data until the
-new data is complete.
+sibling directory, flushed, marked complete (`.complete`, written last) and only then moved into
+place, so a killed prepare never leaves a directory that `fit` would take for finished data,
+`--force` keeps the old data until the new data is complete, and the next prepare cleans up
+whatever a killed one left behind.
 """
 
 from __future__ import annotations
@@ -15,19 +16,23 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
+import tensorflow as tf
 from tqdm import tqdm
 
 from lmtrain.config import Config
-from lmtrain.corpus import Document, list_documents, split_documents
-from lmtrain.errors import LmtrainError
+from lmtrain.corpus import Document, ReadReport, list_documents, split_documents
+from lmtrain.errors import LmtrainError, describe_write_error
 from lmtrain.paths import SPLITS, DataPaths
 from lmtrain.records import ShardWriter
 from lmtrain.tokenizer import EOS_ID, Tokenizer, train_tokenizer
 
-META_VERSION = 1
+META_VERSION = 2
+_TMP_PREFIX = ".{}.tmp-"  # beside data.dir: a prepare being built (or killed while building)
+_OLD_PREFIX = ".{}.old-"  # beside data.dir: the previous data, while the new data moves in
+Echo = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -37,11 +42,12 @@ class PrepareResult:
     skipped: bool  # True when the directory already held data prepared from the same config
 
 
-def prepare(config: Config, force: bool = False, progress: bool = True) -> PrepareResult:
+def prepare(config: Config, force: bool = False, progress: bool = True, echo: Echo = print) -> PrepareResult:
     """Prepare `config.data.dir`; a no-op if it already holds data from the same config."""
     paths = DataPaths(Path(config.data.dir))
+    _clean_leftovers(paths.root, echo)
     fingerprint = config.data_fingerprint()
-    if paths.meta.is_file():
+    if paths.complete.is_file():
         old = load_meta(paths)
         if old.get("fingerprint") == fingerprint and not force:
             return PrepareResult(paths, old, skipped=True)
@@ -51,37 +57,44 @@ def prepare(config: Config, force: bool = False, progress: bool = True) -> Prepa
                 f"use --force to rebuild it, or choose another data.dir"
             )
     elif paths.root.exists() and any(paths.root.iterdir()) and not force:
-        raise LmtrainError(f"data.dir: {paths.root} exists and is not an lmtrain data directory; use --force or another data.dir")
+        raise LmtrainError(
+            f"data.dir: {paths.root} exists and is not a finished lmtrain data directory; use --force or another data.dir"
+        )
 
     docs = list_documents(config.data.corpus)
     splits = split_documents(docs, config.data.valid_fraction, config.data.test_fraction)
 
-    tmp = paths.root.with_name(f".{paths.root.name}.tmp-{os.getpid()}")
+    tmp = paths.root.with_name(f"{_TMP_PREFIX.format(paths.root.name)}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
-        meta = _build(config, splits, DataPaths(tmp), fingerprint, progress)
+        tmp.mkdir(parents=True)
+        meta = _build(config, splits, DataPaths(tmp), fingerprint, progress, echo)
         _replace_dir(tmp, paths.root)
+    except (OSError, tf.errors.OpError) as exc:
+        state = f"{paths.root} is unchanged" if paths.root.exists() else "nothing was written"
+        raise LmtrainError(f"prepare could not write {tmp}: {describe_write_error(exc)}; {state}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return PrepareResult(paths, meta, skipped=False)
 
 
 def load_meta(paths: DataPaths) -> dict[str, Any]:
-    """meta.json of a prepared directory; a clear error if `prepare` has not been run."""
+    """meta.json of a finished prepared directory; a clear error if `prepare` has not completed."""
     if not paths.meta.is_file():
         raise LmtrainError(f"no prepared data in {paths.root}: run `lmtrain prepare` with this config first")
+    if not paths.complete.is_file():
+        raise LmtrainError(f"{paths.root} holds an unfinished prepare (no completion marker); run `lmtrain prepare --force`")
     try:
         meta = json.loads(paths.meta.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise LmtrainError(f"{paths.meta}: unreadable ({exc}); run `lmtrain prepare --force`") from None
-    if meta.get("version") != META_VERSION:
+    if not isinstance(meta, dict) or meta.get("version") != META_VERSION:
         raise LmtrainError(f"{paths.meta}: written by another lmtrain version; run `lmtrain prepare --force`")
     return meta
 
 
 def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, fingerprint: str,
-           progress: bool) -> dict[str, Any]:
+           progress: bool, echo: Echo) -> dict[str, Any]:
     train_docs = splits["train"]
     bar = tqdm(total=len(train_docs), desc="tokenizer", unit="doc", disable=not progress)
     tokenizer = train_tokenizer(_lines(train_docs, bar), config.tokenizer, paths.tokenizer_prefix)
@@ -89,6 +102,7 @@ def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, 
 
     vocab = tokenizer.vocab_size
     counts = np.zeros(vocab, dtype=np.int64)
+    replaced: dict[str, int] = {}
     split_meta: dict[str, Any] = {}
     for split in SPLITS:
         docs = splits[split]
@@ -96,7 +110,8 @@ def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, 
         stats = {"documents": len(docs), "tokens": 0, "characters": 0, "bytes": 0, "words": 0}
         bar = tqdm(total=len(docs), desc=f"encode {split}", unit="doc", disable=not progress)
         for doc in docs:
-            for line, ids in _encoded_lines(doc, tokenizer):
+            report = ReadReport()
+            for line, ids in _encoded_lines(doc, tokenizer, report):
                 stats["characters"] += len(line) + 1
                 stats["bytes"] += len(line.encode("utf-8")) + 1
                 stats["words"] += len(line.split())
@@ -106,11 +121,14 @@ def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, 
             writer.write([EOS_ID])
             if split == "train":
                 counts[EOS_ID] += 1
+            if report.replaced:
+                replaced[str(doc.path)] = report.replaced
+                bar.write(f"warning: {doc.path}: {report.replaced} character(s) not valid UTF-8, replaced with U+FFFD")
             bar.update(1)
             bar.set_postfix(tokens=writer.tokens)
         bar.close()
         stats["tokens"] = writer.tokens
-        stats["shards"] = writer.close()
+        stats["shard_bytes"] = writer.close()
         split_meta[split] = stats
     if split_meta["train"]["tokens"] < 2:
         raise LmtrainError("data.corpus: the training split holds no text")
@@ -122,8 +140,14 @@ def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, 
         "splits": split_meta,
         "documents": {s: [d.name for d in splits[s]] for s in SPLITS},
         "unigram_counts": counts.tolist(),
+        "replaced_characters": replaced,  # per corpus file, when it was not valid UTF-8
     }
+    if replaced:
+        echo(f"warning: {len(replaced)} file(s) held bytes that are not UTF-8; "
+             f"{sum(replaced.values())} character(s) replaced in all (listed in meta.json)")
     paths.meta.write_text(json.dumps(meta))
+    _fsync_files(paths.root)
+    paths.complete.write_text(fingerprint + "\n")  # last: the directory is now finished data
     return meta
 
 
@@ -133,18 +157,47 @@ def _lines(docs: list[Document], bar: tqdm) -> Iterator[str]:
         bar.update(1)
 
 
-def _encoded_lines(doc: Document, tokenizer: Tokenizer, batch: int = 4096) -> Iterator[tuple[str, list[int]]]:
+def _encoded_lines(doc: Document, tokenizer: Tokenizer, report: ReadReport,
+                   batch: int = 4096) -> Iterator[tuple[str, list[int]]]:
     """(line, ids) pairs of a document, encoded a batch of lines at a time (memory stays flat)."""
-    lines = doc.lines()
+    lines = doc.lines(report)
     while chunk := list(itertools.islice(lines, batch)):
         yield from zip(chunk, tokenizer.encode_lines(chunk))
 
 
 def _replace_dir(new: Path, target: Path) -> None:
-    """Move a completed directory into place; the old one is removed only after the swap."""
+    """Move a completed directory into place; the old one is removed only after the swap.
+
+    Two renames, so a kill between them leaves no `target` but the old data under its
+    `.old-` name; `_clean_leftovers` puts it back on the next run.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    old = target.with_name(f"{_OLD_PREFIX.format(target.name)}{os.getpid()}")
     if target.exists():
         target.rename(old)
     new.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _clean_leftovers(target: Path, echo: Echo) -> None:
+    """Undo what a prepare killed part-way left beside `target`: an unfinished temporary
+    directory is deleted; old data moved aside but not yet replaced is put back."""
+    if not target.parent.is_dir():
+        return
+    for tmp in sorted(target.parent.glob(f"{_TMP_PREFIX.format(target.name)}*")):
+        shutil.rmtree(tmp, ignore_errors=True)
+        echo(f"removed {tmp}, left by an unfinished prepare")
+    for old in sorted(target.parent.glob(f"{_OLD_PREFIX.format(target.name)}*")):
+        if not target.exists():
+            old.rename(target)
+            echo(f"restored {target} from {old}, left by an interrupted prepare")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_files(directory: Path) -> None:
+    """Flush every file of a finished directory before it is marked complete."""
+    for path in directory.iterdir():
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())

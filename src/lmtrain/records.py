@@ -17,9 +17,11 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from lmtrain.errors import LmtrainError
 from lmtrain.paths import DataPaths
 
 RECORD_TOKENS = 1 << 16
+_RECORD_OVERHEAD = 16  # TFRecord framing: 8-byte length, 4-byte length CRC, 4-byte data CRC
 
 
 class ShardWriter:
@@ -29,8 +31,8 @@ class ShardWriter:
         self._paths, self._split, self._shard_tokens = paths, split, shard_tokens
         self._buffer = array("i")
         self._writer: tf.io.TFRecordWriter | None = None
-        self._shard_index = 0
         self._in_shard = 0
+        self.shard_bytes: list[int] = []  # size of each shard written so far, for readers to check
         self.tokens = 0
 
     def write(self, ids: Sequence[int]) -> None:
@@ -39,30 +41,71 @@ class ShardWriter:
         while len(self._buffer) >= RECORD_TOKENS:
             self._flush(RECORD_TOKENS)
 
-    def close(self) -> int:
-        """Flush what is left; return the number of shards written."""
+    def close(self) -> list[int]:
+        """Flush what is left; return the size in bytes of each shard written."""
         if self._buffer:
             self._flush(len(self._buffer))
+        self._close_shard()
+        return self.shard_bytes
+
+    def _close_shard(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-            self._shard_index += 1
-        return self._shard_index
+            self._in_shard = 0
 
     def _flush(self, n: int) -> None:
         if self._writer is None:
-            self._writer = tf.io.TFRecordWriter(str(self._paths.shard(self._split, self._shard_index)))
+            self._writer = tf.io.TFRecordWriter(str(self._paths.shard(self._split, len(self.shard_bytes))))
+            self.shard_bytes.append(0)
         record = self._buffer[:n]
         if record.itemsize != 4:  # pragma: no cover - array('i') is 4 bytes on every platform we support
             raise RuntimeError("expected 4-byte ints")
         self._writer.write(record.tobytes())
         del self._buffer[:n]
         self._in_shard += n
+        self.shard_bytes[-1] += _RECORD_OVERHEAD + 4 * n
         if self._in_shard >= self._shard_tokens:
-            self._writer.close()
-            self._writer = None
-            self._shard_index += 1
-            self._in_shard = 0
+            self._close_shard()
+
+
+def split_files(paths: DataPaths, split: str, shard_bytes: Sequence[int]) -> list[Path]:
+    """The shards of a split, each checked against the size `prepare` recorded.
+
+    A stat per shard, no reading: a shard that is missing, truncated (a copy cut short, a full
+    disk) or replaced is named before training starts rather than hours into an epoch.
+    """
+    files = [paths.shard(split, i) for i in range(len(shard_bytes))]
+    for path, expected in zip(files, shard_bytes):
+        if not path.is_file():
+            raise LmtrainError(f"data: shard {path} is missing; run `lmtrain prepare --force` to rebuild {paths.root}")
+        size = path.stat().st_size
+        if size != expected:
+            raise LmtrainError(
+                f"data: shard {path} is {size} bytes but prepare wrote {expected} (truncated or changed); "
+                f"run `lmtrain prepare --force` to rebuild {paths.root}"
+            )
+    return files
+
+
+def damaged_shard_error(files: Sequence[Path], exc: tf.errors.OpError) -> LmtrainError:
+    """The error to raise when reading a split failed: it names the shard at fault.
+
+    The pipeline's own message does not say which file it was reading, so on this (rare) path
+    each shard is read again on its own, with TFRecord's checksums, until one fails.
+    """
+    for path in files:
+        try:
+            for _ in tf.data.TFRecordDataset(str(path)):
+                pass
+        except tf.errors.OpError as bad:
+            return LmtrainError(f"data: shard {path} is corrupted ({_first_line(bad)}); run `lmtrain prepare --force`")
+    return LmtrainError(f"data: reading the shards failed ({_first_line(exc)}); run `lmtrain prepare --force`")
+
+
+def _first_line(exc: tf.errors.OpError) -> str:
+    lines = (exc.message or type(exc).__name__).strip().splitlines()
+    return lines[0][:160] if lines else type(exc).__name__
 
 
 def num_windows(tokens: int, seq_len: int) -> int:

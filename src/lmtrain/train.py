@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +23,14 @@ import tensorflow as tf
 import yaml
 from tqdm import tqdm
 
+from lmtrain.checkpoints import CheckpointStore
 from lmtrain.config import Config, config_from_dict, save_config
-from lmtrain.errors import LmtrainError
+from lmtrain.errors import Interrupted, LmtrainError
 from lmtrain.model import LanguageModel, create_model
 from lmtrain.optim import apply_pending, create_optimizer, pending_applied
-from lmtrain.paths import DataPaths, RunPaths
+from lmtrain.paths import DataPaths, RunPaths, write_atomic
 from lmtrain.prepare import load_meta
-from lmtrain.records import eval_dataset, num_windows, train_dataset
+from lmtrain.records import damaged_shard_error, eval_dataset, num_windows, split_files, train_dataset
 from lmtrain.tokenizer import Tokenizer
 
 Echo = Callable[[str], None]
@@ -42,6 +45,7 @@ class FitResult:
     tokens_per_sec: float | None
     data_wait_share: float | None  # share of step time spent waiting for the input pipeline
     wall_seconds: float
+    skipped_batches: int = 0  # batches dropped for a non-finite loss (train.on_nan: skip)
 
 
 @dataclass
@@ -56,7 +60,14 @@ class TrainedRun:
 
 
 def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo = print) -> FitResult:
-    """Train (or continue training) the model a config describes; return the final figures."""
+    """Train (or continue training) the model a config describes; return the final figures.
+
+    Resuming is exact: the checkpoint holds the weights, the optimizer slots, the step, the
+    tf.data iterator (shuffle buffer included) and the skipped-batch count, and the negative
+    sampler is keyed by (seed, step); so a run stopped at any point and started again ends with
+    the same weights as one never stopped (bit for bit on CPU, where the kernels are
+    deterministic).
+    """
     started = time.perf_counter()
     data = DataPaths(Path(config.data.dir))
     meta = load_meta(data)
@@ -64,81 +75,156 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         raise LmtrainError(
             f"data.dir: {data.root} was prepared from a different data/tokenizer config; run `lmtrain prepare` first"
         )
+    splits = meta["splits"]
+    train_files = split_files(data, "train", splits["train"]["shard_bytes"])
+    valid_files = split_files(data, "valid", splits["valid"]["shard_bytes"]) if splits["valid"]["tokens"] > 1 else []
     run = RunPaths(Path(config.train.run_dir))
     _init_run_dir(run, data, config, force)
 
     t = config.train
     model, optimizer, train_fn = build_trainer(config, meta["vocab_size"], meta["unigram_counts"])
 
-    steps_per_epoch = num_windows(meta["splits"]["train"]["tokens"], t.seq_len) // t.batch_size
+    steps_per_epoch = num_windows(splits["train"]["tokens"], t.seq_len) // t.batch_size
     if steps_per_epoch < 1:
         raise LmtrainError(
-            f"train.batch_size: the training split ({meta['splits']['train']['tokens']} tokens) is smaller than "
+            f"train.batch_size: the training split ({splits['train']['tokens']} tokens) is smaller than "
             f"one batch of {t.batch_size} x {t.seq_len}; lower train.batch_size or train.seq_len"
         )
     total_steps = steps_per_epoch * t.epochs
     if t.max_steps is not None:
         total_steps = min(total_steps, t.max_steps)
 
-    iterator = iter(train_dataset(data.shards("train"), t.seq_len, t.batch_size, t.epochs, t.shuffle_buffer, t.seed))
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)  # readable without the optimizer
-    checkpoint = tf.train.Checkpoint(model=_weights(model), optimizer=optimizer, data=iterator, step=step_var)
-    manager = tf.train.CheckpointManager(checkpoint, str(run.checkpoints), max_to_keep=t.keep_checkpoints)
-    if manager.latest_checkpoint:
-        _restore(checkpoint, manager.latest_checkpoint, model)
-        echo(f"resuming from {manager.latest_checkpoint} (step {int(optimizer.iterations)})")
-    step = int(optimizer.iterations)
+    iterator = iter(train_dataset(train_files, t.seq_len, t.batch_size, t.epochs, t.shuffle_buffer, t.seed))
+    # The loop's position: batches consumed. Not optimizer.iterations, which skipped batches
+    # do not advance.
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    skipped_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    checkpoint = tf.train.Checkpoint(model=_weights(model), optimizer=optimizer, data=iterator,
+                                     step=step_var, skipped=skipped_var)
+    store = CheckpointStore(run.checkpoints, t.keep_checkpoints)
+    latest = store.latest()
+    if latest:
+        _restore(checkpoint, latest, model)
+        echo(f"resuming from {latest} (step {int(step_var)})")
+    step, skipped = int(step_var), int(skipped_var)
+    saved_at = step if latest else -1
 
-    valid_files = data.shards("valid") if meta["splits"]["valid"]["tokens"] > 1 else []
+    def save() -> str:
+        nonlocal saved_at
+        step_var.assign(step)
+        skipped_var.assign(skipped)
+        path = store.save(checkpoint, step)
+        saved_at = step
+        return path
+
     writer = tf.summary.create_file_writer(str(run.logs))
     bar = tqdm(total=total_steps, initial=step, desc="fit", unit="step", disable=not progress, dynamic_ncols=True)
-
     train_loss = valid_ppl = tokens_per_sec = wait_share = None
     interval_tokens, interval_start, wait = 0.0, time.perf_counter(), 0.0
     loop_start_step = step
-    while step < total_steps:
-        # ---- input (timed: the pipeline must not starve the step)
-        t0 = time.perf_counter()
-        batch = next(iterator)
-        wait += time.perf_counter() - t0
-        # ---- forward / backward / update
-        logs = train_fn(batch)
-        step += 1
-        interval_tokens += float(t.batch_size * t.seq_len)
-        # ---- logging
-        if step % t.log_every == 0 or step == total_steps:
-            train_loss = float(logs["loss"])  # waits for the step; averaged over the interval
-            model.loss_tracker.reset_state()
-            elapsed = time.perf_counter() - interval_start
-            tokens_per_sec = interval_tokens / max(elapsed, 1e-9)
-            wait_share = wait / max(elapsed, 1e-9)
-            with writer.as_default(step=step):
-                tf.summary.scalar(f"train/{config.model.softmax}_loss", train_loss)
-                tf.summary.scalar("train/tokens_per_sec", tokens_per_sec)
-                tf.summary.scalar("train/data_wait_share", wait_share)
-                tf.summary.scalar("train/learning_rate", float(optimizer.learning_rate))
-            bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_sec:,.0f}", wait=f"{wait_share:.1%}")
-            interval_tokens, interval_start, wait = 0.0, time.perf_counter(), 0.0
-        bar.update(1)
-        t_end = time.perf_counter()
-        # ---- validation (full softmax) at each epoch end and at the very end
-        if valid_files and (step % steps_per_epoch == 0 or step == total_steps):
-            with pending_applied(optimizer, model.trainable_variables):
-                nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size)
-            valid_ppl = math.exp(nll / count)
-            with writer.as_default(step=step):
-                tf.summary.scalar("valid/perplexity", valid_ppl)
-            bar.write(f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(count)} tokens)")
-        # ---- checkpoint
-        if step % t.checkpoint_every == 0 or step == total_steps:
-            step_var.assign(step)
-            manager.save(checkpoint_number=step)
-        interval_start += time.perf_counter() - t_end  # validation and checkpoints are not throughput
-    bar.close()
-    writer.close()
+    try:
+        with _StopSignals() as stop:
+            while step < total_steps:
+                # ---- input (timed: the pipeline must not starve the step)
+                t0 = time.perf_counter()
+                try:
+                    batch = next(iterator)
+                except tf.errors.OpError as exc:
+                    raise damaged_shard_error(train_files, exc) from None
+                wait += time.perf_counter() - t0
+                # ---- forward / backward / update (skipped by the step itself if not finite)
+                logs = train_fn(batch)
+                step += 1
+                interval_tokens += float(t.batch_size * t.seq_len)
+                if not bool(logs["finite"]):
+                    if t.on_nan == "stop":
+                        raise LmtrainError(_nan_message(step, store.latest()))
+                    skipped += 1
+                    bar.write(f"step {step}: non-finite loss, batch skipped ({skipped} so far)")
+                # ---- logging
+                if step % t.log_every == 0 or step == total_steps:
+                    train_loss = float(logs["loss"])  # averaged over the interval
+                    model.loss_tracker.reset_state()
+                    elapsed = time.perf_counter() - interval_start
+                    tokens_per_sec = interval_tokens / max(elapsed, 1e-9)
+                    wait_share = wait / max(elapsed, 1e-9)
+                    with writer.as_default(step=step):
+                        tf.summary.scalar(f"train/{config.model.softmax}_loss", train_loss)
+                        tf.summary.scalar("train/tokens_per_sec", tokens_per_sec)
+                        tf.summary.scalar("train/data_wait_share", wait_share)
+                        tf.summary.scalar("train/learning_rate", float(optimizer.learning_rate))
+                        tf.summary.scalar("train/skipped_batches", skipped)
+                    postfix = {"loss": f"{train_loss:.3f}", "tok_s": f"{tokens_per_sec:,.0f}", "wait": f"{wait_share:.1%}"}
+                    if skipped:
+                        postfix["skipped"] = skipped
+                    bar.set_postfix(postfix)
+                    interval_tokens, interval_start, wait = 0.0, time.perf_counter(), 0.0
+                bar.update(1)
+                t_end = time.perf_counter()
+                # ---- validation (full softmax) at each epoch end and at the very end
+                if valid_files and (step % steps_per_epoch == 0 or step == total_steps):
+                    with pending_applied(optimizer, model.trainable_variables):
+                        nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size)
+                    valid_ppl = math.exp(nll / count)
+                    with writer.as_default(step=step):
+                        tf.summary.scalar("valid/perplexity", valid_ppl)
+                    bar.write(f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(count)} tokens)")
+                # ---- checkpoint
+                if step % t.checkpoint_every == 0 or step == total_steps:
+                    save()
+                # ---- Ctrl-C / SIGTERM: the step is done; keep it and stop
+                if stop.signum is not None:
+                    path = store.latest() if saved_at == step else save()
+                    raise Interrupted(
+                        f"stopped by {signal.Signals(stop.signum).name} after step {step}; checkpoint {path}; "
+                        f"run the same command to continue",
+                        stop.signum,
+                    )
+                interval_start += time.perf_counter() - t_end  # validation and checkpoints are not throughput
+    finally:
+        bar.close()
+        writer.close()
     if step == loop_start_step:
         echo(f"already trained to step {step} in {run.root}; raise train.max_steps or train.epochs to continue")
-    return FitResult(run.root, step, train_loss, valid_ppl, tokens_per_sec, wait_share, time.perf_counter() - started)
+    return FitResult(run.root, step, train_loss, valid_ppl, tokens_per_sec, wait_share,
+                     time.perf_counter() - started, skipped)
+
+
+class _StopSignals:
+    """While active, SIGINT and SIGTERM ask the loop to stop after the current step.
+
+    The handler only records the signal: the loop finishes the step, writes a checkpoint and
+    raises `Interrupted`. A second signal stops at once (KeyboardInterrupt); the checkpoint
+    store's atomic writes make even that safe. Handlers can only be set from the main thread;
+    elsewhere (a library caller's worker thread) signals keep their usual meaning.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+def _nan_message(step: int, latest: str | None) -> str:
+    kept = f"the last checkpoint ({latest}) is kept as it was" if latest else "no checkpoint had been written yet"
+    return (
+        f"non-finite training loss at step {step}: its update was not applied and {kept}; "
+        f"lower train.learning_rate or train.clip_norm, or set train.on_nan=skip to drop such batches"
+    )
 
 
 def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int]
@@ -167,11 +253,19 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
     """(total exact NLL in nats, number of predicted tokens) over a split, in float64."""
     fn = model.compiled_nll_sum()
     total = count = 0.0
-    for tokens, targets, mask in tqdm(eval_dataset(files, seq_len, batch_size), desc="eval", unit="batch",
-                                      disable=not progress, leave=False):
-        s, c = fn(tokens, targets, mask)
-        total += float(s)
-        count += float(c)
+    batches = iter(eval_dataset(files, seq_len, batch_size))
+    with tqdm(desc="eval", unit="batch", disable=not progress, leave=False) as bar:
+        while True:
+            try:
+                tokens, targets, mask = next(batches)
+            except StopIteration:
+                break
+            except tf.errors.OpError as exc:
+                raise damaged_shard_error(files, exc) from None
+            s, c = fn(tokens, targets, mask)
+            total += float(s)
+            count += float(c)
+            bar.update(1)
     if count == 0:
         raise LmtrainError("the split to evaluate holds no tokens")
     return total, count
@@ -184,7 +278,7 @@ def load_run(run_dir: Path) -> TrainedRun:
         raise LmtrainError(f"no trained run in {run.root}: run `lmtrain fit` with this config first")
     config = config_from_dict(yaml.safe_load(run.config.read_text()))
     meta = json.loads(run.meta.read_text())
-    latest = tf.train.latest_checkpoint(str(run.checkpoints))
+    latest = CheckpointStore(run.checkpoints, config.train.keep_checkpoints).latest()
     if latest is None:
         raise LmtrainError(f"no checkpoint in {run.checkpoints}: run `lmtrain fit` with this config first")
     model = create_model(config, meta["vocab_size"], meta["unigram_counts"])
@@ -215,8 +309,8 @@ def _init_run_dir(run: RunPaths, data: DataPaths, config: Config, force: bool) -
             shutil.rmtree(run.logs, ignore_errors=True)
     run.root.mkdir(parents=True, exist_ok=True)
     save_config(config, run.config)
-    shutil.copyfile(data.tokenizer, run.tokenizer)
-    shutil.copyfile(data.meta, run.meta)
+    write_atomic(run.tokenizer, data.tokenizer.read_bytes())
+    write_atomic(run.meta, data.meta.read_bytes())
 
 
 def _weights(model: LanguageModel) -> tf.train.Checkpoint:
@@ -253,7 +347,7 @@ def _restore(checkpoint: tf.train.Checkpoint, path: str, model: LanguageModel, p
                 f"(model.* / tokenizer.vocab_size) gives {list(v.shape)}"
             )
     try:
-        status = checkpoint.restore(path)
+        status = checkpoint.read(path)  # the counterpart of CheckpointStore.save's write()
         if partial:
             status.expect_partial()
         status.assert_existing_objects_matched()
