@@ -75,3 +75,86 @@ def test_fingerprint_ignores_where_data_goes():
     b = load_config(None, ["data.dir=y"])
     c = load_config(None, ["tokenizer.vocab_size=4000"])
     assert a.data_fingerprint() == b.data_fingerprint() != c.data_fingerprint()
+
+
+# ---- property: any input loads into a valid config or raises ConfigError, nothing else -------
+
+import dataclasses
+import math
+import tempfile
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lmtrain.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
+
+_FIELDS = {name: [f.name for f in dataclasses.fields(cls)]
+           for name, cls in {"data": DataConfig, "tokenizer": TokenizerConfig, "model": ModelConfig,
+                             "train": TrainConfig}.items()}
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.sampled_from(["auto", "sampled", "full", "stop", "skip", "lazy_adam", "float32", "word", "unigram"]),
+)
+_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                         st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+                       max_leaves=6)
+_section_names = st.one_of(st.sampled_from(sorted(_FIELDS)), st.text(max_size=8))
+
+
+@st.composite
+def _raw_configs(draw):
+    raw = {}
+    for section in draw(st.lists(_section_names, max_size=5)):
+        keys = _FIELDS.get(section, []) + ["unknown_key"]
+        if draw(st.booleans()) and section in _FIELDS:
+            raw[section] = draw(st.one_of(_scalars, st.lists(_scalars, max_size=2)))  # not a mapping
+        else:
+            raw[section] = draw(st.dictionaries(st.one_of(st.sampled_from(keys), st.text(max_size=8)), _values, max_size=4))
+    return raw
+
+
+_overrides = st.lists(
+    st.one_of(
+        st.builds(lambda s, k, v: f"{s}.{k}={v}", st.sampled_from(sorted(_FIELDS)),
+                  st.sampled_from(sorted({k for ks in _FIELDS.values() for k in ks})), st.text(max_size=12)),
+        st.text(max_size=20),
+    ),
+    max_size=3,
+)
+
+
+def _loads_or_config_error(fn):
+    try:
+        cfg = fn()
+    except ConfigError:
+        return
+    assert isinstance(cfg, Config)
+    for section in ("data", "tokenizer", "model", "train"):  # every number in a loaded config is finite
+        for value in dataclasses.asdict(getattr(cfg, section)).values():
+            if isinstance(value, float):
+                assert math.isfinite(value)
+    assert config_from_dict(cfg.to_dict()) == cfg  # what fit writes to the run directory loads back
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=_raw_configs(), overrides=_overrides)
+def test_loader_accepts_or_raises_config_error_only(raw, overrides):
+    _loads_or_config_error(lambda: config_from_dict(raw))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/c.yaml"
+        with open(path, "w") as fh:
+            yaml.safe_dump(raw, fh)
+        _loads_or_config_error(lambda: load_config(path, overrides))
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=80), st.sampled_from(
+    ["train: {seed: 2020-99-99}", "train: !!python/name:os.system", "a: &x [*x]", "train:\n  - 1", "{", "- ["])))
+def test_any_yaml_text_loads_or_raises_config_error_only(text):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/c.yaml"
+        with open(path, "w", encoding="utf-8", errors="surrogatepass") as fh:
+            fh.write(text)
+        _loads_or_config_error(lambda: load_config(path))

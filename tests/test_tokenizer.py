@@ -14,7 +14,7 @@ def _lines():
 @pytest.mark.parametrize("kind", ["unigram", "bpe", "char", "word"])
 def test_round_trip_keeps_line_breaks(tmp_path, kind):
     size = {"unigram": 40, "bpe": 40, "char": 40, "word": 30}[kind]
-    tok = train_tokenizer(_lines(), TokenizerConfig(model_type=kind, vocab_size=size), tmp_path / "t")
+    tok = train_tokenizer(_lines(), TokenizerConfig(model_type=kind, vocab_size=size), tmp_path / "t.model")
     text = "lady sword\ncrown night\n\nday"  # words frequent enough for the 30-piece word model
     ids = tok.encode_text(text)
     assert ids.count(NL_ID) == 3 and EOS_ID not in ids
@@ -23,4 +23,4 @@ def test_round_trip_keeps_line_breaks(tmp_path, kind):
 
 def test_vocabulary_too_large_names_the_key(tmp_path):
     with pytest.raises(LmtrainError, match=r"tokenizer.vocab_size: 5000 is too large for this corpus \(at most \d+"):
-        train_tokenizer(_lines(), TokenizerConfig(model_type="unigram", vocab_size=5000), tmp_path / "t")
+        train_tokenizer(_lines(), TokenizerConfig(model_type="unigram", vocab_size=5000), tmp_path / "t.model")

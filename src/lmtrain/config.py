@@ -184,6 +184,9 @@ class Config:
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# What PyYAML's safe constructors raise besides YAMLError (dates out of range, deep nesting).
+_YAML_VALUE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError)
+
 _SECTIONS: dict[str, type] = {"data": DataConfig, "tokenizer": TokenizerConfig, "model": ModelConfig, "train": TrainConfig}
 
 
@@ -234,6 +237,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except _YAML_VALUE_ERRORS as exc:  # a well-formed scalar YAML cannot build, e.g. 2024-13-45
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -254,7 +259,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"--set {key}: unknown key {name!r} in section {section!r}{_suggest(name, valid, section + '.')}")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, *_YAML_VALUE_ERRORS):
         value = text
     if raw.get(section) is None:  # an absent or empty (`train:`) section
         raw[section] = {}

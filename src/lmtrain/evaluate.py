@@ -17,7 +17,7 @@ from lmtrain.config import Config
 from lmtrain.errors import LmtrainError
 from lmtrain.paths import DataPaths
 from lmtrain.records import split_files
-from lmtrain.train import load_run, split_nll
+from lmtrain.train import load_run, perplexity, split_nll
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def metrics(split: str, step: int, total_nll: float, tokens: float, stats: dict[
         step=step,
         tokens=int(tokens),
         loss=loss,
-        perplexity=math.exp(loss),
+        perplexity=perplexity(loss),
         bits_per_byte=total_nll / (math.log(2) * max(stats["bytes"], 1)),
-        word_perplexity=math.exp(min(total_nll / max(stats["words"], 1), 700.0)),
+        word_perplexity=perplexity(total_nll / max(stats["words"], 1)),
     )

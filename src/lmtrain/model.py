@@ -151,10 +151,13 @@ class LanguageModel(keras.Model):
         n = tf.shape(hidden)[0]
         if isinstance(hidden.shape[0], int) and hidden.shape[0] <= rows:
             return self._block_nll(hidden, targets)
-        blocks = (n + rows - 1) // rows
-        pad = blocks * rows - n
-        h = tf.reshape(tf.pad(hidden, [[0, pad], [0, 0]]), [blocks, rows, self.hidden_dim])  # (K, R, H)
-        t = tf.reshape(tf.pad(targets, [[0, pad]]), [blocks, rows])  # (K, R)
+        # As few blocks as the budget allows, of equal size: the padding is under one row per
+        # block (padding to whole budget-sized blocks would multiply the work of small batches).
+        blocks = tf.maximum((n + rows - 1) // rows, 1)
+        size = (n + blocks - 1) // blocks
+        pad = blocks * size - n
+        h = tf.reshape(tf.pad(hidden, [[0, pad], [0, 0]]), [blocks, size, self.hidden_dim])  # (K, R, H)
+        t = tf.reshape(tf.pad(targets, [[0, pad]]), [blocks, size])  # (K, R)
         nll = tf.map_fn(
             lambda ht: self._block_nll(ht[0], ht[1]),
             (h, t),

@@ -24,11 +24,6 @@ class DataPaths:
         return self.root / "meta.json"
 
     @property
-    def tokenizer_prefix(self) -> Path:
-        """SentencePiece writes `<prefix>.model` and `<prefix>.vocab`."""
-        return self.root / "tokenizer"
-
-    @property
     def tokenizer(self) -> Path:
         return self.root / "tokenizer.model"
 

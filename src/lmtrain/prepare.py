@@ -97,7 +97,7 @@ def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, 
            progress: bool, echo: Echo) -> dict[str, Any]:
     train_docs = splits["train"]
     bar = tqdm(total=len(train_docs), desc="tokenizer", unit="doc", disable=not progress)
-    tokenizer = train_tokenizer(_lines(train_docs, bar), config.tokenizer, paths.tokenizer_prefix)
+    tokenizer = train_tokenizer(_lines(train_docs, bar), config.tokenizer, paths.tokenizer)
     bar.close()
 
     vocab = tokenizer.vocab_size

@@ -9,6 +9,7 @@ Ids: 0 `<unk>`, 1 `</s>`, 2 `<nl>`, then the learned pieces; no padding or begin
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -65,20 +66,32 @@ class Tokenizer:
         return "\n".join(self._sp.decode(chunk) for chunk in lines)
 
 
-def train_tokenizer(lines: Iterable[str], config: TokenizerConfig, prefix: Path) -> Tokenizer:
+def train_tokenizer(lines: Iterable[str], config: TokenizerConfig, path: Path) -> Tokenizer:
     """Train SentencePiece on the given lines (the training split only) and load the result.
 
     `input_sentence_size` makes SentencePiece keep a bounded random sample of lines, so memory
     stays flat however large the corpus is.
     """
-    sentences = (line for line in lines if line.strip())
+    failed: list[Exception] = []
+
+    def sentences() -> Iterator[str]:
+        # An error raised while reading (a binary file, say) must reach the user as itself,
+        # not as SentencePiece's wrapper around it: keep it, end the input, raise it below.
+        try:
+            yield from (line for line in lines if line.strip())
+        except Exception as exc:  # noqa: BLE001 - re-raised as is after training returns
+            failed.append(exc)
+
     # SentencePiece samples and shuffles lines with its own generator: seed it, so the same
     # corpus and config always give the same vocabulary.
     spm.set_random_generator_seed(0)
+    # The model comes back in memory and is written here: SentencePiece's own file writer does
+    # not report a failed write (a full disk left a truncated model behind).
+    model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=sentences,
-            model_prefix=str(prefix),
+            sentence_iterator=sentences(),
+            model_writer=model,
             model_type=config.model_type,
             vocab_size=config.vocab_size,
             character_coverage=config.character_coverage,
@@ -95,8 +108,13 @@ def train_tokenizer(lines: Iterable[str], config: TokenizerConfig, prefix: Path)
             minloglevel=2,  # SentencePiece logs a page per run; errors still raise
         )
     except RuntimeError as exc:
+        if failed:
+            raise failed[0] from None
         raise LmtrainError(_explain(str(exc), config)) from None
-    return Tokenizer(prefix.with_suffix(".model"))
+    if failed:
+        raise failed[0]
+    path.write_bytes(model.getvalue())
+    return Tokenizer(path)
 
 
 def _explain(message: str, config: TokenizerConfig) -> str:

@@ -111,6 +111,10 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
 
     def save() -> str:
         nonlocal saved_at
+        if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables):
+            # An update can overflow the weights with a finite loss (a huge learning rate):
+            # checked here, once per checkpoint, so such weights are never saved.
+            raise LmtrainError(_nan_message(step, store.latest(), what="weights"))
         step_var.assign(step)
         skipped_var.assign(skipped)
         path = store.save(checkpoint, step)
@@ -165,7 +169,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                 if valid_files and (step % steps_per_epoch == 0 or step == total_steps):
                     with pending_applied(optimizer, model.trainable_variables):
                         nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size)
-                    valid_ppl = math.exp(nll / count)
+                    valid_ppl = perplexity(nll / count)
                     with writer.as_default(step=step):
                         tf.summary.scalar("valid/perplexity", valid_ppl)
                     bar.write(f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(count)} tokens)")
@@ -219,12 +223,22 @@ class _StopSignals:
         self.signum = signum
 
 
-def _nan_message(step: int, latest: str | None) -> str:
+def _nan_message(step: int, latest: str | None, what: str = "loss") -> str:
     kept = f"the last checkpoint ({latest}) is kept as it was" if latest else "no checkpoint had been written yet"
+    if what == "loss":
+        return (
+            f"non-finite training loss at step {step}: its update was not applied and {kept}; "
+            f"lower train.learning_rate or train.clip_norm, or set train.on_nan=skip to drop such batches"
+        )
     return (
-        f"non-finite training loss at step {step}: its update was not applied and {kept}; "
-        f"lower train.learning_rate or train.clip_norm, or set train.on_nan=skip to drop such batches"
+        f"the weights are not finite at step {step} (an update overflowed float32); they were not saved and "
+        f"{kept}; lower train.learning_rate"
     )
+
+
+def perplexity(nats_per_token: float) -> float:
+    """exp(loss), infinite rather than an OverflowError for a diverged model."""
+    return math.exp(nats_per_token) if nats_per_token < 709.0 else math.inf
 
 
 def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int]

@@ -1,0 +1,301 @@
+"""Nothing lost: runs killed, interrupted or failing mid-write resume exactly; artifacts survive.
+
+The kill tests drive the real CLI in subprocesses: a reference run goes straight through; the
+others are stopped after their first checkpoint (SIGKILL, SIGINT, SIGTERM) and started again
+with the same command, and must end with the same bits in every weight and optimizer slot.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from typer.testing import CliRunner
+
+from lmtrain.checkpoints import CheckpointStore
+from lmtrain.cli import app
+from lmtrain.model import LanguageModel
+from lmtrain.train import load_run
+
+from conftest import tiny_sections, write_config, write_corpus
+
+runner = CliRunner()
+TRAIN = {"batch_size": 8, "seq_len": 16, "epochs": 3, "max_steps": None, "checkpoint_every": 10, "log_every": 10}
+MODEL = {"embedding_dim": 32, "hidden_dim": 128}
+
+
+def lmtrain(*args: object, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lmtrain", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def start(*args: object) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lmtrain", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"finished before {path} appeared: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.01)
+
+
+def stored_state(run_dir: Path) -> dict[str, np.ndarray]:
+    """Every model weight and optimizer slot of the run's latest checkpoint."""
+    latest = CheckpointStore(run_dir / "checkpoints", keep=1).latest()
+    return {name: tf.train.load_variable(latest, name) for name, _ in tf.train.list_variables(latest)
+            if name.startswith(("model/", "optimizer/"))}
+
+
+def final_perplexity(stdout: str) -> str:
+    return re.search(r"^trained .*valid perplexity ([\d.]+)", stdout, re.M).group(1)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """Prepared data and an uninterrupted reference run, shared by the kill tests."""
+    root = tmp_path_factory.mktemp("faults")
+    corpus = write_corpus(root / "corpus", docs=6, lines=300)
+
+    def config(name: str, **changes) -> Path:
+        sections = tiny_sections(root / name, corpus, data={"dir": str(root / "data")}, model=MODEL,
+                                 train={**TRAIN, **changes})
+        (root / name).mkdir(exist_ok=True)
+        return write_config(root / name / "c.yaml", sections)
+
+    reference = config("reference")
+    assert lmtrain("prepare", reference, "-q").returncode == 0
+    out = lmtrain("fit", reference, "-q")
+    assert out.returncode == 0, out.stderr
+    return {"config": config, "root": root, "state": stored_state(root / "reference" / "run"),
+            "perplexity": final_perplexity(out.stdout), "stdout": out.stdout}
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_stopped_run_resumes_to_the_same_bits(shared, sig, code):
+    name = signal.Signals(sig).name
+    cfg = shared["config"](name)
+    run_dir = shared["root"] / name / "run"
+    proc = start("fit", cfg, "-q")
+    wait_for(run_dir / "checkpoints" / "latest", proc)  # the first checkpoint (step 10) is written
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    if sig != signal.SIGKILL:
+        # the step in flight is finished and saved: say where, and how to go on
+        match = re.search(rf"interrupted: stopped by {name} after step (\d+); checkpoint (\S+); run the same command", err)
+        assert match, err
+        stopped_at = int(match.group(1))
+        assert match.group(2) == CheckpointStore(run_dir / "checkpoints", keep=1).latest()
+        assert match.group(2).endswith(f"step-{stopped_at:08d}/ckpt")
+    resumed = lmtrain("fit", cfg, "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    step = int(re.search(r"resuming from \S+ \(step (\d+)\)", resumed.stderr).group(1))
+    assert 10 <= step < 96, resumed.stderr  # it really was stopped part-way
+    assert final_perplexity(resumed.stdout) == shared["perplexity"]
+    state = stored_state(run_dir)
+    assert state.keys() == shared["state"].keys()
+    for key, value in shared["state"].items():
+        assert np.array_equal(state[key], value), key  # bit for bit
+
+
+def _in_process_config(tmp_path, corpus, **train):
+    return write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, train={"checkpoint_every": 5, **train}))
+
+
+def _cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _assert_clean_error(result, code, *fragments):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def test_kill_between_checkpoint_write_and_commit_keeps_the_previous_one(tmp_path, corpus, monkeypatch):
+    cfg = _in_process_config(tmp_path, corpus)
+    assert _cli("prepare", cfg, "-q").exit_code == 0
+    commit = CheckpointStore._commit
+    calls = []
+
+    def dies_on_second_commit(self, tmp, final):
+        calls.append(final.name)
+        if len(calls) == 2:  # step 10: written in full, not yet renamed into place
+            raise SystemExit("killed")  # a kill: nothing after this point runs
+        commit(self, tmp, final)
+
+    monkeypatch.setattr(CheckpointStore, "_commit", dies_on_second_commit)
+    with pytest.raises(SystemExit):
+        from lmtrain.config import load_config
+        from lmtrain.train import fit
+        fit(load_config(cfg), progress=False, echo=lambda _: None)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert (checkpoints / ".tmp-step-00000010").is_dir()  # the unfinished save is still there
+    assert load_run(tmp_path / "run").step == 5  # and the previous checkpoint loads
+
+    monkeypatch.setattr(CheckpointStore, "_commit", commit)
+    resumed = _cli("fit", cfg, "-q")
+    assert resumed.exit_code == 0, resumed.output
+    assert "step-00000005" in resumed.output and "step 12" in resumed.output
+    assert not list(checkpoints.glob(".tmp-*"))  # leftovers cleaned by the next save
+    assert load_run(tmp_path / "run").step == 12
+
+
+def test_disk_full_during_checkpoint_keeps_the_previous_one(tmp_path, corpus, monkeypatch):
+    cfg = _in_process_config(tmp_path, corpus)
+    assert _cli("prepare", cfg, "-q").exit_code == 0
+    write = tf.train.Checkpoint.write
+    calls = []
+
+    def fills_the_disk(self, prefix, options=None):
+        calls.append(prefix)
+        if len(calls) == 2:
+            Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+            Path(prefix + ".data-00000-of-00001").write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(self, prefix, options)
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", fills_the_disk)
+    r = _cli("fit", cfg, "-q")
+    _assert_clean_error(r, 1, "checkpoint of step 10", "disk full", "step-00000005/ckpt) is intact")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert (checkpoints / "latest").read_text().strip() == "step-00000005"
+    assert not list(checkpoints.glob(".tmp-*"))  # the partial write is gone
+    assert load_run(tmp_path / "run").step == 5
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_non_finite_loss(tmp_path, corpus, monkeypatch, mode):
+    # The 8th loss computed is NaN: as if a batch or a step had gone wrong there.
+    original = LanguageModel.sampled_nll
+    calls = tf.Variable(0)
+
+    def poisoned(self, hidden, targets, step):
+        calls.assign_add(1)
+        nll = original(self, hidden, targets, step)
+        return tf.where(tf.equal(calls, 8), tf.fill(tf.shape(nll), float("nan")), nll)
+
+    monkeypatch.setattr(LanguageModel, "sampled_nll", poisoned)
+    cfg = _in_process_config(tmp_path, corpus, on_nan=mode)
+    assert _cli("prepare", cfg, "-q").exit_code == 0
+    r = _cli("fit", cfg, "-q")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    if mode == "stop":
+        _assert_clean_error(r, 1, "non-finite training loss at step 8", "update was not applied", "train.on_nan=skip")
+        latest = CheckpointStore(checkpoints, keep=1).latest()
+        assert latest.endswith("step-00000005/ckpt") and f"({latest}) is kept as it was" in r.output
+    else:
+        assert r.exit_code == 0, r.output
+        assert "step 8: non-finite loss, batch skipped (1 so far)" in r.output
+        assert "step 12" in r.output and "1 batch(es) skipped for a non-finite loss" in r.output
+        assert load_run(tmp_path / "run").step == 12
+    for name, value in stored_state(tmp_path / "run").items():
+        assert np.all(np.isfinite(value)), name  # no checkpoint ever holds NaN weights
+
+
+def test_update_that_overflows_the_weights_is_never_saved(tmp_path, corpus):
+    # Adam moves each weight by about the learning rate: at 3e38 the first update overflows
+    # float32 although the loss and the gradients were finite.
+    cfg = _in_process_config(tmp_path, corpus, learning_rate=3e38, checkpoint_every=1)
+    assert _cli("prepare", cfg, "-q").exit_code == 0
+    r = _cli("fit", cfg, "-q")
+    _assert_clean_error(r, 1, "weights are not finite at step 1", "not saved", "no checkpoint had been written yet")
+    assert CheckpointStore(tmp_path / "run" / "checkpoints", keep=1).latest() is None
+
+
+def test_non_utf8_and_binary_corpus_files(tmp_path, corpus):
+    (corpus / "latin1.txt").write_bytes("the king said caf\xe9 and na\xefve\n".encode("latin-1") * 3)
+    (corpus / "ok.txt").write_text("the fffd \ufffd is kept as text\n")
+    cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus))
+    r = _cli("prepare", cfg, "-q")
+    assert r.exit_code == 0, r.output
+    assert f"warning: {corpus / 'latin1.txt'}: 6 character(s) not valid UTF-8" in r.output
+    assert "ok.txt" not in r.output  # a real U+FFFD is not a replacement
+    import json
+    meta = json.loads((tmp_path / "data" / "meta.json").read_text())
+    assert meta["replaced_characters"] == {str(corpus / "latin1.txt"): 6}
+
+    before = {p.name: p.read_bytes() for p in (tmp_path / "data").iterdir()}
+    (corpus / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    r = _cli("prepare", cfg, "-q", "--force", "--set", "tokenizer.vocab_size=30")
+    _assert_clean_error(r, 1, str(corpus / "image.txt"), "binary")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "data").iterdir()} == before  # untouched
+
+
+def test_damaged_shards_are_named(tmp_path, corpus):
+    cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus))
+    assert _cli("prepare", cfg, "-q").exit_code == 0
+    assert _cli("fit", cfg, "-q").exit_code == 0
+    data = tmp_path / "data"
+    valid = data / "valid-00000.tfrecord"
+    raw = bytearray(valid.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    valid.write_bytes(bytes(raw))
+    _assert_clean_error(_cli("eval", cfg, "--split", "valid"), 1, str(valid), "corrupted", "prepare --force")
+
+    train = data / "train-00000.tfrecord"
+    train.write_bytes(train.read_bytes()[:-10])
+    run_before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    _assert_clean_error(_cli("fit", cfg, "-q", "--set", "train.max_steps=20"), 1, str(train), "truncated", "prepare --force")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == run_before
+
+
+def test_killed_prepare_is_never_taken_for_data_and_is_redone(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", docs=30, lines=3000)  # a few seconds of work
+    cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus))
+    data = tmp_path / "data"
+    proc = start("prepare", cfg, "-q")
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".data.tmp-*/tokenizer.model")):  # tokenizer done, encoding under way
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    assert not data.exists() and list(tmp_path.glob(".data.tmp-*"))
+    r = lmtrain("fit", cfg, "-q")
+    assert r.returncode == 1 and "no prepared data" in r.stderr and "Traceback" not in r.stderr
+
+    r = lmtrain("prepare", cfg, "-q")
+    assert r.returncode == 0, r.stderr
+    assert "left by an unfinished prepare" in r.stderr
+    assert (data / ".complete").is_file() and not list(tmp_path.glob(".data.tmp-*"))
+
+
+@pytest.mark.parametrize("limit, lines", [(4096, 60), (256 * 1024, 3000)])
+def test_prepare_that_runs_out_of_space_keeps_the_old_data(tmp_path, limit, lines):
+    """A real write failure: the process may not grow a file past `limit` bytes. At 4 KiB the
+    tokenizer model (SentencePiece) cannot be written; at 256 KiB it can (240 KB) but the
+    first TFRecord shard cannot."""
+    corpus = write_corpus(tmp_path / "corpus", docs=10, lines=lines)
+    cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus))
+    assert lmtrain("prepare", cfg, "-q", "--set", "data.test_fraction=0.5").returncode == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "data").iterdir()}
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = lmtrain("prepare", cfg, "-q", "--force", preexec_fn=small_files)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert re.search(r"^error: prepare could not write \S+: disk full .*; \S+ is unchanged$", r.stderr, re.M), r.stderr
+    assert ("tfrecord" in r.stderr) == (limit > 4096)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "data").iterdir()} == before
+    assert not list(tmp_path.glob(".data.tmp-*"))
