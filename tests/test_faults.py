@@ -299,3 +299,41 @@ def test_prepare_that_runs_out_of_space_keeps_the_old_data(tmp_path, limit, line
     assert ("tfrecord" in r.stderr) == (limit > 4096)
     assert {p.name: p.read_bytes() for p in (tmp_path / "data").iterdir()} == before
     assert not list(tmp_path.glob(".data.tmp-*"))
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_run_dir_of_another_config_and_checkpoint_of_another_shape(tmp_path, corpus):
+    cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus))
+    assert _cli("prepare", cfg, "-q").exit_code == 0
+    assert _cli("fit", cfg, "-q").exit_code == 0
+    run_dir = tmp_path / "run"
+    before = _snapshot(run_dir / "checkpoints")
+
+    r = _cli("fit", cfg, "-q", "--set", "model.hidden_dim=20")
+    _assert_clean_error(r, 1, "train.run_dir", str(run_dir), "different model config", "--force")
+    assert _snapshot(run_dir / "checkpoints") == before
+
+    # a run directory whose config no longer matches its checkpoint (edited, or files mixed up)
+    import yaml
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    saved["model"]["hidden_dim"] = 20
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    for verb in ("eval", "generate"):
+        r = _cli(verb, cfg)
+        _assert_clean_error(r, 1, "weight lstm_lm/softmax_w has shape [34, 24]", "gives [34, 20]")
+    assert _snapshot(run_dir / "checkpoints") == before
+
+    forced = _cli("fit", cfg, "-q", "--force", "--set", "model.hidden_dim=20")
+    assert forced.exit_code == 0, forced.output
+
+
+def test_yaml_with_python_tags_is_refused(tmp_path):
+    cfg = tmp_path / "evil.yaml"
+    marker = tmp_path / "pwned"
+    cfg.write_text(f"train: !!python/object/apply:os.system ['touch {marker}']\n")
+    for verb in ("prepare", "fit", "eval", "generate"):
+        _assert_clean_error(_cli(verb, cfg), 2, str(cfg), "not valid YAML")
+    assert not marker.exists()
