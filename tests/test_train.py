@@ -92,7 +92,8 @@ def test_checkpoint_of_another_shape_is_named(tmp_path, corpus):
         load_run(Path(cfg.train.run_dir))
 
 
-@pytest.mark.parametrize("train", [{"precision": "mixed_bfloat16"}, {"jit_compile": True}, {"optimizer": "adam"}])
+@pytest.mark.parametrize("train", [{"precision": "mixed_bfloat16"}, {"precision": "mixed_float16"}, {"jit_compile": True},
+                                   {"optimizer": "adam"}])
 def test_fit_variants_train(tmp_path, train):
     cfg = _repetitive_config(tmp_path, max_steps=60, **train)
     prepare(cfg, progress=False)
@@ -101,5 +102,5 @@ def test_fit_variants_train(tmp_path, train):
     assert result.valid_perplexity < 3, result.valid_perplexity  # a uniform guess scores 12
     if "precision" in train:
         run = load_run(Path(cfg.train.run_dir))
-        assert run.model.embedding.compute_dtype == "bfloat16"
+        assert run.model.embedding.compute_dtype == train["precision"].removeprefix("mixed_")
         assert run.model.softmax_w.dtype == "float32"
