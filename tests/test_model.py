@@ -79,12 +79,25 @@ def test_incremental_decoding_matches_the_whole_sequence():
     model = _model(num_layers=2)
     x, _, _ = _batch(b=1, t=6)
     whole = tf.nn.log_softmax(model.logits(model(x))).numpy()[0]  # (T, V)
-    log_probs, state = model.step(tf.constant(x[:, :1]), None)
+    log_probs, state = model.step(tf.constant(x[:, :1]), model.zero_state(1))
     steps = [log_probs.numpy()[0]]
     for i in range(1, 6):
         log_probs, state = model.step(tf.constant(x[:, i:i + 1]), state)
         steps.append(log_probs.numpy()[0])
     np.testing.assert_allclose(np.stack(steps), whole, rtol=1e-4, atol=1e-5)
+
+
+def test_scoring_in_chunks_with_carried_state_equals_one_pass():
+    model = _model(num_layers=2)
+    x, y, _ = _batch(b=2, t=9)
+    whole, _ = model.sequence_nll(x, y, model.zero_state(2))
+    state, parts = model.zero_state(2), []
+    for lo, hi in [(0, 4), (4, 5), (5, 9)]:
+        nll, state = model.sequence_nll(x[:, lo:hi], y[:, lo:hi], state)
+        parts.append(nll.numpy())
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), whole.numpy(), rtol=1e-5, atol=1e-6)
+    direct = -np.take_along_axis(tf.nn.log_softmax(model.logits(model(x))).numpy(), y[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(whole.numpy(), direct, rtol=1e-5, atol=1e-6)
 
 
 def test_sampled_loss_equals_tensorflows_own():

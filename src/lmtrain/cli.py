@@ -139,16 +139,25 @@ def eval_(
     config: ConfigArg = None,
     set_: SetOpt = None,
     split: Annotated[Split, typer.Option(help="Which prepared split to score.")] = Split.test,
+    text: Annotated[Optional[str], typer.Option(
+        "--text", help="Score this text file instead of a split ('-': standard input), read as one document.",
+        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a summary.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Exact perplexity with the full softmax, plus bits per byte and word perplexity."""
 
     def body() -> None:
-        from lmtrain.evaluate import evaluate
-
         cfg = _load(config, set_)
-        r = evaluate(cfg, split.value, progress=not quiet and not as_json)
+        if text is not None:
+            from lmtrain.api import load
+
+            content = _read_text(text)
+            r = load(cfg.train.run_dir).evaluate(content)
+        else:
+            from lmtrain.evaluate import evaluate
+
+            r = evaluate(cfg, split.value, progress=not quiet and not as_json)
         if as_json:
             typer.echo(json.dumps(r.to_dict()))
             return
@@ -170,19 +179,55 @@ def generate(
     top_k: Annotated[int, typer.Option(help="Sample among the k likeliest tokens (0: all).")] = 0,
     top_p: Annotated[float, typer.Option(help="Sample among the likeliest tokens up to this mass.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same text.")] = 0,
+    ignore_eos: Annotated[bool, typer.Option(help="Go on past the end of a document (always --max-tokens).")] = False,
 ) -> None:
     """Sample text from a prompt with incremental (stateful) decoding."""
 
     def body() -> None:
-        from lmtrain.generate import SamplingOptions
-        from lmtrain.generate import generate as run_generate
+        from dataclasses import asdict
 
-        options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed)
+        from lmtrain.api import load
+        from lmtrain.generate import SamplingOptions
+
+        options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed, ignore_eos)  # checked first
         cfg = _load(config, set_)
-        g = run_generate(cfg, prompt, options)
+        g = load(cfg.train.run_dir).generate(prompt, **asdict(options))
         typer.echo(g.text)
 
     _guard(body)
+
+
+@app.command()
+def export(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="Where to write the SavedModel (default: RUN_DIR/export).",
+                                                show_default=False)] = None,
+) -> None:
+    """Write a SavedModel that plain TensorFlow can load: next-token, step, score signatures."""
+
+    def body() -> None:
+        from lmtrain.api import load
+
+        cfg = _load(config, set_)
+        path = load(cfg.train.run_dir).export(out)
+        typer.echo(f"exported {path}: signatures next_token, step, zero_state, score, metadata, tokenizer_path; "
+                   f"load with tf.saved_model.load({str(path)!r})")
+
+    _guard(body)
+
+
+def _read_text(source: str) -> str:
+    """A text file (or '-' for standard input) as a string; undecodable bytes are replaced."""
+    if source == "-":
+        return sys.stdin.buffer.read().decode("utf-8", errors="replace")
+    path = Path(source)
+    if not path.is_file():
+        raise LmtrainError(f"--text: {path} is not a file")
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise LmtrainError(f"--text: cannot read {path}: {exc}") from None
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -13,11 +13,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lmtrain.config import Config
 from lmtrain.errors import LmtrainError
+from lmtrain.model import LanguageModel
 from lmtrain.paths import DataPaths
 from lmtrain.records import split_files
+from lmtrain.tokenizer import EOS_ID, Tokenizer, document_lines
 from lmtrain.train import load_run, perplexity, split_nll
+
+SCORE_CHUNK = 1024  # tokens scored per call when the state is carried through a text
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,34 @@ def evaluate(config: Config, split: str = "test", progress: bool = True) -> Eval
     t = trained.config.train
     total, count = split_nll(trained.model, files, t.seq_len, t.batch_size, progress=progress)
     return metrics(split, trained.step, total, count, stats)
+
+
+def score_ids(model: LanguageModel, ids: list[int]) -> np.ndarray:
+    """Natural-log probability of each id given every id before it, the first given `</s>`.
+
+    The text is read as one document, as if it followed another in a split, and with the LSTM
+    state carried across the whole of it (in chunks of `SCORE_CHUNK`, so memory stays bounded);
+    split evaluation instead starts every `train.seq_len` window from a zero state, so it sees
+    less context and scores the same text slightly worse.
+    """
+    fn = model.compiled_sequence_nll()
+    stream = np.asarray([EOS_ID] + list(ids), dtype=np.int32)
+    state = model.zero_state(1)
+    parts = []
+    for lo in range(0, len(ids), SCORE_CHUNK):
+        hi = min(lo + SCORE_CHUNK, len(ids))
+        nll, state = fn(stream[None, lo:hi], stream[None, lo + 1:hi + 1], state)
+        parts.append(nll.numpy()[0])
+    return -np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+
+
+def evaluate_text(model: LanguageModel, tokenizer: Tokenizer, text: str, step: int) -> EvalResult:
+    """The metrics of a split, for any text read as one document (`lmtrain eval --text`)."""
+    lines = document_lines(text)
+    ids = tokenizer.encode_document(text)
+    stats = {"bytes": sum(len(line.encode("utf-8")) + 1 for line in lines),
+             "words": sum(len(line.split()) for line in lines)}
+    return metrics("text", step, -float(score_ids(model, ids).sum()), len(ids), stats)
 
 
 def metrics(split: str, step: int, total_nll: float, tokens: float, stats: dict[str, int]) -> EvalResult:

@@ -7,17 +7,15 @@ quadratic in the length of the text.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from lmtrain.config import Config
 from lmtrain.errors import LmtrainError
 from lmtrain.model import LanguageModel
-from lmtrain.tokenizer import EOS_ID
-from lmtrain.train import load_run
+from lmtrain.tokenizer import EOS_ID, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -27,6 +25,7 @@ class SamplingOptions:
     top_k: int = 0  # 0: no top-k cut
     top_p: float = 1.0  # 1.0: no nucleus cut
     seed: int = 0
+    ignore_eos: bool = False  # go on past the end of a document (for benchmarks): always max_tokens
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -43,35 +42,45 @@ class SamplingOptions:
 class Generation:
     prompt: str
     text: str  # prompt and continuation, decoded together (so a word split across them joins)
-    tokens: int
-    model_calls: int  # one for the prompt, then one per generated token
+    tokens: int  # generated
+    model_calls: int  # one for the prompt, then one per generated token but the last
+    tokens_processed: int  # ids run through the LSTM in all: prompt + generated, not quadratic
     stopped_at_eos: bool
+    seconds: float
+
+    def __str__(self) -> str:
+        return self.text
 
 
-def generate(config: Config, prompt: str, options: SamplingOptions) -> Generation:
-    """Continue `prompt` with the model trained in `config.train.run_dir`."""
-    trained = load_run(Path(config.train.run_dir))
-    prompt_ids = trained.tokenizer.encode_text(prompt) if prompt else []
-    ids, calls, eos = sample(trained.model, prompt_ids, options)
-    return Generation(prompt, trained.tokenizer.decode(prompt_ids + ids), len(ids), calls, eos)
+def generate_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, options: SamplingOptions) -> Generation:
+    """Continue `prompt` with a loaded model (what `lmtrain generate` and the Python API run)."""
+    started = time.perf_counter()
+    prompt_ids = tokenizer.encode_text(prompt) if prompt else []
+    ids, calls, processed, eos = sample(model, prompt_ids, options)
+    return Generation(prompt, tokenizer.decode(prompt_ids + ids), len(ids), calls, processed, eos,
+                      time.perf_counter() - started)
 
 
-def sample(model: LanguageModel, prompt_ids: list[int], options: SamplingOptions) -> tuple[list[int], int, bool]:
-    """Generated ids, number of model calls, and whether end-of-sequence was reached."""
+def sample(model: LanguageModel, prompt_ids: list[int], options: SamplingOptions) -> tuple[list[int], int, int, bool]:
+    """Generated ids, model calls, ids run through the model, and whether `</s>` was reached."""
     rng = np.random.default_rng(options.seed)
-    step = tf.function(model.step, reduce_retracing=True)
+    step = model.compiled_step()
     # An empty prompt starts a new document, which is what follows `</s>` in training data.
     context = tf.constant([prompt_ids or [EOS_ID]], dtype=tf.int32)  # (1, P)
-    log_probs, state = step(context, None)
-    calls, out = 1, []
+    log_probs, state = step(context, model.zero_state(1))
+    calls, processed, out = 1, int(context.shape[1]), []
     for _ in range(options.max_tokens):
         token = _choose(log_probs[0].numpy(), options, rng)
-        if token == EOS_ID:
-            return out, calls, True
+        if token == EOS_ID and not options.ignore_eos:
+            return out, calls, processed, True
         out.append(token)
-        log_probs, state = step(tf.constant([[token]], dtype=tf.int32), state)
+        if len(out) == options.max_tokens:
+            break  # the last token needs no distribution after it
+        token_in = tf.constant([[token]], dtype=tf.int32)  # (1, 1): one new id per call
+        log_probs, state = step(token_in, state)
         calls += 1
-    return out, calls, False
+        processed += int(token_in.shape[1])
+    return out, calls, processed, False
 
 
 def _choose(log_probs: np.ndarray, options: SamplingOptions, rng: np.random.Generator) -> int:

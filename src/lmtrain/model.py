@@ -24,11 +24,15 @@ from lmtrain.sampling import CandidateSampler, log_uniform_proposal, unigram_pro
 # Logit given to a sampled class that is the row's true class (exp() of it is exactly 0).
 _MASKED = -1e30
 
+_IDS = tf.TensorSpec([None, None], tf.int32)  # token ids [B, T] of any batch and length
+
 # Largest logits block (rows x vocabulary, float32 elements) evaluated at once: 64 MiB.
 LOGITS_BUDGET = 1 << 24
 
 SamplerFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
-State = list[tuple[tf.Tensor, tf.Tensor]]
+# The recurrent state carried between calls: (h, c), each [num_layers, B, H] float32. Stacked
+# tensors rather than a list of pairs, so it fits a SavedModel signature as it is.
+State = tuple[tf.Tensor, tf.Tensor]
 
 
 class RowGatherEmbedding(keras.layers.Embedding):
@@ -104,17 +108,20 @@ class LanguageModel(keras.Model):
 
     def call(self, tokens: tf.Tensor, training: bool = False, initial_state: State | None = None,
              return_state: bool = False) -> Any:
-        """Hidden states [B, T, H] in float32 (and the final (h, c) per layer if asked)."""
+        """Hidden states [B, T, H] in float32 (and the final `State` if asked)."""
         z = self.dropouts[0](self.embedding(tokens), training=training)  # (B, T, E)
-        states = []
+        hs, cs = [], []
         for i, lstm in enumerate(self.lstms):
-            init = None if initial_state is None else list(initial_state[i])
+            init = None
+            if initial_state is not None:
+                init = [tf.cast(initial_state[0][i], z.dtype), tf.cast(initial_state[1][i], z.dtype)]
             z, h, c = lstm(z, initial_state=init, training=training)  # (B, T, H)
             z = self.dropouts[i + 1](z, training=training)
-            states.append((h, c))
+            hs.append(tf.cast(h, tf.float32))
+            cs.append(tf.cast(c, tf.float32))
         # The losses run in float32 even under a mixed-precision policy (log-Q needs it).
         z = tf.cast(z, tf.float32)
-        return (z, states) if return_state else z
+        return (z, (tf.stack(hs), tf.stack(cs))) if return_state else z
 
     # ---- losses -------------------------------------------------------------------------------
 
@@ -219,11 +226,25 @@ class LanguageModel(keras.Model):
 
     def compiled_nll_sum(self) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
         """`nll_sum` compiled once for any batch and window size (evaluation calls it per batch)."""
-        if getattr(self, "_compiled_nll_sum", None) is None:
-            ids = tf.TensorSpec([None, None], tf.int32)
-            self._compiled_nll_sum = tf.function(
-                self.nll_sum, input_signature=[ids, ids, tf.TensorSpec([None, None], tf.float32)])
-        return self._compiled_nll_sum
+        return self._compiled("nll_sum", [_IDS, _IDS, tf.TensorSpec([None, None], tf.float32)])
+
+    def compiled_sequence_nll(self) -> Callable[..., tuple[tf.Tensor, State]]:
+        """`sequence_nll` compiled once for any batch, chunk length and state."""
+        return self._compiled("sequence_nll", [_IDS, _IDS, self.state_spec()])
+
+    def compiled_step(self) -> Callable[..., tuple[tf.Tensor, State]]:
+        """`step` compiled once for any batch and prompt length (one trace serves a whole generation)."""
+        return self._compiled("step", [_IDS, self.state_spec()])
+
+    def state_spec(self) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+        spec = tf.TensorSpec([self.num_layers, None, self.hidden_dim], tf.float32)
+        return spec, spec
+
+    def _compiled(self, name: str, signature: list[Any]) -> Callable[..., Any]:
+        cache = self.__dict__.setdefault("_compiled_fns", {})
+        if name not in cache:
+            cache[name] = tf.function(getattr(self, name), input_signature=signature)
+        return cache[name]
 
     def test_step(self, data: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
         total, count = self.nll_sum(*data)
@@ -233,7 +254,12 @@ class LanguageModel(keras.Model):
 
     # ---- decoding -----------------------------------------------------------------------------
 
-    def step(self, tokens: tf.Tensor, state: State | None) -> tuple[tf.Tensor, State]:
+    def zero_state(self, batch_size: int | tf.Tensor) -> State:
+        """The state before any token: zeros, as in training (every window starts from it)."""
+        zeros = tf.zeros(tf.stack([self.num_layers, batch_size, self.hidden_dim]), tf.float32)
+        return zeros, zeros
+
+    def step(self, tokens: tf.Tensor, state: State) -> tuple[tf.Tensor, State]:
         """Log-probabilities of the next token after `tokens` [B, T], and the carried state.
 
         With the state from the previous call, the cost per new token is one LSTM step and one
@@ -241,6 +267,15 @@ class LanguageModel(keras.Model):
         """
         hidden, new_state = self(tokens, training=False, initial_state=state, return_state=True)
         return tf.nn.log_softmax(self.logits(hidden[:, -1, :])), new_state
+
+    def sequence_nll(self, tokens: tf.Tensor, targets: tf.Tensor, state: State) -> tuple[tf.Tensor, State]:
+        """Exact NLL [B, T] of `targets` after each prefix of `tokens`, starting from `state`,
+        and the state after the last token: long texts are scored chunk by chunk with the
+        state carried, which gives the same numbers as one pass over the whole text."""
+        hidden, new_state = self(tokens, training=False, initial_state=state, return_state=True)
+        shape = tf.shape(targets)
+        nll = self.full_nll(tf.reshape(hidden, [-1, self.hidden_dim]), tf.reshape(targets, [-1]))
+        return tf.reshape(nll, shape), new_state
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -53,6 +53,14 @@ class Tokenizer:
         ids = [i for chunk in self.encode_lines(text.split("\n")) for i in chunk]
         return ids[:-1]  # split() yields one more line than there are newlines
 
+    def encode_document(self, text: str) -> list[int]:
+        """Ids of a text as `prepare` stores a document: each line then `<nl>`, then `</s>`."""
+        return [i for chunk in self.encode_lines(document_lines(text)) for i in chunk] + [EOS_ID]
+
+    def piece(self, token_id: int) -> str:
+        """The text of one id ("<nl>", "</s>" and "<unk>" for the special ids)."""
+        return self._sp.id_to_piece(int(token_id))
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of a sequence of ids; `<nl>` becomes a line break, `</s>` a blank line."""
         lines: list[list[int]] = [[]]
@@ -64,6 +72,13 @@ class Tokenizer:
             else:
                 lines[-1].append(int(i))
         return "\n".join(self._sp.decode(chunk) for chunk in lines)
+
+
+def document_lines(text: str) -> list[str]:
+    """The lines of a text as reading a corpus file gives them (line ends dropped; a final line
+    end does not start another line)."""
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def train_tokenizer(lines: Iterable[str], config: TokenizerConfig, path: Path) -> Tokenizer:

@@ -1,0 +1,91 @@
+"""The Python API: a trained run as an object to score text, generate and export.
+
+    import lmtrain
+    lm = lmtrain.load("runs/demo")
+    lm.perplexity("To be, or not to be")
+    for t in lm.score("To be"): print(t.token, t.log_prob)
+    print(lm.generate("ROMEO", max_tokens=50, top_p=0.9, seed=1))
+
+The CLI's `eval --text`, `generate` and `export` call these same methods, so the numbers match.
+Text is always read as one document, the way `prepare` stores a corpus file: each line followed
+by a newline token, then `</s>`; the first token is predicted from `</s>`, the start of a
+document, and the LSTM state is carried through the whole text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmtrain.evaluate import EvalResult, evaluate_text, score_ids
+from lmtrain.export import export_model
+from lmtrain.generate import Generation, SamplingOptions, generate_text
+from lmtrain.paths import RunPaths
+from lmtrain.train import TrainedRun, load_run
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    token: str  # the piece as text; "<nl>" is a line break, "</s>" the end of the document
+    id: int
+    log_prob: float  # natural log of P(token | everything before it)
+
+
+class TrainedModel:
+    """A model loaded from a run directory, with the tokenizer it was trained with."""
+
+    def __init__(self, run: TrainedRun, run_dir: Path) -> None:
+        self._run = run
+        self.run_dir = run_dir
+        self.config = run.config
+        self.step = run.step  # training step of the checkpoint
+        self.tokenizer = run.tokenizer
+        self.model = run.model  # the Keras model (lmtrain.model.LanguageModel)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.vocab_size
+
+    def score(self, text: str) -> list[TokenScore]:
+        """Every token of `text` (read as one document, `</s>` last) with its log-probability."""
+        ids = self.tokenizer.encode_document(text)
+        log_probs = score_ids(self.model, ids)
+        return [TokenScore(self.tokenizer.piece(i), i, float(lp)) for i, lp in zip(ids, log_probs)]
+
+    def perplexity(self, text: str) -> float:
+        """exp of the mean negative log-likelihood per token of `text` (as in `score`)."""
+        return self.evaluate(text).perplexity
+
+    def evaluate(self, text: str) -> EvalResult:
+        """Perplexity, loss, bits per byte and word perplexity of `text`, as `lmtrain eval` gives
+        them for a split (`lmtrain eval --text`)."""
+        return evaluate_text(self.model, self.tokenizer, text, self.step)
+
+    def generate(self, prompt: str = "", max_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int = 0, ignore_eos: bool = False) -> Generation:
+        """Continue `prompt`; `str()` of the result is the prompt and continuation as text.
+
+        Incremental decoding: one LSTM step per new token with the state carried, so the cost
+        grows linearly with `max_tokens`. Stops at the end of a document unless `ignore_eos`.
+        """
+        options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed, ignore_eos)
+        return generate_text(self.model, self.tokenizer, prompt, options)
+
+    def export(self, out_dir: str | Path | None = None) -> Path:
+        """Write a SavedModel (see `lmtrain.export`); default `<run_dir>/export`."""
+        out = Path(out_dir) if out_dir is not None else self.run_dir / "export"
+        info: dict[str, Any] = {"step": self.step, "config": self.config.to_dict(),
+                                "text": "each line then <nl> (id 2); a document ends with </s> (id 1)"}
+        return export_model(self.model, out, RunPaths(self.run_dir).tokenizer, info)
+
+    def __repr__(self) -> str:
+        m = self.config.model
+        return (f"TrainedModel({str(self.run_dir)!r}, step={self.step}, vocab={self.vocab_size}, "
+                f"layers={m.num_layers}x{m.hidden_dim})")
+
+
+def load(run_dir: str | Path) -> TrainedModel:
+    """Load the latest checkpoint of a run directory written by `lmtrain fit`."""
+    path = Path(run_dir)
+    return TrainedModel(load_run(path), path)
