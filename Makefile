@@ -25,9 +25,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# Training-step benchmark at V = 10k and 100k (a few minutes; see benchmarks/step_bench.py).
+# Training-step and generation benchmarks at two vocabularies (a few minutes; see benchmarks/).
 bench: install
 	$(BIN)/python benchmarks/step_bench.py
+	$(BIN)/python benchmarks/generate_bench.py
 
 clean:
 	rm -rf data/shakespeare runs/demo

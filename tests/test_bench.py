@@ -22,3 +22,17 @@ def test_benchmark_prints_table_and_json():
         for key in ("floor_ms", "sampled_ms", "full_ms", "sampled_stock_adam_ms", "peak_rss_gb", "sampled_only_rss_gb"):
             assert r[key] > 0, key
     assert any(line.startswith("| 600 |") for line in lines)
+
+
+def test_generation_benchmark_runs():
+    bench = BENCH.with_name("generate_bench.py")
+    out = subprocess.run(
+        [sys.executable, str(bench), "--vocab", "300", "--embedding-dim", "8", "--hidden-dim", "8", "--tokens", "6",
+         "--batch", "3", "--reps", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    (result,) = json.loads(out.stdout.strip().splitlines()[-1])["results"]
+    for key in ("generate_tok_s", "generate_2n_over_n", "export_step_tok_s", "export_step_batch_tok_s"):
+        assert result[key] > 0, key
+    assert result["vocab"] == 300 and result["tokens"] == 6

@@ -31,3 +31,14 @@ def test_same_seed_same_choices():
 def test_bad_options(kwargs):
     with pytest.raises(LmtrainError):
         SamplingOptions(**kwargs)
+
+
+def test_nucleus_equals_a_full_sort():
+    from lmtrain.generate import _nucleus
+
+    rng = np.random.default_rng(3)
+    for size, top_p in [(5000, 0.9), (5000, 0.999), (300, 0.5), (7, 1.0 - 1e-9)]:
+        probs = rng.dirichlet(np.full(size, 0.05))
+        order = np.argsort(-probs, kind="stable")
+        expected = order[: int(np.searchsorted(np.cumsum(probs[order]), top_p)) + 1]
+        assert set(_nucleus(probs, top_p).tolist()) == set(expected.tolist())
