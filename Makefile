@@ -1,5 +1,5 @@
 # Two commands for a fresh machine with only Python:
-#   make demo   install, then prepare -> fit -> eval -> generate on Shakespeare (~10 min, 2 CPU cores)
+#   make demo   install, then prepare -> fit -> eval -> generate on Shakespeare (5-10 min, 2 CPU cores)
 #   make test   install, then run the test suite
 PYTHON ?= python3
 VENV   ?= .venv

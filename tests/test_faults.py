@@ -31,7 +31,7 @@ from conftest import tiny_sections, write_config, write_corpus
 
 runner = CliRunner()
 TRAIN = {"batch_size": 8, "seq_len": 16, "epochs": 3, "max_steps": None, "checkpoint_every": 10, "log_every": 10}
-MODEL = {"embedding_dim": 32, "hidden_dim": 128}
+MODEL = {"embedding_dim": 32, "hidden_dim": 128, "dropout": 0.2}  # dropout: its random state must resume too
 
 
 def lmtrain(*args: object, **kwargs) -> subprocess.CompletedProcess:
@@ -53,10 +53,10 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def stored_state(run_dir: Path) -> dict[str, np.ndarray]:
-    """Every model weight and optimizer slot of the run's latest checkpoint."""
+    """Every model weight, optimizer slot and dropout generator state of the latest checkpoint."""
     latest = CheckpointStore(run_dir / "checkpoints", keep=1).latest()
     return {name: tf.train.load_variable(latest, name) for name, _ in tf.train.list_variables(latest)
-            if name.startswith(("model/", "optimizer/"))}
+            if name.startswith(("model/", "optimizer/", "rng/"))}
 
 
 def final_perplexity(stdout: str) -> str:

@@ -62,8 +62,9 @@ class TrainedRun:
 def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo = print) -> FitResult:
     """Train (or continue training) the model a config describes; return the final figures.
 
-    Resuming is exact: the checkpoint holds the weights, the optimizer slots, the step, the
-    tf.data iterator (shuffle buffer included) and the skipped-batch count, and the negative
+    Resuming is exact: the checkpoint holds the weights, the dropout generators' states, the
+    optimizer slots, the step, the tf.data iterator (shuffle buffer included) and the
+    skipped-batch count, and the negative
     sampler is keyed by (seed, step); so a run stopped at any point and started again ends with
     the same weights as one never stopped (bit for bit on CPU, where the kernels are
     deterministic).
@@ -99,8 +100,8 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     # do not advance.
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     skipped_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    checkpoint = tf.train.Checkpoint(model=_weights(model), optimizer=optimizer, data=iterator,
-                                     step=step_var, skipped=skipped_var)
+    checkpoint = tf.train.Checkpoint(model=_weights(model), rng=_rng_states(model), optimizer=optimizer,
+                                     data=iterator, step=step_var, skipped=skipped_var)
     store = CheckpointStore(run.checkpoints, t.keep_checkpoints)
     latest = store.latest()
     if latest:
@@ -334,6 +335,18 @@ def _weights(model: LanguageModel) -> tf.train.Checkpoint:
     graph, so checkpointing the model object itself would silently skip the LSTM weights.
     """
     return tf.train.Checkpoint(**{_weight_name(v): v for v in model.weights})
+
+
+def _rng_states(model: LanguageModel) -> tf.train.Checkpoint:
+    """The states of the model's random generators (the dropout masks), as a checkpoint node.
+
+    They are variables of the model but not among its weights, so `_weights` leaves them out;
+    without them a resumed run would draw other dropout masks than an uninterrupted one. Keras
+    names them by a process-wide counter (seed_generator_7), so they are stored by position.
+    """
+    weights = {id(v) for v in model.weights}
+    states = [v for v in model.variables if id(v) not in weights]
+    return tf.train.Checkpoint(**{f"state_{i}": v for i, v in enumerate(states)})
 
 
 def _weight_name(v: keras.Variable) -> str:
