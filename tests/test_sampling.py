@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from lmtrain.sampling import _uniform, CandidateSampler, log_uniform_proposal, unigram_proposal
@@ -33,3 +34,13 @@ def test_runs_under_xla():
     sampled, _, _ = fn(tf.constant([[1]], tf.int64), tf.constant(5, tf.int64))
     assert np.array_equal(sampled, s.sample(tf.constant(5, tf.int64)))
     assert sampled.numpy().max() < 1000
+
+
+def test_frequency_order_correlation_and_uniform_proposal():
+    from lmtrain.sampling import frequency_order_correlation, uniform_proposal
+
+    special = [0, 50, 50]  # <unk>, </s>, <nl>: left out
+    assert frequency_order_correlation(special + [90, 40, 30, 20, 10, 5]) == pytest.approx(1.0)
+    assert frequency_order_correlation(special + [5, 10, 20, 30, 40, 90]) == pytest.approx(-1.0)
+    q = uniform_proposal(8)
+    assert q.shape == (8,) and np.allclose(q, 1 / 8)

@@ -29,7 +29,7 @@ from lmtrain.paths import write_atomic
 
 SoftmaxKind = Literal["sampled", "full"]
 TokenizerKind = Literal["unigram", "bpe", "char", "word"]
-SamplerKind = Literal["unigram", "log_uniform"]
+SamplerKind = Literal["unigram", "log_uniform", "uniform"]
 OptimizerKind = Literal["lazy_adam", "adam"]
 JitKind = Literal["auto", True, False]
 PrecisionKind = Literal["float32", "mixed_bfloat16", "mixed_float16"]
@@ -89,8 +89,8 @@ class ModelConfig:
     softmax: SoftmaxKind = "sampled"
     # Negative classes drawn per step for the sampled softmax.
     num_sampled: int = 1024
-    # Proposal for negatives: "unigram" (counts measured by prepare) or "log_uniform" (Zipf,
-    # only right when ids are sorted by frequency).
+    # Proposal for negatives: "unigram" (counts measured by prepare), "log_uniform" (Zipf, only
+    # right when ids are sorted by frequency; fit warns when they are not) or "uniform".
     sampler: SamplerKind = "unigram"
     # Exponent applied to unigram counts (word2vec uses 0.75; 1.0 is the plain unigram).
     sampler_distortion: float = 1.0

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from lmtrain.config import Config
 from lmtrain.errors import LmtrainError
-from lmtrain.sampling import CandidateSampler, log_uniform_proposal, unigram_proposal
+from lmtrain.sampling import CandidateSampler, log_uniform_proposal, uniform_proposal, unigram_proposal
 
 # Logit given to a sampled class that is the row's true class (exp() of it is exactly 0).
 _MASKED = -1e30
@@ -296,6 +296,8 @@ def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> 
         )
     if m.sampler == "unigram":
         proposal = unigram_proposal(unigram_counts, m.sampler_distortion)
+    elif m.sampler == "uniform":
+        proposal = uniform_proposal(vocab_size)
     else:
         proposal = log_uniform_proposal(vocab_size)
     sampler = CandidateSampler(proposal, m.num_sampled, config.train.seed)

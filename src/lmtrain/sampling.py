@@ -26,6 +26,25 @@ def unigram_proposal(counts: Sequence[int], distortion: float = 1.0) -> np.ndarr
     return q / q.sum()
 
 
+def uniform_proposal(vocab_size: int) -> np.ndarray:
+    """Every id equally likely: the plain baseline (rare ids get as many negatives as common ones)."""
+    return np.full(vocab_size, 1.0 / vocab_size)
+
+
+def frequency_order_correlation(counts: Sequence[int], skip: int = 3) -> float:
+    """Spearman correlation between id and frequency rank, special ids (the first `skip`) left out.
+
+    1.0 means ids are sorted by decreasing frequency, which is what the log-uniform (Zipf)
+    proposal assumes; SentencePiece BPE ids, for instance, follow merge order instead.
+    """
+    c = np.asarray(counts, dtype=np.float64)[skip:]
+    if c.size < 3 or np.all(c == c[0]):
+        return 1.0
+    freq_rank = np.argsort(np.argsort(-c, kind="stable"), kind="stable").astype(np.float64)
+    ids = np.arange(c.size, dtype=np.float64)
+    return float(np.corrcoef(ids, freq_rank)[0, 1])
+
+
 def log_uniform_proposal(vocab_size: int) -> np.ndarray:
     """Zipf proposal Q(k) = log((k+2)/(k+1)) / log(V+1), as TensorFlow's log-uniform sampler."""
     k = np.arange(vocab_size, dtype=np.float64)

@@ -31,9 +31,12 @@ from lmtrain.optim import apply_pending, create_optimizer, pending_applied
 from lmtrain.paths import DataPaths, RunPaths, write_atomic
 from lmtrain.prepare import load_meta
 from lmtrain.records import damaged_shard_error, eval_dataset, num_windows, split_files, train_dataset
+from lmtrain.sampling import frequency_order_correlation
 from lmtrain.tokenizer import Tokenizer
 
 Echo = Callable[[str], None]
+# Below this Spearman correlation of id and frequency rank, ids are not "sorted by frequency".
+LOG_UNIFORM_MIN_CORRELATION = 0.9
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,11 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     _init_run_dir(run, data, config, force)
 
     t = config.train
+    if config.model.sampler == "log_uniform" and config.model.softmax == "sampled":
+        rho = frequency_order_correlation(meta["unigram_counts"])
+        if rho < LOG_UNIFORM_MIN_CORRELATION:
+            echo(f"warning: model.sampler=log_uniform assumes ids sorted by frequency, but in {data.root} the "
+                 f"rank correlation of id and frequency is only {rho:.2f}; model.sampler=unigram fits this tokenizer")
     model, optimizer, train_fn = build_trainer(config, meta["vocab_size"], meta["unigram_counts"])
 
     steps_per_epoch = num_windows(splits["train"]["tokens"], t.seq_len) // t.batch_size
