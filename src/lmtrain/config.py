@@ -94,6 +94,12 @@ class ModelConfig:
     sampler: SamplerKind = "unigram"
     # Exponent applied to unigram counts (word2vec uses 0.75; 1.0 is the plain unigram).
     sampler_distortion: float = 1.0
+    # Share one matrix between the embedding and the output layer (Press & Wolf 2017); when
+    # hidden_dim differs from embedding_dim, the LSTM output is projected to embedding_dim.
+    tie_weights: bool = False
+    # Project the last LSTM output to this width before the softmax (null: no projection, or
+    # embedding_dim when tie_weights needs one). The output matrix is [vocab_size, this].
+    projection_dim: int | None = None
 
     def __post_init__(self) -> None:
         _check_min("model.embedding_dim", self.embedding_dim, 1)
@@ -102,6 +108,13 @@ class ModelConfig:
         _check_range("model.dropout", self.dropout, 0.0, 0.9)
         _check_min("model.num_sampled", self.num_sampled, 1)
         _check_range("model.sampler_distortion", self.sampler_distortion, 0.0, 1.0)
+        if self.projection_dim is not None:
+            _check_min("model.projection_dim", self.projection_dim, 1)
+            if self.tie_weights and self.projection_dim != self.embedding_dim:
+                raise ConfigError(
+                    f"model.projection_dim: must equal model.embedding_dim ({self.embedding_dim}) with "
+                    f"model.tie_weights, got {self.projection_dim}"
+                )
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ class LanguageModel(keras.Model):
         clip_norm: float | None = None,
         sampler: SamplerFn | None = None,
         precision: str = "float32",
+        tie_weights: bool = False,
+        projection_dim: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -74,7 +76,15 @@ class LanguageModel(keras.Model):
         self.vocab_size, self.embedding_dim, self.hidden_dim = vocab_size, embedding_dim, hidden_dim
         self.num_layers, self.dropout_rate, self.softmax = num_layers, dropout, softmax
         self.num_sampled, self.clip_norm, self.sampler = num_sampled, clip_norm, sampler
-        self.precision = precision
+        self.precision, self.tie_weights = precision, tie_weights
+        # Width of the vectors the softmax reads: the projection's if there is one. Tying needs
+        # it to be the embedding width, so a projection is added when the LSTM is wider.
+        if tie_weights and projection_dim is None and hidden_dim != embedding_dim:
+            projection_dim = embedding_dim
+        if tie_weights and (projection_dim or hidden_dim) != embedding_dim:
+            raise ValueError("tie_weights needs the output width (projection_dim) to equal embedding_dim")
+        self.projection_dim = projection_dim
+        self.output_dim = projection_dim or hidden_dim
 
         # Embedding and LSTMs compute in `precision` (weights stay float32 under mixed policies);
         # the output layer is always float32.
@@ -83,6 +93,9 @@ class LanguageModel(keras.Model):
             keras.layers.LSTM(hidden_dim, return_sequences=True, return_state=True, name=f"lstm_{i}", dtype=precision)
             for i in range(num_layers)
         ]
+        # lm_1b's LSTM-2048-512 projects its output the same way (there, inside the cell).
+        self.projection = (keras.layers.Dense(projection_dim, use_bias=False, name="projection", dtype=precision)
+                           if projection_dim else None)
         self.dropouts = [keras.layers.Dropout(dropout, name=f"dropout_{i}", dtype=precision)
                          for i in range(num_layers + 1)]
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -90,9 +103,10 @@ class LanguageModel(keras.Model):
     def build(self, input_shape: Any = None) -> None:
         # Named weights owned by the model; they are read only by the losses, so they must be
         # created here, before training, not lazily inside train_step.
-        self.softmax_w = self.add_weight(
-            shape=(self.vocab_size, self.hidden_dim), initializer="glorot_uniform", name="softmax_w", dtype="float32"
-        )
+        if not self.tie_weights:
+            self._softmax_w = self.add_weight(
+                shape=(self.vocab_size, self.output_dim), initializer="glorot_uniform", name="softmax_w",
+                dtype="float32")
         self.softmax_b = self.add_weight(shape=(self.vocab_size,), initializer="zeros", name="softmax_b",
                                          dtype="float32")
         self.embedding.build((None, None))
@@ -100,7 +114,15 @@ class LanguageModel(keras.Model):
         for lstm in self.lstms:
             lstm.build((None, None, width))
             width = self.hidden_dim
+        if self.projection is not None:
+            self.projection.build((None, None, self.hidden_dim))
         self.built = True
+
+    @property
+    def softmax_w(self) -> keras.Variable:
+        """The [V, output_dim] output matrix; with `tie_weights`, the embedding matrix itself (one
+        variable: both of its uses gather rows, so its gradient stays row-sparse)."""
+        return self.embedding.embeddings if self.tie_weights else self._softmax_w
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
@@ -108,7 +130,7 @@ class LanguageModel(keras.Model):
 
     def call(self, tokens: tf.Tensor, training: bool = False, initial_state: State | None = None,
              return_state: bool = False) -> Any:
-        """Hidden states [B, T, H] in float32 (and the final `State` if asked)."""
+        """Output vectors [B, T, output_dim] in float32 (and the final `State` if asked)."""
         z = self.dropouts[0](self.embedding(tokens), training=training)  # (B, T, E)
         hs, cs = [], []
         for i, lstm in enumerate(self.lstms):
@@ -116,6 +138,8 @@ class LanguageModel(keras.Model):
             if initial_state is not None:
                 init = [tf.cast(initial_state[0][i], z.dtype), tf.cast(initial_state[1][i], z.dtype)]
             z, h, c = lstm(z, initial_state=init, training=training)  # (B, T, H)
+            if self.projection is not None and i == self.num_layers - 1:
+                z = self.projection(z)  # (B, T, P)
             z = self.dropouts[i + 1](z, training=training)
             hs.append(tf.cast(h, tf.float32))
             cs.append(tf.cast(c, tf.float32))
@@ -163,7 +187,7 @@ class LanguageModel(keras.Model):
         blocks = tf.maximum((n + rows - 1) // rows, 1)
         size = (n + blocks - 1) // blocks
         pad = blocks * size - n
-        h = tf.reshape(tf.pad(hidden, [[0, pad], [0, 0]]), [blocks, size, self.hidden_dim])  # (K, R, H)
+        h = tf.reshape(tf.pad(hidden, [[0, pad], [0, 0]]), [blocks, size, self.output_dim])  # (K, R, H)
         t = tf.reshape(tf.pad(targets, [[0, pad]]), [blocks, size])  # (K, R)
         nll = tf.map_fn(
             lambda ht: self._block_nll(ht[0], ht[1]),
@@ -182,7 +206,7 @@ class LanguageModel(keras.Model):
         tokens, targets, mask = data  # (B, T) int32, (B, T) int32, (B, T) float32
         with tf.GradientTape() as tape:
             hidden = self(tokens, training=True)
-            flat_h = tf.reshape(hidden, [-1, self.hidden_dim])  # (B*T, H)
+            flat_h = tf.reshape(hidden, [-1, self.output_dim])  # (B*T, H)
             flat_t, flat_m = tf.reshape(targets, [-1]), tf.reshape(mask, [-1])
             if self.softmax == "sampled":
                 nll = self.sampled_nll(flat_h, flat_t, self.optimizer.iterations)
@@ -219,7 +243,7 @@ class LanguageModel(keras.Model):
     def nll_sum(self, tokens: tf.Tensor, targets: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(sum of exact negative log-likelihoods, number of predicted tokens) of one batch."""
         hidden = self(tokens, training=False)
-        flat_h = tf.reshape(hidden, [-1, self.hidden_dim])
+        flat_h = tf.reshape(hidden, [-1, self.output_dim])
         nll = self.full_nll(flat_h, tf.reshape(targets, [-1]))
         flat_m = tf.reshape(mask, [-1])
         return tf.reduce_sum(nll * flat_m), tf.reduce_sum(flat_m)
@@ -274,7 +298,7 @@ class LanguageModel(keras.Model):
         state carried, which gives the same numbers as one pass over the whole text."""
         hidden, new_state = self(tokens, training=False, initial_state=state, return_state=True)
         shape = tf.shape(targets)
-        nll = self.full_nll(tf.reshape(hidden, [-1, self.hidden_dim]), tf.reshape(targets, [-1]))
+        nll = self.full_nll(tf.reshape(hidden, [-1, self.output_dim]), tf.reshape(targets, [-1]))
         return tf.reshape(nll, shape), new_state
 
     def get_config(self) -> dict[str, Any]:
@@ -283,6 +307,7 @@ class LanguageModel(keras.Model):
             vocab_size=self.vocab_size, embedding_dim=self.embedding_dim, hidden_dim=self.hidden_dim,
             num_layers=self.num_layers, dropout=self.dropout_rate, softmax=self.softmax,
             num_sampled=self.num_sampled, clip_norm=self.clip_norm, precision=self.precision,
+            tie_weights=self.tie_weights, projection_dim=self.projection_dim,
         )
         return config
 
@@ -304,7 +329,8 @@ def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> 
     model = LanguageModel(
         vocab_size=vocab_size, embedding_dim=m.embedding_dim, hidden_dim=m.hidden_dim,
         num_layers=m.num_layers, dropout=m.dropout, softmax=m.softmax, num_sampled=m.num_sampled,
-        clip_norm=config.train.clip_norm, sampler=sampler, precision=config.train.precision, name="lstm_lm",
+        clip_norm=config.train.clip_norm, sampler=sampler, precision=config.train.precision,
+        tie_weights=m.tie_weights, projection_dim=m.projection_dim, name="lstm_lm",
     )
     model.build(None)
     return model
