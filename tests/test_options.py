@@ -70,3 +70,65 @@ def test_projection_without_tying_and_bad_combination(tmp_path, corpus):
     assert model.softmax_w.shape == (34, 10) and model.projection.kernel.shape == (24, 10)
     with pytest.raises(ConfigError, match="model.projection_dim: must equal model.embedding_dim"):
         config_from_dict(tiny_sections(tmp_path, corpus, model={"tie_weights": True, "projection_dim": 10}))
+
+
+def _validations(output):
+    import re
+
+    return [(int(s), float(p)) for s, p in re.findall(r"^step (\d+): valid perplexity ([\d.]+)", output, re.M)]
+
+
+def test_early_stopping_keeps_the_best_checkpoint_and_eval_uses_it(tmp_path, corpus):
+    # a 34-word vocabulary and ~800 training tokens at a high learning rate: it overfits soon
+    cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, train={
+        "learning_rate": 0.05, "eval_every": 4, "patience": 2, "max_steps": 400, "epochs": 400}))
+    assert _cli("prepare", cfg, "-q").exit_code == 0
+    r = _cli("fit", cfg, "-q")
+    assert r.exit_code == 0, r.output
+    seen = _validations(r.output)
+    best_step, best = min(seen, key=lambda sp: (sp[1], sp[0]))
+    last_step = seen[-1][0]
+    assert f"early stop at step {last_step}" in r.output and last_step < 400
+    assert [s for s, _ in seen[-2:]] == [last_step - 4, last_step]  # two validations without a better one
+    assert all(p >= best for s, p in seen if s > best_step)
+    assert f"best valid perplexity {best:.2f} at step {best_step}" in r.output
+
+    ev = _cli("eval", cfg, "--split", "valid")  # the best checkpoint, not the last one
+    assert ev.exit_code == 0 and f"valid @ step {best_step}: perplexity {best:.2f}" in ev.output, ev.output
+    again = _cli("fit", cfg, "-q")
+    assert again.exit_code == 0 and f"training stopped early at step {last_step}" in again.output
+    assert _validations(again.output) == []  # nothing trained
+
+
+def test_plateau_schedule_lowers_the_rate_and_keeps_it_in_the_checkpoint(tmp_path, corpus):
+    import re
+
+    import tensorflow as tf
+
+    from lmtrain.checkpoints import CheckpointStore
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, train={
+        "learning_rate": 0.05, "eval_every": 4, "schedule": "plateau", "plateau_factor": 0.5,
+        "max_steps": 120, "epochs": 400}))
+    assert _cli("prepare", cfg, "-q").exit_code == 0
+    r = _cli("fit", cfg, "-q")
+    assert r.exit_code == 0, r.output
+    rates = [float(x) for x in re.findall(r"learning rate lowered to ([\d.e-]+)", r.output)]
+    assert rates and rates == pytest.approx([0.05 * 0.5 ** (i + 1) for i in range(len(rates))], rel=5e-3)  # printed to 3 digits
+    latest = CheckpointStore(tmp_path / "run" / "checkpoints", 1).latest()
+    stored = [v for name, _ in tf.train.list_variables(latest) if "learning_rate" in name
+              for v in [tf.train.load_variable(latest, name)]]
+    assert stored and float(stored[0]) == pytest.approx(0.05 * 0.5 ** len(rates))
+
+
+def test_warmup_cosine_schedule():
+    from lmtrain.config import TrainConfig
+    from lmtrain.optim import learning_rate
+
+    schedule = learning_rate(TrainConfig(learning_rate=0.01, schedule="warmup_cosine", warmup_steps=10,
+                                         min_lr_ratio=0.1), total_steps=110)
+    values = {step: float(schedule(step)) for step in (0, 5, 10, 60, 110)}
+    assert values[0] == pytest.approx(0.0, abs=1e-9) and values[5] == pytest.approx(0.005)
+    assert values[10] == pytest.approx(0.01) and values[110] == pytest.approx(0.001)
+    assert values[10] > values[60] > values[110]
+    assert learning_rate(TrainConfig(learning_rate=0.01), 100) == 0.01

@@ -129,6 +129,8 @@ def fit(
             parts.append(f"input wait {r.data_wait_share:.1%}")
         if r.skipped_batches:
             parts.append(f"{r.skipped_batches} batch(es) skipped for a non-finite loss")
+        if r.stopped_early:
+            parts.append(f"stopped early; best valid perplexity {r.best_perplexity:.2f} at step {r.best_step}")
         typer.echo(f"trained {r.run_dir}: " + ", ".join(parts) + f" ({r.wall_seconds:.0f}s)")
 
     _guard(body)

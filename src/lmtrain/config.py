@@ -34,6 +34,7 @@ OptimizerKind = Literal["lazy_adam", "adam"]
 JitKind = Literal["auto", True, False]
 PrecisionKind = Literal["float32", "mixed_bfloat16", "mixed_float16"]
 OnNanKind = Literal["stop", "skip"]
+ScheduleKind = Literal["constant", "warmup_cosine", "plateau"]
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,25 @@ class TrainConfig:
     # "lazy_adam": Adam that updates only the rows a sparse gradient touches (fast at large
     # vocabularies); "adam": Keras' dense Adam, which rewrites all V rows every step.
     optimizer: OptimizerKind = "lazy_adam"
-    # Adam learning rate.
+    # Adam learning rate (the peak, under warmup_cosine).
     learning_rate: float = 0.002
+    # "constant"; "warmup_cosine": linear warm-up over warmup_steps, then cosine decay to
+    # learning_rate * min_lr_ratio at the last step; "plateau": multiply by plateau_factor after
+    # plateau_patience validations without a better full-softmax validation perplexity.
+    schedule: ScheduleKind = "constant"
+    # Warm-up steps of warmup_cosine.
+    warmup_steps: int = 0
+    # Where warmup_cosine ends, as a share of learning_rate.
+    min_lr_ratio: float = 0.1
+    # Learning-rate factor of the plateau schedule.
+    plateau_factor: float = 0.5
+    # Validations without improvement before the plateau schedule lowers the rate.
+    plateau_patience: int = 1
+    # Validate every this many steps (null: at the end of each epoch); always at the end.
+    eval_every: int | None = None
+    # Early stopping: stop after this many validations without a better perplexity, and keep
+    # the best checkpoint apart (checkpoints/best/, what eval/generate/export then use).
+    patience: int | None = None
     # XLA-compile the train step: true | false | auto (auto: off; see train.resolve_jit).
     jit_compile: JitKind = "auto"
     # float32, or mixed_bfloat16 / mixed_float16 (LSTM in 16 bits; the softmax stays float32).
@@ -169,6 +187,15 @@ class TrainConfig:
         _check_min("train.log_every", self.log_every, 1)
         _check_min("train.shuffle_buffer", self.shuffle_buffer, 1)
         _check_min("train.keep_checkpoints", self.keep_checkpoints, 1)
+        _check_min("train.warmup_steps", self.warmup_steps, 0)
+        _check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        if not 0 < self.plateau_factor < 1:
+            raise ConfigError(f"train.plateau_factor: must be between 0 and 1 (exclusive), got {self.plateau_factor!r}")
+        _check_min("train.plateau_patience", self.plateau_patience, 1)
+        if self.eval_every is not None:
+            _check_min("train.eval_every", self.eval_every, 1)
+        if self.patience is not None:
+            _check_min("train.patience", self.patience, 1)
 
 
 @dataclass(frozen=True)

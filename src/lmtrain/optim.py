@@ -152,16 +152,33 @@ def _lazy(optimizer: keras.optimizers.Optimizer) -> LazyAdam | None:
     return inner if isinstance(inner, LazyAdam) else None
 
 
-def create_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
-    """`train.optimizer`: lazy_adam (row-sparse, the default) or adam (Keras' dense Adam).
+def create_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """`train.optimizer`: lazy_adam (row-sparse, the default) or adam (Keras' dense Adam), with
+    the `train.schedule` learning rate over `total_steps`.
 
     Under mixed_float16 the optimizer is wrapped for dynamic loss scaling (float16 gradients
     underflow without it); bfloat16 has float32's range and needs none.
     """
+    rate = learning_rate(config, total_steps)
     if config.optimizer == "adam":
-        optimizer: keras.optimizers.Optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+        optimizer: keras.optimizers.Optimizer = keras.optimizers.Adam(learning_rate=rate)
     else:
-        optimizer = LazyAdam(learning_rate=config.learning_rate)
+        optimizer = LazyAdam(learning_rate=rate)
     if config.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def learning_rate(config: TrainConfig, total_steps: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """A constant (a variable the plateau schedule lowers during fit) or Keras' CosineDecay,
+    whose warm-up rises linearly from 0 to the peak before the decay."""
+    if config.schedule != "warmup_cosine":
+        return config.learning_rate
+    warmup = min(config.warmup_steps, max(total_steps - 1, 0))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else config.learning_rate,
+        decay_steps=max(total_steps - warmup, 1),
+        alpha=config.min_lr_ratio,
+        warmup_target=config.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )

@@ -49,6 +49,9 @@ class FitResult:
     data_wait_share: float | None  # share of step time spent waiting for the input pipeline
     wall_seconds: float
     skipped_batches: int = 0  # batches dropped for a non-finite loss (train.on_nan: skip)
+    best_step: int | None = None  # step of the best validation perplexity so far
+    best_perplexity: float | None = None
+    stopped_early: bool = False  # train.patience ran out
 
 
 @dataclass
@@ -91,17 +94,10 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         if rho < LOG_UNIFORM_MIN_CORRELATION:
             echo(f"warning: model.sampler=log_uniform assumes ids sorted by frequency, but in {data.root} the "
                  f"rank correlation of id and frequency is only {rho:.2f}; model.sampler=unigram fits this tokenizer")
-    model, optimizer, train_fn = build_trainer(config, meta["vocab_size"], meta["unigram_counts"])
-
-    steps_per_epoch = num_windows(splits["train"]["tokens"], t.seq_len) // t.batch_size
-    if steps_per_epoch < 1:
-        raise LmtrainError(
-            f"train.batch_size: the training split ({splits['train']['tokens']} tokens) is smaller than "
-            f"one batch of {t.batch_size} x {t.seq_len}; lower train.batch_size or train.seq_len"
-        )
-    total_steps = steps_per_epoch * t.epochs
-    if t.max_steps is not None:
-        total_steps = min(total_steps, t.max_steps)
+    steps_per_epoch, total_steps = _step_counts(config, meta)
+    model, optimizer, train_fn = build_trainer(config, meta["vocab_size"], meta["unigram_counts"], total_steps)
+    validation = _Validation()
+    best_store = CheckpointStore(run.checkpoints / "best", keep=1) if t.patience else None
 
     iterator = iter(train_dataset(train_files, t.seq_len, t.batch_size, t.epochs, t.shuffle_buffer, t.seed))
     # The loop's position: batches consumed. Not optimizer.iterations, which skipped batches
@@ -109,7 +105,8 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     skipped_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = tf.train.Checkpoint(model=_weights(model), rng=_rng_states(model), optimizer=optimizer,
-                                     data=iterator, step=step_var, skipped=skipped_var)
+                                     data=iterator, step=step_var, skipped=skipped_var,
+                                     validation=validation.checkpoint())
     store = CheckpointStore(run.checkpoints, t.keep_checkpoints)
     latest = store.latest()
     if latest:
@@ -117,8 +114,11 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         echo(f"resuming from {latest} (step {int(step_var)})")
     step, skipped = int(step_var), int(skipped_var)
     saved_at = step if latest else -1
+    if validation.stopped:
+        echo(f"training stopped early at step {step}: {validation.summary(t.patience)}")
+        total_steps = step  # nothing left to do
 
-    def save() -> str:
+    def save(target: CheckpointStore = store) -> str:
         nonlocal saved_at
         if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables):
             # An update can overflow the weights with a finite loss (a huge learning rate):
@@ -126,8 +126,9 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
             raise LmtrainError(_nan_message(step, store.latest(), what="weights"))
         step_var.assign(step)
         skipped_var.assign(skipped)
-        path = store.save(checkpoint, step)
-        saved_at = step
+        path = target.save(checkpoint, step)
+        if target is store:
+            saved_at = step
         return path
 
     writer = tf.summary.create_file_writer(str(run.logs))
@@ -174,17 +175,34 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                     interval_tokens, interval_start, wait = 0.0, time.perf_counter(), 0.0
                 bar.update(1)
                 t_end = time.perf_counter()
-                # ---- validation (full softmax) at each epoch end and at the very end
-                if valid_files and (step % steps_per_epoch == 0 or step == total_steps):
+                # ---- validation (full softmax): every eval_every steps or epoch, and at the end
+                stop_early = False
+                if valid_files and (step % (t.eval_every or steps_per_epoch) == 0 or step == total_steps):
                     with pending_applied(optimizer, model.trainable_variables):
                         nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size)
                     valid_ppl = perplexity(nll / count)
+                    improved = validation.record(step, valid_ppl)
                     with writer.as_default(step=step):
                         tf.summary.scalar("valid/perplexity", valid_ppl)
-                    bar.write(f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(count)} tokens)")
+                    line = f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(count)} tokens)"
+                    if improved and best_store is not None:
+                        save(best_store)  # loading applies the pending LazyAdam steps, as evaluated
+                        line += ", best so far"
+                    if t.schedule == "plateau" and validation.since_reduce >= t.plateau_patience:
+                        rate = float(optimizer.learning_rate) * t.plateau_factor
+                        optimizer.learning_rate.assign(rate)
+                        validation.lowered()
+                        line += f"; learning rate lowered to {rate:.3g}"
+                    bar.write(line)
+                    if t.patience and validation.since_best >= t.patience:
+                        validation.stop()
+                        stop_early = True
                 # ---- checkpoint
-                if step % t.checkpoint_every == 0 or step == total_steps:
+                if step % t.checkpoint_every == 0 or step == total_steps or stop_early:
                     save()
+                if stop_early:
+                    bar.write(f"early stop at step {step}: {validation.summary(t.patience)}")
+                    break
                 # ---- Ctrl-C / SIGTERM: the step is done; keep it and stop
                 if stop.signum is not None:
                     path = store.latest() if saved_at == step else save()
@@ -197,10 +215,83 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     finally:
         bar.close()
         writer.close()
-    if step == loop_start_step:
+    if step == loop_start_step and not validation.stopped:
         echo(f"already trained to step {step} in {run.root}; raise train.max_steps or train.epochs to continue")
     return FitResult(run.root, step, train_loss, valid_ppl, tokens_per_sec, wait_share,
-                     time.perf_counter() - started, skipped)
+                     time.perf_counter() - started, skipped, validation.best_step, validation.best_perplexity,
+                     validation.stopped)
+
+
+class _Validation:
+    """What the loop remembers of its validations, checkpointed with it (so early stopping and
+    the plateau schedule count the same across a resume)."""
+
+    def __init__(self) -> None:
+        self._best = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
+        self._best_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self._since_best = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self._since_reduce = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self._stopped = tf.Variable(False, trainable=False)
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(best=self._best, best_step=self._best_step, since_best=self._since_best,
+                                   since_reduce=self._since_reduce, stopped=self._stopped)
+
+    def record(self, step: int, ppl: float) -> bool:
+        """Note a validation perplexity; True if it is the best so far."""
+        if ppl < float(self._best):
+            self._best.assign(ppl)
+            self._best_step.assign(step)
+            self._since_best.assign(0)
+            self._since_reduce.assign(0)
+            return True
+        self._since_best.assign_add(1)
+        self._since_reduce.assign_add(1)
+        return False
+
+    def lowered(self) -> None:
+        self._since_reduce.assign(0)
+
+    def stop(self) -> None:
+        self._stopped.assign(True)
+
+    @property
+    def since_best(self) -> int:
+        return int(self._since_best)
+
+    @property
+    def since_reduce(self) -> int:
+        return int(self._since_reduce)
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self._stopped)
+
+    @property
+    def best_step(self) -> int | None:
+        return int(self._best_step) if int(self._best_step) >= 0 else None
+
+    @property
+    def best_perplexity(self) -> float | None:
+        return float(self._best) if self.best_step is not None else None
+
+    def summary(self, patience: int | None) -> str:
+        return (f"no better validation perplexity in {patience} validation(s); the best, {self.best_perplexity:.2f} "
+                f"at step {self.best_step}, is kept in checkpoints/best and used by eval, generate and export")
+
+
+def _step_counts(config: Config, meta: dict[str, Any]) -> tuple[int, int]:
+    """(steps per epoch, total steps) of a training run."""
+    t = config.train
+    tokens = meta["splits"]["train"]["tokens"]
+    steps_per_epoch = num_windows(tokens, t.seq_len) // t.batch_size
+    if steps_per_epoch < 1:
+        raise LmtrainError(
+            f"train.batch_size: the training split ({tokens} tokens) is smaller than one batch of "
+            f"{t.batch_size} x {t.seq_len}; lower train.batch_size or train.seq_len"
+        )
+    total = steps_per_epoch * t.epochs
+    return steps_per_epoch, min(total, t.max_steps) if t.max_steps is not None else total
 
 
 class _StopSignals:
@@ -250,7 +341,7 @@ def perplexity(nats_per_token: float) -> float:
     return math.exp(nats_per_token) if nats_per_token < 709.0 else math.inf
 
 
-def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int]
+def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int], total_steps: int = 1000
                   ) -> tuple[LanguageModel, keras.optimizers.Optimizer, Callable[..., Any]]:
     """The model, optimizer and compiled train step exactly as `fit` runs them.
 
@@ -258,7 +349,7 @@ def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int]
     """
     keras.utils.set_random_seed(config.train.seed)
     model = create_model(config, vocab_size, unigram_counts)
-    optimizer = create_optimizer(config.train)
+    optimizer = create_optimizer(config.train, total_steps)
     model.compile(optimizer=optimizer)
     optimizer.build(model.trainable_variables)
     step_fn = tf.function(model.train_step, jit_compile=resolve_jit(config.train.jit_compile))
@@ -301,11 +392,13 @@ def load_run(run_dir: Path) -> TrainedRun:
         raise LmtrainError(f"no trained run in {run.root}: run `lmtrain fit` with this config first")
     config = config_from_dict(yaml.safe_load(run.config.read_text()))
     meta = json.loads(run.meta.read_text())
-    latest = CheckpointStore(run.checkpoints, config.train.keep_checkpoints).latest()
+    # The best checkpoint when early stopping kept one (train.patience), else the latest.
+    latest = (CheckpointStore(run.checkpoints / "best", keep=1).latest()
+              or CheckpointStore(run.checkpoints, config.train.keep_checkpoints).latest())
     if latest is None:
         raise LmtrainError(f"no checkpoint in {run.checkpoints}: run `lmtrain fit` with this config first")
     model = create_model(config, meta["vocab_size"], meta["unigram_counts"])
-    optimizer = create_optimizer(config.train)
+    optimizer = create_optimizer(config.train, _step_counts(config, meta)[1])
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     # Model, optimizer state and step; not the data position. The optimizer is needed once: to
