@@ -132,3 +132,62 @@ def test_warmup_cosine_schedule():
     assert values[10] == pytest.approx(0.01) and values[110] == pytest.approx(0.001)
     assert values[10] > values[60] > values[110]
     assert learning_rate(TrainConfig(learning_rate=0.01), 100) == 0.01
+
+
+def test_stateful_training_carries_state_and_resets_each_epoch(tmp_path, corpus, monkeypatch):
+    import numpy as np
+    import tensorflow as tf
+
+    from lmtrain import train as train_module
+    from lmtrain.config import load_config
+
+    calls = []
+    original = train_module.build_trainer
+
+    def recording(*args, **kwargs):
+        model, optimizer, step_fn = original(*args, **kwargs)
+
+        def step(data):
+            logs = step_fn(data)
+            calls.append((np.stack([s.numpy() for s in data[3]]), np.stack([s.numpy() for s in logs["state"]])))
+            return logs
+
+        return model, optimizer, step
+
+    monkeypatch.setattr(train_module, "build_trainer", recording)
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, train={
+        "stateful": True, "epochs": 3, "max_steps": None, "checkpoint_every": 1000})))
+    from lmtrain.prepare import prepare
+
+    meta = prepare(cfg, progress=False).meta
+    result = train_module.fit(cfg, progress=False, echo=lambda _: None)
+    per_epoch = ((meta["splits"]["train"]["tokens"] - 1) // 4) // 8
+    assert result.step == len(calls) == 3 * per_epoch and per_epoch >= 3
+    for i, (given, _) in enumerate(calls):
+        if i % per_epoch == 0:
+            assert not given.any(), i  # reset at each epoch start
+        else:
+            assert given.any() and np.array_equal(given, calls[i - 1][1]), i  # carried from the step before
+    assert np.isfinite(result.valid_perplexity)
+
+
+def test_stateful_resume_is_exact(tmp_path, corpus):
+    import numpy as np
+
+    from lmtrain.config import load_config
+    from lmtrain.prepare import prepare
+    from lmtrain.train import fit, load_run
+
+    def config(name, steps):
+        (tmp_path / name).mkdir(exist_ok=True)
+        return load_config(write_config(tmp_path / name / "c.yaml", tiny_sections(
+            tmp_path / name, corpus, data={"dir": str(tmp_path / "data")},
+            train={"stateful": True, "epochs": 3, "max_steps": steps, "checkpoint_every": 1000})))
+
+    prepare(config("a", 20), progress=False)
+    fit(config("a", 20), progress=False, echo=lambda _: None)
+    fit(config("b", 7), progress=False, echo=lambda _: None)  # stops mid-epoch with a carried state
+    fit(config("b", 20), progress=False, echo=lambda _: None)
+    a, b = load_run(tmp_path / "a" / "run"), load_run(tmp_path / "b" / "run")
+    for va, vb in zip(a.model.weights, b.model.weights):
+        np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.path)

@@ -59,3 +59,24 @@ def test_corrupted_shard_is_named(tmp_path, monkeypatch):
         list(windows(files, 8))
     error = damaged_shard_error(files, err.value)
     assert str(third) in str(error) and "corrupted" in str(error) and "prepare --force" in str(error)
+
+
+def test_stream_rows_read_contiguous_parts(tmp_path, monkeypatch):
+    from lmtrain.records import stream_rows, stream_windows_per_row
+
+    tokens = list(range(3, 54))  # 51 ids: 50 to predict
+    paths, sizes = _write(tmp_path, tokens, shard_tokens=20, monkeypatch=monkeypatch)
+    files = split_files(paths, "train", sizes)
+    train = [tuple(t.numpy() for t in b) for b in stream_rows(files, len(tokens), 3, 4, full_only=True)]
+    assert len(train) == stream_windows_per_row(len(tokens), 3, 4) == 4  # 16 inputs per row
+    for row in range(3):
+        x = np.concatenate([b[0][row] for b in train])
+        y = np.concatenate([b[1][row] for b in train])
+        assert x.tolist() == tokens[row * 16: row * 16 + 16] and y.tolist() == tokens[row * 16 + 1: row * 16 + 17]
+        assert all(b[2][row].all() for b in train)
+    # evaluation: every token predicted exactly once, each row continuing its own part
+    full = [tuple(t.numpy() for t in b) for b in stream_rows(files, len(tokens), 3, 4, full_only=False)]
+    targets = sorted(int(t) for b in full for t in b[1][b[2] > 0])
+    assert targets == tokens[1:]
+    row1 = np.concatenate([b[1][1][b[2][1] > 0] for b in full])
+    assert row1.tolist() == tokens[18:35]  # 17 targets per row

@@ -166,6 +166,10 @@ class TrainConfig:
     log_every: int = 20
     # Training windows held in the shuffle buffer.
     shuffle_buffer: int = 10_000
+    # Truncated BPTT over continuous streams: each batch row reads its own contiguous part of
+    # the training stream, the LSTM state carries from one window to the next (reset at each
+    # epoch start), and validation carries it the same way. No shuffling.
+    stateful: bool = False
     # Checkpoints kept in the run directory.
     keep_checkpoints: int = 3
     # A step whose loss (or gradient norm) is not finite never updates the weights. "stop": end

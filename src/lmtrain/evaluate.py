@@ -52,7 +52,8 @@ def evaluate(config: Config, split: str = "test", progress: bool = True) -> Eval
         )
     files = split_files(data, split, stats["shard_bytes"])
     t = trained.config.train
-    total, count = split_nll(trained.model, files, t.seq_len, t.batch_size, progress=progress)
+    total, count = split_nll(trained.model, files, t.seq_len, t.batch_size, progress=progress,
+                             stream_tokens=stats["tokens"] if t.stateful else None)
     return metrics(split, trained.step, total, count, stats)
 
 

@@ -202,10 +202,17 @@ class LanguageModel(keras.Model):
 
     # ---- Keras steps --------------------------------------------------------------------------
 
-    def train_step(self, data: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
-        tokens, targets, mask = data  # (B, T) int32, (B, T) int32, (B, T) float32
+    def train_step(self, data: tuple[Any, ...]) -> dict[str, Any]:
+        """One update. `data` is (tokens, targets, mask), or with `train.stateful` also the state
+        to start from; the logs then carry the state to start the next window from (truncated
+        back-propagation: no gradient flows into the state given)."""
+        tokens, targets, mask = data[:3]  # (B, T) int32, (B, T) int32, (B, T) float32
+        state = data[3] if len(data) > 3 else None
         with tf.GradientTape() as tape:
-            hidden = self(tokens, training=True)
+            if state is None:
+                hidden = self(tokens, training=True)
+            else:
+                hidden, new_state = self(tokens, training=True, initial_state=state, return_state=True)
             flat_h = tf.reshape(hidden, [-1, self.output_dim])  # (B*T, H)
             flat_t, flat_m = tf.reshape(targets, [-1]), tf.reshape(mask, [-1])
             if self.softmax == "sampled":
@@ -238,7 +245,10 @@ class LanguageModel(keras.Model):
         # A non-finite step never touches the weights or the optimizer state (train.on_nan).
         applied = tf.cond(finite, update, lambda: tf.constant(False))
         self.loss_tracker.update_state(tf.where(applied, loss, 0.0), sample_weight=tf.where(applied, count, 0.0))
-        return {"loss": self.loss_tracker.result(), "finite": applied}
+        logs = {"loss": self.loss_tracker.result(), "finite": applied}
+        if state is not None:
+            logs["state"] = tuple(tf.stop_gradient(x) for x in new_state)
+        return logs
 
     def nll_sum(self, tokens: tf.Tensor, targets: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(sum of exact negative log-likelihoods, number of predicted tokens) of one batch."""

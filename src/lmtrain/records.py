@@ -115,9 +115,49 @@ def num_windows(tokens: int, seq_len: int) -> int:
 
 def windows(files: Sequence[Path], seq_len: int) -> tf.data.Dataset:
     """(inputs [T] int32, targets [T] int32, mask [T] float32) for consecutive windows of a stream."""
+    return _windows(_ids(files), seq_len)
+
+
+def stream_rows(files: Sequence[Path], tokens: int, rows: int, seq_len: int, full_only: bool) -> tf.data.Dataset:
+    """Batches [rows, T] for stateful (truncated-BPTT) training and evaluation.
+
+    The split's stream is cut into `rows` contiguous parts, one per batch row, and batch k holds
+    window k of every part; so the LSTM state at the end of batch k is the right start for
+    batch k+1, row by row (the layout of the classic PTB setups). `full_only` (training) keeps
+    whole windows and drops the stream's tail; otherwise (evaluation) every token is predicted
+    once and what is left over is padded and masked.
+    """
+    predicted = tokens - 1
+    length = predicted // rows if full_only else math.ceil(predicted / rows)  # inputs per row
+    count = length // seq_len if full_only else math.ceil(length / seq_len)  # windows per row
+    blank = (tf.zeros([seq_len], tf.int32), tf.zeros([seq_len], tf.int32), tf.zeros([seq_len], tf.float32))
+    parts = []
+    for row in range(rows):
+        ids = _ids(files, start=row * length).take(length + 1)  # its inputs and one more target
+        # A row cut short by the end of the stream is padded with masked windows, so all rows
+        # yield `count` windows and the zip below never ends early.
+        parts.append(_windows(ids, seq_len).concatenate(tf.data.Dataset.from_tensors(blank).repeat()).take(count))
+    zipped = tf.data.Dataset.zip(tuple(parts))
+    return zipped.map(lambda *w: tuple(tf.stack([part[i] for part in w]) for i in range(3)),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def stream_windows_per_row(tokens: int, rows: int, seq_len: int) -> int:
+    """Training steps per epoch of `stream_rows(..., full_only=True)`."""
+    return ((tokens - 1) // rows) // seq_len
+
+
+def _ids(files: Sequence[Path], start: int = 0) -> tf.data.Dataset:
+    """The split's ids one by one from position `start`, skipping whole records cheaply (every
+    record but the split's last holds exactly RECORD_TOKENS ids)."""
     ds = tf.data.TFRecordDataset([str(f) for f in files])
+    ds = ds.skip(start // RECORD_TOKENS)
     ds = ds.map(lambda r: tf.io.decode_raw(r, tf.int32, little_endian=True), num_parallel_calls=tf.data.AUTOTUNE)
-    chunks = ds.unbatch().batch(seq_len)
+    return ds.unbatch().skip(start % RECORD_TOKENS)
+
+
+def _windows(ids: tf.data.Dataset, seq_len: int) -> tf.data.Dataset:
+    chunks = ids.batch(seq_len)
     # An empty sentinel after the last chunk lets the scan below emit that chunk too.
     chunks = chunks.concatenate(tf.data.Dataset.from_tensors(tf.zeros([0], tf.int32)))
 

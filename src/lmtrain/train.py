@@ -26,11 +26,12 @@ from tqdm import tqdm
 from lmtrain.checkpoints import CheckpointStore
 from lmtrain.config import Config, config_from_dict, save_config
 from lmtrain.errors import Interrupted, LmtrainError
-from lmtrain.model import LanguageModel, create_model
+from lmtrain.model import LanguageModel, State, create_model
 from lmtrain.optim import apply_pending, create_optimizer, pending_applied
 from lmtrain.paths import DataPaths, RunPaths, write_atomic
 from lmtrain.prepare import load_meta
-from lmtrain.records import damaged_shard_error, eval_dataset, num_windows, split_files, train_dataset
+from lmtrain.records import (damaged_shard_error, eval_dataset, num_windows, split_files, stream_rows,
+                             stream_windows_per_row, train_dataset)
 from lmtrain.sampling import frequency_order_correlation
 from lmtrain.tokenizer import Tokenizer
 
@@ -99,18 +100,27 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     validation = _Validation()
     best_store = CheckpointStore(run.checkpoints / "best", keep=1) if t.patience else None
 
-    iterator = iter(train_dataset(train_files, t.seq_len, t.batch_size, t.epochs, t.shuffle_buffer, t.seed))
+    if t.stateful:
+        rows = stream_rows(train_files, splits["train"]["tokens"], t.batch_size, t.seq_len, full_only=True)
+        iterator = iter(rows.repeat(t.epochs).prefetch(tf.data.AUTOTUNE))
+    else:
+        iterator = iter(train_dataset(train_files, t.seq_len, t.batch_size, t.epochs, t.shuffle_buffer, t.seed))
+    carry = _StateCarry(model, t.batch_size, steps_per_epoch) if t.stateful else None
+    valid_tokens = splits["valid"]["tokens"] if t.stateful else None
     # The loop's position: batches consumed. Not optimizer.iterations, which skipped batches
     # do not advance.
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     skipped_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = tf.train.Checkpoint(model=_weights(model), rng=_rng_states(model), optimizer=optimizer,
                                      data=iterator, step=step_var, skipped=skipped_var,
-                                     validation=validation.checkpoint())
+                                     validation=validation.checkpoint(),
+                                     **({"train_state": carry.checkpoint()} if carry else {}))
     store = CheckpointStore(run.checkpoints, t.keep_checkpoints)
     latest = store.latest()
     if latest:
         _restore(checkpoint, latest, model)
+        if carry is not None:
+            carry.restored()
         echo(f"resuming from {latest} (step {int(step_var)})")
     step, skipped = int(step_var), int(skipped_var)
     saved_at = step if latest else -1
@@ -126,6 +136,8 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
             raise LmtrainError(_nan_message(step, store.latest(), what="weights"))
         step_var.assign(step)
         skipped_var.assign(skipped)
+        if carry is not None:
+            carry.store()
         path = target.save(checkpoint, step)
         if target is store:
             saved_at = step
@@ -147,7 +159,11 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                     raise damaged_shard_error(train_files, exc) from None
                 wait += time.perf_counter() - t0
                 # ---- forward / backward / update (skipped by the step itself if not finite)
-                logs = train_fn(batch)
+                if carry is None:
+                    logs = train_fn(batch)
+                else:
+                    logs = train_fn((*batch, carry.before(step)))
+                    carry.after(logs["state"])
                 step += 1
                 interval_tokens += float(t.batch_size * t.seq_len)
                 if not bool(logs["finite"]):
@@ -179,7 +195,8 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                 stop_early = False
                 if valid_files and (step % (t.eval_every or steps_per_epoch) == 0 or step == total_steps):
                     with pending_applied(optimizer, model.trainable_variables):
-                        nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size)
+                        nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size,
+                                               stream_tokens=valid_tokens)
                     valid_ppl = perplexity(nll / count)
                     improved = validation.record(step, valid_ppl)
                     with writer.as_default(step=step):
@@ -220,6 +237,35 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     return FitResult(run.root, step, train_loss, valid_ppl, tokens_per_sec, wait_share,
                      time.perf_counter() - started, skipped, validation.best_step, validation.best_perplexity,
                      validation.stopped)
+
+
+class _StateCarry:
+    """The LSTM state between windows under `train.stateful`: zeros at each epoch start, else
+    the state the previous step ended with. Kept in variables at checkpoints, so a resumed run
+    starts its next window from the same state."""
+
+    def __init__(self, model: LanguageModel, batch_size: int, steps_per_epoch: int) -> None:
+        self._zeros = model.zero_state(batch_size)
+        self._steps_per_epoch = steps_per_epoch
+        self._state = self._zeros
+        self._vars = tuple(tf.Variable(z, trainable=False) for z in self._zeros)
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(h=self._vars[0], c=self._vars[1])
+
+    def restored(self) -> None:
+        self._state = tuple(tf.identity(v) for v in self._vars)
+
+    def before(self, step: int) -> State:
+        """The state to start step `step` (0-based count of steps done) from."""
+        return self._zeros if step % self._steps_per_epoch == 0 else self._state
+
+    def after(self, state: State) -> None:
+        self._state = state
+
+    def store(self) -> None:
+        for var, value in zip(self._vars, self._state):
+            var.assign(value)
 
 
 class _Validation:
@@ -284,7 +330,10 @@ def _step_counts(config: Config, meta: dict[str, Any]) -> tuple[int, int]:
     """(steps per epoch, total steps) of a training run."""
     t = config.train
     tokens = meta["splits"]["train"]["tokens"]
-    steps_per_epoch = num_windows(tokens, t.seq_len) // t.batch_size
+    if t.stateful:
+        steps_per_epoch = stream_windows_per_row(tokens, t.batch_size, t.seq_len)
+    else:
+        steps_per_epoch = num_windows(tokens, t.seq_len) // t.batch_size
     if steps_per_epoch < 1:
         raise LmtrainError(
             f"train.batch_size: the training split ({tokens} tokens) is smaller than one batch of "
@@ -363,11 +412,21 @@ def resolve_jit(setting: str | bool) -> bool:
 
 
 def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size: int,
-              progress: bool = False) -> tuple[float, float]:
-    """(total exact NLL in nats, number of predicted tokens) over a split, in float64."""
-    fn = model.compiled_nll_sum()
+              progress: bool = False, stream_tokens: int | None = None) -> tuple[float, float]:
+    """(total exact NLL in nats, number of predicted tokens) over a split, in float64.
+
+    By default every window of `seq_len` starts from a zero state. With `stream_tokens` (the
+    split's token count; `train.stateful`), the split is read as `batch_size` contiguous rows
+    and the state is carried from window to window, as in stateful training.
+    """
+    if stream_tokens is None:
+        nll_sum = model.compiled_nll_sum()
+        batches = iter(eval_dataset(files, seq_len, batch_size))
+    else:
+        sequence_nll = model.compiled_sequence_nll()
+        batches = iter(stream_rows(files, stream_tokens, batch_size, seq_len, full_only=False).prefetch(2))
+        state = model.zero_state(batch_size)
     total = count = 0.0
-    batches = iter(eval_dataset(files, seq_len, batch_size))
     with tqdm(desc="eval", unit="batch", disable=not progress, leave=False) as bar:
         while True:
             try:
@@ -376,7 +435,11 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
                 break
             except tf.errors.OpError as exc:
                 raise damaged_shard_error(files, exc) from None
-            s, c = fn(tokens, targets, mask)
+            if stream_tokens is None:
+                s, c = nll_sum(tokens, targets, mask)
+            else:
+                nll, state = sequence_nll(tokens, targets, state)
+                s, c = tf.reduce_sum(nll * mask), tf.reduce_sum(mask)
             total += float(s)
             count += float(c)
             bar.update(1)
