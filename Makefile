@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench compare clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Sampled vs full softmax on the demo corpus at two vocabularies, a num_sampled sweep and the
+# regularised recipe: table + plot in runs/compare/ (about 40 min on 2 CPU cores).
+compare: install
+	$(BIN)/python -m pip install --quiet -e ".[demo,test,compare]"
+	$(BIN)/python benchmarks/compare.py
 
 # Training-step and generation benchmarks at two vocabularies (a few minutes; see benchmarks/).
 bench: install

@@ -36,3 +36,26 @@ def test_generation_benchmark_runs():
     for key in ("generate_tok_s", "generate_2n_over_n", "export_step_tok_s", "export_step_batch_tok_s"):
         assert result[key] > 0, key
     assert result["vocab"] == 300 and result["tokens"] == 6
+
+
+def test_comparison_command_runs(tmp_path):
+    from conftest import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus", docs=8, lines=40)
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("compare.py")), "--corpus", str(corpus), "--small", "word:30",
+         "--large", "word:34", "--steps", "4", "--eval-every", "2", "--sweep", "8", "--out", str(tmp_path / "out"),
+         "--set", "model.embedding_dim=8", "--set", "model.hidden_dim=8", "--set", "model.num_sampled=12",
+         "--set", "train.batch_size=2", "--set", "train.seq_len=4",
+         "--set", "data.valid_fraction=0.2", "--set", "data.test_fraction=0.2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["name"] for r in runs] == ["small-sampled", "small-full", "small-sampled-recipe", "large-sampled",
+                                         "large-full", "large-sampled-8"]
+    for r in runs:
+        assert r["steps"] == 4 and r["valid"] > 1 and r["test"] > 1
+        assert [step for _, step, _ in r["curve"]] == [2, 4]  # validation curve read from the logs
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| large-sampled-8 | word:34 | sampled | 8 |" in table and "Equal wall-clock time" in table

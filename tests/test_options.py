@@ -191,3 +191,17 @@ def test_stateful_resume_is_exact(tmp_path, corpus):
     a, b = load_run(tmp_path / "a" / "run"), load_run(tmp_path / "b" / "run")
     for va, vb in zip(a.model.weights, b.model.weights):
         np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.path)
+
+
+def test_embedding_dropout_rate_is_its_own(tmp_path, corpus):
+    from lmtrain.config import config_from_dict
+    from lmtrain.model import create_model
+
+    def rates(**model):
+        cfg = config_from_dict(tiny_sections(tmp_path, corpus, model={"num_layers": 2, **model}))
+        return [d.rate for d in create_model(cfg, 34, [1] * 34).dropouts]
+
+    assert rates(dropout=0.3) == [0.3, 0.3, 0.3]
+    assert rates(dropout=0.3, embedding_dropout=0.1) == [0.1, 0.3, 0.3]
+    assert all(not lstm.dropout and not lstm.recurrent_dropout for lstm in  # cuDNN-compatible LSTMs
+               create_model(config_from_dict(tiny_sections(tmp_path, corpus, model={"dropout": 0.5})), 34, [1] * 34).lstms)

@@ -84,8 +84,12 @@ class ModelConfig:
     hidden_dim: int = 512
     # Number of stacked LSTM layers.
     num_layers: int = 1
-    # Dropout on the embedding and after every LSTM layer (0 disables it).
+    # Dropout between LSTM layers and before the output layer (0 disables it). Only the
+    # layers' inputs and outputs are dropped, never the recurrent connections, which keeps the
+    # cuDNN LSTM kernel usable on GPU.
     dropout: float = 0.1
+    # Dropout on the embedding output (null: the same as dropout).
+    embedding_dropout: float | None = None
     # Training loss: "sampled" (sampled softmax) or "full" (full softmax, for comparison).
     softmax: SoftmaxKind = "sampled"
     # Negative classes drawn per step for the sampled softmax.
@@ -107,6 +111,8 @@ class ModelConfig:
         _check_min("model.hidden_dim", self.hidden_dim, 1)
         _check_min("model.num_layers", self.num_layers, 1)
         _check_range("model.dropout", self.dropout, 0.0, 0.9)
+        if self.embedding_dropout is not None:
+            _check_range("model.embedding_dropout", self.embedding_dropout, 0.0, 0.9)
         _check_min("model.num_sampled", self.num_sampled, 1)
         _check_range("model.sampler_distortion", self.sampler_distortion, 0.0, 1.0)
         if self.projection_dim is not None:

@@ -66,6 +66,7 @@ class LanguageModel(keras.Model):
         precision: str = "float32",
         tie_weights: bool = False,
         projection_dim: int | None = None,
+        embedding_dropout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -96,8 +97,10 @@ class LanguageModel(keras.Model):
         # lm_1b's LSTM-2048-512 projects its output the same way (there, inside the cell).
         self.projection = (keras.layers.Dense(projection_dim, use_bias=False, name="projection", dtype=precision)
                            if projection_dim else None)
-        self.dropouts = [keras.layers.Dropout(dropout, name=f"dropout_{i}", dtype=precision)
-                         for i in range(num_layers + 1)]
+        self.embedding_dropout = dropout if embedding_dropout is None else embedding_dropout
+        rates = [self.embedding_dropout] + [dropout] * num_layers
+        self.dropouts = [keras.layers.Dropout(rate, name=f"dropout_{i}", dtype=precision)
+                         for i, rate in enumerate(rates)]
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def build(self, input_shape: Any = None) -> None:
@@ -318,6 +321,7 @@ class LanguageModel(keras.Model):
             num_layers=self.num_layers, dropout=self.dropout_rate, softmax=self.softmax,
             num_sampled=self.num_sampled, clip_norm=self.clip_norm, precision=self.precision,
             tie_weights=self.tie_weights, projection_dim=self.projection_dim,
+            embedding_dropout=self.embedding_dropout,
         )
         return config
 
@@ -340,7 +344,8 @@ def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> 
         vocab_size=vocab_size, embedding_dim=m.embedding_dim, hidden_dim=m.hidden_dim,
         num_layers=m.num_layers, dropout=m.dropout, softmax=m.softmax, num_sampled=m.num_sampled,
         clip_norm=config.train.clip_norm, sampler=sampler, precision=config.train.precision,
-        tie_weights=m.tie_weights, projection_dim=m.projection_dim, name="lstm_lm",
+        tie_weights=m.tie_weights, projection_dim=m.projection_dim, embedding_dropout=m.embedding_dropout,
+        name="lstm_lm",
     )
     model.build(None)
     return model

@@ -1,0 +1,178 @@
+"""Sampled vs full softmax on the demo corpus: perplexity, speed, and perplexity against time.
+
+Trains, with `lmtrain`'s own prepare / fit / evaluate (the code the CLI runs), the demo model
+for the same number of steps:
+  - with the sampled softmax and with the full softmax, at two vocabularies (default: the
+    demo's unigram 8k, and a word-level vocabulary of 25k, as large as Shakespeare allows);
+  - a `num_sampled` sweep at the large vocabulary;
+  - the regularised recipe at the small vocabulary (tied weights, warm-up + cosine schedule,
+    dropout), against the plain demo setup.
+Every run validates (full softmax) every `--eval-every` steps; the curves come from the runs'
+TensorBoard logs, whose events carry their wall-clock time. Writes, under `--out`:
+results.md (the table), results.json, and results.png (validation perplexity against
+wall-clock time; needs matplotlib: `pip install 'lmtrain[compare]'`).
+
+Usage: python benchmarks/compare.py [--steps 1000] [--out runs/compare] [--sweep 256 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+from lmtrain.config import Config, load_config  # noqa: E402
+from lmtrain.evaluate import evaluate  # noqa: E402
+from lmtrain.prepare import prepare  # noqa: E402
+from lmtrain.train import fit  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+@dataclass
+class Run:
+    name: str
+    vocab: str
+    softmax: str
+    num_sampled: int | None
+    overrides: list[str]
+    steps: int = 0
+    wall_seconds: float = 0.0
+    tokens_per_sec: float = 0.0
+    valid: float = math.nan
+    test: float = math.nan
+    curve: list[tuple[float, int, float]] = field(default_factory=list)  # (seconds, step, valid ppl)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=DEMO, help="Base config (default: the demo's).")
+    p.add_argument("--corpus", default=None, help="Override data.corpus (default: the config's).")
+    p.add_argument("--small", default="unigram:8000", help="Small vocabulary as model_type:size.")
+    p.add_argument("--large", default="word:25000", help="Large vocabulary as model_type:size.")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--sweep", type=int, nargs="*", default=[256, 4096], help="Extra num_sampled values (large vocab).")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="Extra config override (repeatable).")
+    p.add_argument("--out", type=Path, default=Path("runs/compare"))
+    args = p.parse_args()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    base = [f"train.max_steps={args.steps}", "train.epochs=1000", f"train.eval_every={args.eval_every}",
+            f"train.checkpoint_every={args.steps}", *args.overrides]
+    if args.corpus:
+        base.append(f"data.corpus={args.corpus}")
+    config = load_config(args.config, base)
+    default_sampled = config.model.num_sampled
+    runs: list[Run] = []
+    for label, spec in (("small", args.small), ("large", args.large)):
+        kind, size = spec.split(":")
+        vocab = [f"tokenizer.model_type={kind}", f"tokenizer.vocab_size={size}", f"data.dir={args.out / ('data-' + label)}"]
+        runs.append(Run(f"{label}-sampled", spec, "sampled", default_sampled, vocab))
+        runs.append(Run(f"{label}-full", spec, "full", None, vocab + ["model.softmax=full"]))
+        if label == "large":
+            for k in args.sweep:
+                runs.append(Run(f"large-sampled-{k}", spec, "sampled", k, vocab + [f"model.num_sampled={k}"]))
+        else:
+            recipe = ["model.tie_weights=true", "model.dropout=0.2", "train.schedule=warmup_cosine",
+                      f"train.warmup_steps={max(1, args.steps // 20)}"]
+            runs.append(Run("small-sampled-recipe", spec, "sampled", default_sampled, vocab + recipe))
+
+    for run in runs:
+        cfg = load_config(args.config, base + run.overrides + [f"train.run_dir={args.out / run.name}"])
+        train(run, cfg)
+        print(f"{run.name}: valid {run.valid:.2f} test {run.test:.2f} {run.tokens_per_sec:,.0f} tok/s "
+              f"{run.wall_seconds:.0f}s", flush=True)
+    report(runs, args)
+
+
+def train(run: Run, cfg: Config) -> None:
+    prepare(cfg, progress=False, echo=lambda _: None)
+    started = time.time()
+    result = fit(cfg, force=True, progress=False, echo=lambda _: None)
+    run.steps, run.wall_seconds = result.step, result.wall_seconds
+    run.tokens_per_sec = result.tokens_per_sec or 0.0
+    run.valid = evaluate(cfg, "valid", progress=False).perplexity
+    run.test = evaluate(cfg, "test", progress=False).perplexity
+    run.curve = validation_curve(Path(cfg.train.run_dir) / "logs", started)
+
+
+def validation_curve(logs: Path, started: float) -> list[tuple[float, int, float]]:
+    """(seconds since fit started, step, validation perplexity) from the run's event files."""
+    points = []
+    for path in sorted(logs.glob("events.out.tfevents.*")):
+        for raw in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(raw.numpy())
+            for value in event.summary.value:
+                if value.tag == "valid/perplexity":
+                    ppl = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+                    points.append((event.wall_time - started, int(event.step), ppl))
+    return sorted(points, key=lambda p: p[1])
+
+
+def best_by(curve: list[tuple[float, int, float]], seconds: float) -> float:
+    """Best validation perplexity a run had reached `seconds` after it started (inf if none yet)."""
+    seen = [ppl for t, _, ppl in curve if t <= seconds]
+    return min(seen) if seen else math.inf
+
+
+def report(runs: list[Run], args: argparse.Namespace) -> None:
+    by_name = {r.name: r for r in runs}
+    lines = [
+        f"{args.steps} steps each; validation every {args.eval_every} steps; perplexities with the full softmax.",
+        "",
+        "| run | vocabulary | softmax | num_sampled | valid ppl | test ppl | test vs full | tokens/s | fit wall time |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        label = r.name.split("-")[0]
+        full = by_name[f"{label}-full"]
+        gap = "" if r.softmax == "full" else f"{100 * (r.test / full.test - 1):+.1f}%"
+        lines.append(f"| {r.name} | {r.vocab} | {r.softmax} | {r.num_sampled or '-'} | {r.valid:.2f} | {r.test:.2f} | "
+                     f"{gap} | {r.tokens_per_sec:,.0f} | {r.wall_seconds:.0f} s |")
+    sampled, full = by_name["large-sampled"], by_name["large-full"]
+    lines += ["", f"Equal wall-clock time at the large vocabulary: when the sampled run had finished "
+                  f"({sampled.wall_seconds:.0f} s), its best validation perplexity was {best_by(sampled.curve, math.inf):.2f}; "
+                  f"the full-softmax run's best by then was {best_by(full.curve, sampled.wall_seconds):.2f}."]
+    text = "\n".join(lines) + "\n"
+    (args.out / "results.md").write_text(text)
+    (args.out / "results.json").write_text(json.dumps([r.__dict__ for r in runs], indent=1))
+    print(text)
+    plot(runs, args.out / "results.png")
+
+
+def plot(runs: list[Run], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install 'lmtrain[compare]'): no plot written")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, label in zip(axes, ("small", "large")):
+        for r in runs:
+            if r.name.startswith(label) and r.curve:
+                ax.plot([p[0] for p in r.curve], [p[2] for p in r.curve], marker="o", markersize=3, label=r.name)
+        ax.set_title(f"{label} vocabulary ({next(r.vocab for r in runs if r.name.startswith(label))})")
+        ax.set_xlabel("wall-clock seconds since fit started")
+        ax.set_ylabel("validation perplexity (full softmax)")
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    main()
