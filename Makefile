@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 
-.PHONY: demo test install bench compare clean
+.PHONY: demo test install bench bench-prepare compare clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ compare: install
 bench: install
 	$(BIN)/python benchmarks/step_bench.py
 	$(BIN)/python benchmarks/generate_bench.py
+
+# prepare end to end on generated corpora of 256 MB and 1 GB: MB/s and peak RSS (several minutes).
+bench-prepare: install
+	$(BIN)/python benchmarks/prepare_bench.py
 
 clean:
 	rm -rf data/shakespeare runs/demo

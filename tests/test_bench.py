@@ -42,14 +42,14 @@ def test_comparison_command_runs(tmp_path):
     from conftest import write_corpus
 
     corpus = write_corpus(tmp_path / "corpus", docs=8, lines=40)
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("compare.py")), "--corpus", str(corpus), "--small", "word:30",
-         "--large", "word:34", "--steps", "4", "--eval-every", "2", "--sweep", "8", "--out", str(tmp_path / "out"),
-         "--set", "model.embedding_dim=8", "--set", "model.hidden_dim=8", "--set", "model.num_sampled=12",
-         "--set", "train.batch_size=2", "--set", "train.seq_len=4",
-         "--set", "data.valid_fraction=0.2", "--set", "data.test_fraction=0.2"],
-        capture_output=True, text=True, timeout=300,
-    )
+    command = [
+        sys.executable, str(BENCH.with_name("compare.py")), "--corpus", str(corpus), "--small", "word:30",
+        "--large", "word:34", "--steps", "4", "--eval-every", "2", "--sweep", "8", "--out", str(tmp_path / "out"),
+        "--set", "model.embedding_dim=8", "--set", "model.hidden_dim=8", "--set", "model.num_sampled=12",
+        "--set", "train.batch_size=2", "--set", "train.seq_len=4",
+        "--set", "data.valid_fraction=0.2", "--set", "data.test_fraction=0.2",
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     runs = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["name"] for r in runs] == ["small-sampled", "small-full", "small-sampled-recipe", "large-sampled",
@@ -59,3 +59,25 @@ def test_comparison_command_runs(tmp_path):
         assert [step for _, step, _ in r["curve"]] == [2, 4]  # validation curve read from the logs
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| large-sampled-8 | word:34 | sampled | 8 |" in table and "Equal wall-clock time" in table
+    assert "Recipe (model.tie_weights=true" in table
+
+    # Run again with one run changed: only that one trains, the others' figures are reused.
+    again = subprocess.run(command + ["--sweep", "6"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    reused = [line.split(":")[0] for line in again.stdout.splitlines() if line.endswith("reusing its figures")]
+    assert reused == ["small-sampled", "small-full", "small-sampled-recipe", "large-sampled", "large-full"]
+    assert [r["name"] for r in json.loads((tmp_path / "out" / "results.json").read_text())][-1] == "large-sampled-6"
+
+
+def test_prepare_benchmark_runs():
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("prepare_bench.py")), "--sizes-mb", "0.3", "0.6", "--doc-mb", "0.05",
+         "--max-sentences", "2000", "--set", "tokenizer.vocab_size=300", "--set", "model.num_sampled=100"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])["results"]
+    assert [round(r["corpus_mb"], 1) for r in results] == [0.3, 0.6]
+    for r in results:
+        assert r["documents"] >= 6 and r["tokens"] > 10_000 and r["mb_per_s"] > 0 and r["peak_rss_gb"] > 0.05
+    assert "| 0.3 MB |" in out.stdout and "| 0.6 MB |" in out.stdout  # the table is printed

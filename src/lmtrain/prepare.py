@@ -1,7 +1,7 @@
 """`lmtrain prepare`: corpus -> SentencePiece tokenizer -> sharded TFRecords + meta.json.
 
-Everything is streamed document by document and line by line, so memory does not grow with the
-corpus (SentencePiece itself keeps a bounded sample of lines). Outputs are built in a temporary
+Everything is streamed document by document and a batch of lines at a time, so memory does not
+grow with the corpus (the tokenizer trains on a bounded, seeded sample of lines). Outputs are built in a temporary
 sibling directory, flushed, marked complete (`.complete`, written last) and only then moved into
 place, so a killed prepare never leaves a directory that `fit` would take for finished data,
 `--force` keeps the old data until the new data is complete, and the next prepare cleans up
@@ -111,10 +111,11 @@ def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, 
         bar = tqdm(total=len(docs), desc=f"encode {split}", unit="doc", disable=not progress)
         for doc in docs:
             report = ReadReport()
-            for line, ids in _encoded_lines(doc, tokenizer, report):
-                stats["characters"] += len(line) + 1
-                stats["bytes"] += len(line.encode("utf-8")) + 1
-                stats["words"] += len(line.split())
+            for lines, ids in _encoded_chunks(doc, tokenizer, report):
+                text = "\n".join(lines) + "\n"  # as in the file: every line and its line end
+                stats["characters"] += len(text)
+                stats["bytes"] += len(text.encode("utf-8"))
+                stats["words"] += len(text.split())
                 writer.write(ids)
                 if split == "train":
                     counts += np.bincount(ids, minlength=vocab)
@@ -157,12 +158,13 @@ def _lines(docs: list[Document], bar: tqdm) -> Iterator[str]:
         bar.update(1)
 
 
-def _encoded_lines(doc: Document, tokenizer: Tokenizer, report: ReadReport,
-                   batch: int = 4096) -> Iterator[tuple[str, list[int]]]:
-    """(line, ids) pairs of a document, encoded a batch of lines at a time (memory stays flat)."""
+def _encoded_chunks(doc: Document, tokenizer: Tokenizer, report: ReadReport,
+                    batch: int = 8192) -> Iterator[tuple[list[str], np.ndarray]]:
+    """A document a batch of lines at a time: the lines and their ids as one array. Memory stays
+    flat, and the per-line work left in Python is reading and decoding the line."""
     lines = doc.lines(report)
     while chunk := list(itertools.islice(lines, batch)):
-        yield from zip(chunk, tokenizer.encode_lines(chunk))
+        yield chunk, tokenizer.encode_stream(chunk)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

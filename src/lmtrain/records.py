@@ -15,6 +15,7 @@ from array import array
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from lmtrain.errors import LmtrainError
@@ -35,8 +36,11 @@ class ShardWriter:
         self.shard_bytes: list[int] = []  # size of each shard written so far, for readers to check
         self.tokens = 0
 
-    def write(self, ids: Sequence[int]) -> None:
-        self._buffer.extend(ids)
+    def write(self, ids: Sequence[int] | np.ndarray) -> None:
+        if isinstance(ids, np.ndarray):  # prepare's path: a block copy, not a Python loop
+            self._buffer.frombytes(np.ascontiguousarray(ids, dtype=np.int32).tobytes())
+        else:
+            self._buffer.extend(ids)
         self.tokens += len(ids)
         while len(self._buffer) >= RECORD_TOKENS:
             self._flush(RECORD_TOKENS)

@@ -10,11 +10,14 @@ Ids: 0 `<unk>`, 1 `</s>`, 2 `<nl>`, then the learned pieces; no padding or begin
 from __future__ import annotations
 
 import io
+import itertools
+import math
 import os
 import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import sentencepiece as spm
 
 from lmtrain.config import TokenizerConfig
@@ -47,6 +50,14 @@ class Tokenizer:
         for ids in encoded:
             ids.append(NL_ID)
         return encoded
+
+    def encode_stream(self, lines: list[str]) -> np.ndarray:
+        """The ids of `lines` as one int32 array, each line followed by `<nl>`: what prepare
+        writes. One batched SentencePiece call (its own threads) and one flattening per call
+        keep Python's per-token work out of prepare's inner loop."""
+        encoded = self.encode_lines(lines)
+        total = sum(map(len, encoded))
+        return np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int32, count=total)
 
     def encode_text(self, text: str) -> list[int]:
         """Ids of a text given as one string; a trailing newline adds a final `<nl>`."""
@@ -84,34 +95,26 @@ def document_lines(text: str) -> list[str]:
 def train_tokenizer(lines: Iterable[str], config: TokenizerConfig, path: Path) -> Tokenizer:
     """Train SentencePiece on the given lines (the training split only) and load the result.
 
-    `input_sentence_size` makes SentencePiece keep a bounded random sample of lines, so memory
-    stays flat however large the corpus is.
+    SentencePiece is given at most `tokenizer.max_sentences` lines, a uniform sample drawn here
+    with a seeded generator. Its own sampler (`input_sentence_size`) keeps memory as flat, but
+    it draws differently in every process whatever seed it is given, so the same corpus gave a
+    different vocabulary on each prepare once it had more lines than that.
     """
-    failed: list[Exception] = []
-
-    def sentences() -> Iterator[str]:
-        # An error raised while reading (a binary file, say) must reach the user as itself,
-        # not as SentencePiece's wrapper around it: keep it, end the input, raise it below.
-        try:
-            yield from (line for line in lines if line.strip())
-        except Exception as exc:  # noqa: BLE001 - re-raised as is after training returns
-            failed.append(exc)
-
-    # SentencePiece samples and shuffles lines with its own generator: seed it, so the same
-    # corpus and config always give the same vocabulary.
+    sample = sample_lines((line for line in lines if line.strip()), config.max_sentences)
+    # SentencePiece shuffles lines with its own generator: seed it, so the same corpus and
+    # config always give the same vocabulary.
     spm.set_random_generator_seed(0)
     # The model comes back in memory and is written here: SentencePiece's own file writer does
     # not report a failed write (a full disk left a truncated model behind).
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=sentences(),
+            sentence_iterator=iter(sample),
             model_writer=model,
             model_type=config.model_type,
             vocab_size=config.vocab_size,
             character_coverage=config.character_coverage,
-            input_sentence_size=config.max_sentences,
-            shuffle_input_sentence=True,
+            input_sentence_size=0,  # all of `sample`: the sampling is done above
             # A character vocabulary is as large as the alphabet, whatever was asked for.
             hard_vocab_limit=config.model_type != "char",
             unk_id=UNK_ID,
@@ -123,13 +126,35 @@ def train_tokenizer(lines: Iterable[str], config: TokenizerConfig, path: Path) -
             minloglevel=2,  # SentencePiece logs a page per run; errors still raise
         )
     except RuntimeError as exc:
-        if failed:
-            raise failed[0] from None
         raise LmtrainError(_explain(str(exc), config)) from None
-    if failed:
-        raise failed[0]
     path.write_bytes(model.getvalue())
     return Tokenizer(path)
+
+
+def sample_lines(lines: Iterator[str], k: int, seed: int = 0) -> list[str]:
+    """A uniform random sample of `k` lines (all of them if there are fewer), in their original
+    order. Reservoir sampling with Li's Algorithm L: the random draws are per replacement, not per
+    line, so a large corpus costs little more than reading it once, and memory holds k lines."""
+    rng = np.random.default_rng(seed)
+    reservoir = list(itertools.islice(lines, k))
+    if len(reservoir) < k:
+        return reservoir
+    index = list(range(k))  # where each kept line stood, to restore the order
+    def uniform() -> float:  # in (0, 1]: its log is finite
+        return 1.0 - rng.random()
+
+    w = math.exp(math.log(uniform()) / k)
+    position = k - 1
+    while True:
+        skip = math.floor(math.log(uniform()) / math.log1p(-w)) if w < 1 else 0
+        line = next(itertools.islice(lines, skip, None), None)
+        if line is None:
+            break
+        position += skip + 1
+        slot = int(rng.integers(k))
+        reservoir[slot], index[slot] = line, position
+        w *= math.exp(math.log(uniform()) / k)
+    return [reservoir[i] for i in np.argsort(index, kind="stable")]
 
 
 def _explain(message: str, config: TokenizerConfig) -> str:

@@ -1,0 +1,114 @@
+"""`lmtrain prepare` at scale: end-to-end MB/s and peak memory on generated corpora.
+
+For each size, writes a corpus of that many MB on the fly (lines drawn at random from the demo
+plays, in files of `--doc-mb` MB, one document each; never kept), then runs the real CLI,
+`lmtrain prepare`, in a child process: tokenizer training on a bounded sample
+(`tokenizer.max_sentences`), encoding and TFRecord shards, meta.json. Wall time covers the whole
+command (interpreter and TensorFlow start-up included); peak RSS is the child's high-water mark
+from `wait4`, so each size is measured on its own. Peak RSS flat across sizes is the point.
+
+Usage: python benchmarks/prepare_bench.py [--sizes-mb 256 1024] [--max-sentences 200000]
+Prints a Markdown table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lmtrain.corpus import list_documents
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes-mb", type=float, nargs="+", default=[256, 1024])
+    p.add_argument("--doc-mb", type=float, default=32, help="Size of each generated document (file).")
+    p.add_argument("--max-sentences", type=int, default=200_000, help="tokenizer.max_sentences for the run.")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="Extra config override (repeatable).")
+    p.add_argument("--workdir", type=Path, default=None, help="Where corpora are written (default: a temp dir).")
+    args = p.parse_args()
+
+    lines = [line for doc in list_documents(["shakespeare"]) for line in doc.lines() if line.strip()]
+    root = Path(tempfile.mkdtemp(prefix="lmtrain-prepare-bench-", dir=args.workdir))
+    results = []
+    try:
+        for size in args.sizes_mb:
+            corpus = root / f"corpus-{size:g}mb"
+            written = generate(corpus, lines, int(size * 2**20), int(args.doc_mb * 2**20))
+            results.append(run_prepare(corpus, root / f"data-{size:g}mb", written, args))
+            shutil.rmtree(corpus)
+            shutil.rmtree(root / f"data-{size:g}mb")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    print(f"\nlmtrain prepare, demo config (unigram 8k), tokenizer.max_sentences={args.max_sentences:,}, "
+          f"{os.cpu_count()} cores\n")
+    print("| corpus | documents | tokens | wall time | MB/s | peak RSS |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['corpus_mb']:,.1f} MB | {r['documents']} | {r['tokens']:,} | {r['seconds']:.1f} s | "
+              f"{r['mb_per_s']:.1f} | {r['peak_rss_gb']:.2f} GB |")
+    print(json.dumps({"results": results}))
+
+
+def generate(directory: Path, lines: list[str], total: int, per_doc: int) -> int:
+    """Write about `total` bytes of lines drawn at random (seeded) into files of `per_doc` bytes."""
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    encoded = [line.encode("utf-8") + b"\n" for line in lines]
+    mean = sum(map(len, encoded)) / len(encoded)
+    written, doc = 0, 0
+    while written < total:
+        target = min(per_doc, total - written)
+        with open(directory / f"doc-{doc:05d}.txt", "wb") as fh:
+            size = 0
+            while size < target:
+                block = b"".join(encoded[i] for i in rng.integers(0, len(encoded), int(min(65536, (target - size) / mean + 1))))
+                fh.write(block)
+                size += len(block)
+        written += size
+        doc += 1
+    return written
+
+
+def run_prepare(corpus: Path, data: Path, corpus_bytes: int, args: argparse.Namespace) -> dict:
+    command = [sys.executable, "-m", "lmtrain", "prepare", str(DEMO), "-q",
+               "--set", f"data.corpus={corpus}", "--set", f"data.dir={data}",
+               "--set", f"tokenizer.max_sentences={args.max_sentences}"]
+    for override in args.overrides:
+        command += ["--set", override]
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: nothing can block the child
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        seconds = time.perf_counter() - started
+        code = os.waitstatus_to_exitcode(status)
+        proc.returncode = code  # reaped by wait4 already
+        if code != 0:
+            log.seek(0)
+            raise SystemExit(f"prepare failed ({code}):\n{log.read().decode()[-3000:]}")
+    meta = json.loads((data / "meta.json").read_text())
+    mb = corpus_bytes / 2**20
+    return {
+        "corpus_mb": mb,
+        "documents": sum(len(v) for v in meta["documents"].values()),
+        "tokens": sum(s["tokens"] for s in meta["splits"].values()),
+        "seconds": seconds,
+        "mb_per_s": mb / seconds,
+        "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9,  # ru_maxrss is in KiB on Linux
+    }
+
+
+if __name__ == "__main__":
+    main()
