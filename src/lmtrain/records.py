@@ -37,10 +37,8 @@ class ShardWriter:
         self.tokens = 0
 
     def write(self, ids: Sequence[int] | np.ndarray) -> None:
-        if isinstance(ids, np.ndarray):  # prepare's path: a block copy, not a Python loop
-            self._buffer.frombytes(np.ascontiguousarray(ids, dtype=np.int32).tobytes())
-        else:
-            self._buffer.extend(ids)
+        ids = np.asarray(ids, dtype=np.int32)
+        self._buffer.frombytes(ids.tobytes())  # a block copy, not a Python loop over ids
         self.tokens += len(ids)
         while len(self._buffer) >= RECORD_TOKENS:
             self._flush(RECORD_TOKENS)

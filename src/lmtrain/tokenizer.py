@@ -101,8 +101,7 @@ def train_tokenizer(lines: Iterable[str], config: TokenizerConfig, path: Path) -
     different vocabulary on each prepare once it had more lines than that.
     """
     sample = sample_lines((line for line in lines if line.strip()), config.max_sentences)
-    # SentencePiece shuffles lines with its own generator: seed it, so the same corpus and
-    # config always give the same vocabulary.
+    # Whatever else SentencePiece draws comes from its own generator: seed it as well.
     spm.set_random_generator_seed(0)
     # The model comes back in memory and is written here: SentencePiece's own file writer does
     # not report a failed write (a full disk left a truncated model behind).
