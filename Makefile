@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 
-.PHONY: demo test install bench bench-prepare compare clean
+.PHONY: demo test install bench bench-prepare bench-vocab compare clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: install
 # prepare end to end on generated corpora of 256 MB and 1 GB: MB/s and peak RSS (several minutes).
 bench-prepare: install
 	$(BIN)/python benchmarks/prepare_bench.py
+
+# A 200k vocabulary end to end on a synthetic corpus: eval tokens/s and peak RSS (about 15 min).
+bench-vocab: install
+	$(BIN)/python benchmarks/large_vocab_bench.py
 
 clean:
 	rm -rf data/shakespeare runs/demo

@@ -30,12 +30,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-
-from lmtrain.config import Config, load_config  # noqa: E402
+from lmtrain.config import Config, config_from_dict, load_config  # noqa: E402
+from lmtrain.errors import ConfigError  # noqa: E402
 from lmtrain.evaluate import evaluate  # noqa: E402
 from lmtrain.prepare import prepare  # noqa: E402
-from lmtrain.train import fit  # noqa: E402
+from lmtrain.train import fit, logged_scalars  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 # The regularised recipe compared with the plain demo setup: tied input and output embeddings
@@ -117,7 +116,11 @@ def reuse(run: Run, cfg: Config) -> bool:
         record = json.loads(_record_path(cfg).read_text())
     except (OSError, ValueError):
         return False
-    if record.get("config") != json.loads(json.dumps(dataclasses.asdict(cfg), default=str)):
+    try:  # read back through the config loader: keys added to lmtrain since take their defaults
+        same = config_from_dict(record["config"]) == cfg
+    except (ConfigError, KeyError, TypeError):
+        same = False
+    if not same:
         return False
     for key, value in record["run"].items():
         setattr(run, key, [tuple(p) for p in value] if key == "curve" else value)
@@ -140,15 +143,7 @@ def train(run: Run, cfg: Config) -> None:
 
 def validation_curve(logs: Path, started: float) -> list[tuple[float, int, float]]:
     """(seconds since fit started, step, validation perplexity) from the run's event files."""
-    points = []
-    for path in sorted(logs.glob("events.out.tfevents.*")):
-        for raw in tf.data.TFRecordDataset(str(path)):
-            event = tf.compat.v1.Event.FromString(raw.numpy())
-            for value in event.summary.value:
-                if value.tag == "valid/perplexity":
-                    ppl = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
-                    points.append((event.wall_time - started, int(event.step), ppl))
-    return sorted(points, key=lambda p: p[1])
+    return [(t - started, step, ppl) for t, step, ppl in logged_scalars(logs, "valid/perplexity")]
 
 
 def best_by(curve: list[tuple[float, int, float]], seconds: float) -> float:

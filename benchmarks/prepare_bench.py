@@ -4,8 +4,10 @@ For each size, writes a corpus of that many MB on the fly (lines drawn at random
 plays, in files of `--doc-mb` MB, one document each; never kept), then runs the real CLI,
 `lmtrain prepare`, in a child process: tokenizer training on a bounded sample
 (`tokenizer.max_sentences`), encoding and TFRecord shards, meta.json. Wall time covers the whole
-command (interpreter and TensorFlow start-up included); peak RSS is the child's high-water mark
-from `wait4`, so each size is measured on its own. Peak RSS flat across sizes is the point.
+command (interpreter and TensorFlow start-up included). Memory is reported twice: the high-water
+mark of the largest process (from `wait4`: prepare itself or one encoding worker) and the peak of
+the sum over prepare and all its worker processes (sampled from /proc every 0.1 s), so each size
+is measured on its own. Peak memory flat across sizes is the point.
 
 Usage: python benchmarks/prepare_bench.py [--sizes-mb 256 1024] [--max-sentences 200000]
 Prints a Markdown table, then one JSON line.
@@ -54,11 +56,11 @@ def main() -> None:
 
     print(f"\nlmtrain prepare, demo config (unigram 8k), tokenizer.max_sentences={args.max_sentences:,}, "
           f"{os.cpu_count()} cores\n")
-    print("| corpus | documents | tokens | wall time | MB/s | peak RSS |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| corpus | documents | tokens | wall time | MB/s | peak RSS, largest process | peak RSS, all processes |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['corpus_mb']:,.1f} MB | {r['documents']} | {r['tokens']:,} | {r['seconds']:.1f} s | "
-              f"{r['mb_per_s']:.1f} | {r['peak_rss_gb']:.2f} GB |")
+              f"{r['mb_per_s']:.1f} | {r['peak_rss_gb']:.2f} GB | {r['peak_tree_rss_gb']:.2f} GB |")
     print(json.dumps({"results": results}))
 
 
@@ -91,7 +93,13 @@ def run_prepare(corpus: Path, data: Path, corpus_bytes: int, args: argparse.Name
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: nothing can block the child
         started = time.perf_counter()
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        peak_tree = 0
+        while True:  # sample the memory of prepare and its workers until it exits
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_tree = max(peak_tree, tree_rss(proc.pid))
+            time.sleep(0.1)
         seconds = time.perf_counter() - started
         code = os.waitstatus_to_exitcode(status)
         proc.returncode = code  # reaped by wait4 already
@@ -107,7 +115,32 @@ def run_prepare(corpus: Path, data: Path, corpus_bytes: int, args: argparse.Name
         "seconds": seconds,
         "mb_per_s": mb / seconds,
         "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9,  # ru_maxrss is in KiB on Linux
+        "peak_tree_rss_gb": max(peak_tree, usage.ru_maxrss * 1024) / 1e9,
     }
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of a process and all its descendants, from /proc (0 where unreadable)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
 
 
 if __name__ == "__main__":

@@ -80,4 +80,20 @@ def test_prepare_benchmark_runs():
     assert [round(r["corpus_mb"], 1) for r in results] == [0.3, 0.6]
     for r in results:
         assert r["documents"] >= 6 and r["tokens"] > 10_000 and r["mb_per_s"] > 0 and r["peak_rss_gb"] > 0.05
+        assert r["peak_tree_rss_gb"] >= r["peak_rss_gb"]
     assert "| 0.3 MB |" in out.stdout and "| 0.6 MB |" in out.stdout  # the table is printed
+
+
+def test_large_vocabulary_benchmark_runs():
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("large_vocab_bench.py")), "--vocab", "400", "--text-docs", "6",
+         "--doc-tokens", "400", "--embedding-dim", "8", "--hidden-dim", "8", "--steps", "2", "--num-sampled", "20",
+         "--eval-batch", "4", "--batch-size", "4", "--seq-len", "5", "--gen-tokens", "3"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["vocab"] == 400 and result["fit"]["peak_rss_gb"] > 0.05
+    (ev,) = result["eval"]
+    assert ev["batch"] == 4 and ev["tokens"] > 100 and ev["tokens_per_s"] > 0 and ev["perplexity"] > 1
+    assert "| 4 |" in out.stdout

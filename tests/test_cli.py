@@ -147,3 +147,19 @@ def test_config_that_is_not_a_mapping(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("just a string\n")
     assert_clean_error(run("fit", cfg), 2, str(cfg), "mapping")
+
+
+def test_eval_batch_size_changes_nothing_but_the_batching(tmp_path, tiny_config):
+    assert runner.invoke(app, ["prepare", str(tiny_config), "-q"]).exit_code == 0
+    assert runner.invoke(app, ["fit", str(tiny_config), "-q"]).exit_code == 0
+    results = []
+    for extra in ([], ["--batch-size", "1"], ["--batch-size", "64"]):
+        r = runner.invoke(app, ["eval", str(tiny_config), "--split", "valid", "--json", *extra])
+        assert r.exit_code == 0, r.output
+        results.append(json.loads(r.output.strip().splitlines()[-1]))
+    for other in results[1:]:
+        assert other["tokens"] == results[0]["tokens"]
+        assert abs(other["loss"] - results[0]["loss"]) < 1e-5
+    assert all(r["seconds"] > 0 for r in results)
+    bad = runner.invoke(app, ["eval", str(tiny_config), "--batch-size", "0"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output

@@ -38,3 +38,45 @@ def test_split_is_deterministic_and_never_empty(tmp_path):
     assert len(a["valid"]) == len(a["test"]) == 1 and len(a["train"]) == 8
     with pytest.raises(LmtrainError, match="cannot be split"):
         split_documents(docs[:2], 0.1, 0.1)
+
+
+def test_corpus_line_sample_is_uniform_ordered_seeded_and_skips_blank_lines(tmp_path):
+    from lmtrain.corpus import Document, sample_lines
+
+    root = tmp_path / "c"
+    root.mkdir()
+    docs = []
+    for d in range(4):  # 1000 numbered lines in 4 documents, every fifth line blank
+        path = root / f"{d}.txt"
+        path.write_text("".join("\n" if i % 5 == 4 else f"line {d * 250 + i}\n" for i in range(250)))
+        docs.append(Document(path.name, path))
+    everything = [line for doc in docs for line in doc.lines() if line.strip()]
+    assert sample_lines(docs, 1000) == everything == sample_lines(docs, 5000)  # k >= lines: all, in order
+    first = sample_lines(docs, 100, seed=3)
+    numbers = [int(line.split()[1]) for line in first]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)  # corpus order, no repeats
+    assert 60 <= len(first) < 100 and all(n % 5 != 4 for n in numbers)  # blank lines dropped after choosing
+    assert sample_lines(docs, 100, seed=3) == first and sample_lines(docs, 100, seed=4) != first
+    picks = [0] * 10  # each line is chosen with probability 0.1: every tenth of the corpus gets a tenth
+    for seed in range(200):
+        for line in sample_lines(docs, 100, seed=seed):
+            picks[int(line.split()[1]) // 100] += 1
+    assert all(abs(p / sum(picks) - 0.1) < 0.01 for p in picks), picks
+
+
+def test_corpus_line_sample_reads_crlf_markdown_and_blocks(tmp_path, monkeypatch):
+    import lmtrain.corpus
+    from lmtrain.corpus import Document, sample_lines
+
+    monkeypatch.setattr(lmtrain.corpus, "BLOCK_BYTES", 1000)  # many blocks: line numbers carry across them
+    path = tmp_path / "d.md"
+    path.write_bytes(b"# Title\r\n**A** line\r\nplain\r\n" * 3000)
+    doc = Document("d", path, markdown=True)
+    sample = sample_lines([doc], 600, seed=0)
+    assert set(sample) <= {"A line", "plain"} and 300 < len(sample) < 600  # headings dropped, CR gone
+    numbered = tmp_path / "n.txt"
+    numbered.write_text("".join(f"{i}\n" for i in range(5000)))
+    picked = [int(x) for x in sample_lines([Document("n", numbered)], 2000, seed=1)]
+    assert len(picked) == 2000 and picked == sorted(set(picked)) and picked[-1] > 4000
+    monkeypatch.setattr(lmtrain.corpus, "BLOCK_BYTES", 1 << 20)  # one block: the same lines
+    assert [int(x) for x in sample_lines([Document("n", numbered)], 2000, seed=1)] == picked

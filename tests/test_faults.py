@@ -184,15 +184,15 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(tmp_path, corpus, mo
 @pytest.mark.parametrize("mode", ["stop", "skip"])
 def test_non_finite_loss(tmp_path, corpus, monkeypatch, mode):
     # The 8th loss computed is NaN: as if a batch or a step had gone wrong there.
-    original = LanguageModel.sampled_nll
+    original = LanguageModel._sampled_nll  # what the training step computes its loss with
     calls = tf.Variable(0)
 
-    def poisoned(self, hidden, targets, step):
+    def poisoned(self, hidden, rows):
         calls.assign_add(1)
-        nll = original(self, hidden, targets, step)
+        nll = original(self, hidden, rows)
         return tf.where(tf.equal(calls, 8), tf.fill(tf.shape(nll), float("nan")), nll)
 
-    monkeypatch.setattr(LanguageModel, "sampled_nll", poisoned)
+    monkeypatch.setattr(LanguageModel, "_sampled_nll", poisoned)
     cfg = _in_process_config(tmp_path, corpus, on_nan=mode)
     assert _cli("prepare", cfg, "-q").exit_code == 0
     r = _cli("fit", cfg, "-q")

@@ -2,14 +2,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lmtrain import records
+from lmtrain import shards
 from lmtrain.errors import LmtrainError
 from lmtrain.paths import DataPaths
-from lmtrain.records import ShardWriter, damaged_shard_error, eval_dataset, num_windows, split_files, windows
+from lmtrain.records import damaged_shard_error, eval_dataset, num_windows, split_files, windows
+from lmtrain.shards import ShardWriter, frame
 
 
 def _write(tmp_path, tokens, shard_tokens, monkeypatch, record_tokens=7):
-    monkeypatch.setattr(records, "RECORD_TOKENS", record_tokens)
+    monkeypatch.setattr(shards, "RECORD_TOKENS", record_tokens)
     paths = DataPaths(tmp_path)
     writer = ShardWriter(paths, "train", shard_tokens)
     for start in range(0, len(tokens), 5):
@@ -80,3 +81,11 @@ def test_stream_rows_read_contiguous_parts(tmp_path, monkeypatch):
     assert targets == tokens[1:]
     row1 = np.concatenate([b[1][1][b[2][1] > 0] for b in full])
     assert row1.tolist() == tokens[18:35]  # 17 targets per row
+
+
+def test_records_are_framed_exactly_as_tensorflow_frames_them(tmp_path):
+    payloads = [b"", b"x", np.arange(70_000, dtype=np.int32).tobytes(), bytes(range(256)) * 3]
+    with tf.io.TFRecordWriter(str(tmp_path / "tf.tfrecord")) as writer:
+        for data in payloads:
+            writer.write(data)
+    assert b"".join(frame(d) for d in payloads) == (tmp_path / "tf.tfrecord").read_bytes()

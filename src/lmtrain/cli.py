@@ -131,7 +131,8 @@ def fit(
             parts.append(f"{r.skipped_batches} batch(es) skipped for a non-finite loss")
         if r.stopped_early:
             parts.append(f"stopped early; best valid perplexity {r.best_perplexity:.2f} at step {r.best_step}")
-        typer.echo(f"trained {r.run_dir}: " + ", ".join(parts) + f" ({r.wall_seconds:.0f}s)")
+        where = str(r.run_dir) if r.wrote_run_dir else f"(a worker; the chief writes {r.run_dir})"
+        typer.echo(f"trained {where}: " + ", ".join(parts) + f" ({r.wall_seconds:.0f}s)")
 
     _guard(body)
 
@@ -145,6 +146,9 @@ def eval_(
         "--text", help="Score this text file instead of a split ('-': standard input), read as one document.",
         show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a summary.")] = False,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", min=1, help="Windows scored at once (default: the run's train.batch_size); the "
+        "same result, memory bounded at any size.", show_default=False)] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Exact perplexity with the full softmax, plus bits per byte and word perplexity."""
@@ -159,13 +163,14 @@ def eval_(
         else:
             from lmtrain.evaluate import evaluate
 
-            r = evaluate(cfg, split.value, progress=not quiet and not as_json)
+            r = evaluate(cfg, split.value, progress=not quiet and not as_json, batch_size=batch_size)
         if as_json:
             typer.echo(json.dumps(r.to_dict()))
             return
         typer.echo(
             f"{r.split} @ step {r.step}: perplexity {r.perplexity:.2f} | loss {r.loss:.4f} nats/token | "
             f"{r.bits_per_byte:.4f} bits/byte | word perplexity {r.word_perplexity:.2f} | {r.tokens:,} tokens"
+            + (f" in {r.seconds:.1f}s ({r.tokens / r.seconds:,.0f} tokens/s)" if r.seconds > 0 else "")
         )
 
     _guard(body)

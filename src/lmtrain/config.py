@@ -35,6 +35,7 @@ JitKind = Literal["auto", True, False]
 PrecisionKind = Literal["float32", "mixed_bfloat16", "mixed_float16"]
 OnNanKind = Literal["stop", "skip"]
 ScheduleKind = Literal["constant", "warmup_cosine", "plateau"]
+DistributeKind = Literal["none", "mirrored", "multi_worker"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class DataConfig:
     test_fraction: float = 0.05
     # Tokens per TFRecord shard; a new shard starts when one is full.
     shard_tokens: int = 4_000_000
+    # Processes that encode the corpus (null: every core once the corpus is 64 MB or more, else
+    # one). Does not change what is written.
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if not self.corpus or any(not c.strip() for c in self.corpus):
@@ -57,6 +61,8 @@ class DataConfig:
         _check_range("data.valid_fraction", self.valid_fraction, 0.0, 0.5)
         _check_range("data.test_fraction", self.test_fraction, 0.0, 0.5)
         _check_min("data.shard_tokens", self.shard_tokens, 1024)
+        if self.workers is not None:
+            _check_min("data.workers", self.workers, 1)
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,14 @@ class TrainConfig:
     # the run with an error naming the step (the last checkpoint stays as it was); "skip": drop
     # that batch, count it in the logs, and go on.
     on_nan: OnNanKind = "stop"
+    # Data-parallel training with TensorFlow's own engine; train.batch_size is the global batch.
+    # "none": one device; "mirrored": MirroredStrategy over train.devices (default: every GPU);
+    # "multi_worker": MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (one process
+    # per machine, the same command on each; the chief writes the run directory).
+    distribute: DistributeKind = "none"
+    # Devices of "mirrored", e.g. ["/gpu:0", "/gpu:1"] (null: every visible GPU). CPU devices
+    # beyond /cpu:0 are made logical devices of the one CPU (for trying it out, and the tests).
+    devices: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _check_min("train.batch_size", self.batch_size, 1)
@@ -206,6 +220,12 @@ class TrainConfig:
             _check_min("train.eval_every", self.eval_every, 1)
         if self.patience is not None:
             _check_min("train.patience", self.patience, 1)
+        if self.devices is not None and self.distribute != "mirrored":
+            raise ConfigError(f"train.devices: only used with train.distribute=mirrored, got distribute={self.distribute}")
+        if self.devices is not None and len(self.devices) == 0:
+            raise ConfigError("train.devices: must list at least one device, or be null (every GPU)")
+        if self.distribute != "none" and self.jit_compile is True:
+            raise ConfigError(f"train.jit_compile: true is not supported with train.distribute={self.distribute}")
 
 
 @dataclass(frozen=True)
@@ -230,7 +250,8 @@ class Config:
     def data_fingerprint(self) -> str:
         """Hash of everything that decides what `prepare` writes (not where it writes it)."""
         d = self.to_dict()
-        relevant = {"data": {k: v for k, v in d["data"].items() if k != "dir"}, "tokenizer": d["tokenizer"]}
+        relevant = {"data": {k: v for k, v in d["data"].items() if k not in ("dir", "workers")},
+                    "tokenizer": d["tokenizer"]}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

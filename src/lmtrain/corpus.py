@@ -2,7 +2,7 @@
 
 A corpus is a list of documents (one per file). Documents are listed by name first, which is
 cheap, so the split into train/valid/test can be decided before any text is read; the text of
-each document is then streamed line by line, so memory never grows with the corpus.
+each document is then streamed in blocks of whole lines, so memory never grows with the corpus.
 """
 
 from __future__ import annotations
@@ -15,13 +15,16 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
 
 from lmtrain.errors import LmtrainError
 
 DEMO_CORPUS = "shakespeare"
 _TEXT_SUFFIXES = (".txt", ".gz", ".md")
 _SNIFF_BYTES = 8192  # how much of a file is checked for NUL bytes (the mark of a binary file)
+BLOCK_BYTES = 4 << 20  # raw text read (and encoded, by one worker) at a time
 
 
 @dataclass(frozen=True)
@@ -32,31 +35,101 @@ class Document:
     path: Path
     markdown: bool = False  # the demo plays are Markdown; strip the markup when reading
 
-    def lines(self, report: ReadReport | None = None) -> Iterator[str]:
-        """Stream the document's lines without their line ends.
-
-        Bytes that are not valid UTF-8 are replaced with U+FFFD (a stray Latin-1 byte should
-        not stop a long prepare) and counted in `report`, so the user hears about every file
-        that needed it. A file with NUL bytes near its start is binary and refused.
+    def blocks(self, size: int | None = None) -> Iterator[bytes]:
+        """Stream the raw file in blocks of about `size` bytes, each ending at a line end (or
+        the end of the file): the unit prepare hands to its encoding workers. .gz files are
+        decompressed. A file with NUL bytes near its start is binary and refused.
         """
+        size = size or BLOCK_BYTES
         opener = gzip.open if self.path.suffix == ".gz" else open
         try:
             with opener(self.path, "rb") as fh:
-                if b"\0" in fh.read(_SNIFF_BYTES):
+                head = fh.read(_SNIFF_BYTES)
+                if b"\0" in head:
                     raise LmtrainError(
                         f"data.corpus: {self.path} looks like a binary file (NUL bytes in its first "
                         f"{_SNIFF_BYTES // 1024} KiB); remove it from the corpus"
                     )
-                fh.seek(0)
-                for raw in fh:
-                    line = _decode(raw.rstrip(b"\r\n"), report)
-                    if self.markdown:
-                        line = _strip_markdown(line)
-                        if line is None:
-                            continue
-                    yield line
+                pending = head
+                while True:
+                    chunk = fh.read(size)
+                    pending += chunk
+                    while len(pending) >= size or (not chunk and pending):
+                        # A block ends at the last line end within `size` bytes (further only
+                        # for a line longer than that); the rest starts the next block.
+                        cut = pending.rfind(b"\n", 0, size) + 1 or pending.find(b"\n", size) + 1
+                        if not cut:
+                            if chunk:
+                                break  # a line longer than `size`: read on to its end
+                            cut = len(pending)  # the file's last line, with no line end
+                        yield pending[:cut]
+                        pending = pending[cut:]
+                    if not chunk:
+                        break
         except (OSError, EOFError) as exc:
             raise LmtrainError(f"data.corpus: cannot read {self.path}: {exc}") from None
+
+    def lines(self, report: ReadReport | None = None) -> Iterator[str]:
+        """Stream the document's lines without their line ends (see `block_lines`)."""
+        for block in self.blocks():
+            yield from block_lines(block, self.markdown, report)
+
+
+def block_lines(block: bytes, markdown: bool = False, report: ReadReport | None = None) -> list[str]:
+    """The lines of a block of raw text, without their line ends (a final line end does not
+    start another line).
+
+    Bytes that are not valid UTF-8 are replaced with U+FFFD (a stray Latin-1 byte should not
+    stop a long prepare) and counted in `report`, so the user hears about every file that
+    needed it. Decoding and splitting a whole block at once keeps per-line Python work out of
+    the reading (only the demo's Markdown is cleaned line by line).
+    """
+    text = _decode(block, report)
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if "\r" in text:
+        lines = [line.rstrip("\r") for line in lines]
+    if markdown:
+        lines = [clean for line in lines if (clean := _strip_markdown(line)) is not None]
+    return lines
+
+
+def sample_lines(docs: Sequence[Document], k: int, seed: int = 0,
+                 on_document: Callable[[], None] | None = None) -> list[str]:
+    """A seeded uniform sample of at most `k` non-blank lines of the documents, in corpus order:
+    what SentencePiece trains on. All non-blank lines when the documents hold at most `k` lines.
+
+    Two cheap passes instead of a reservoir over every line: the first counts lines per block
+    (`bytes.count`), the second decodes only the chosen lines, found through the positions of
+    the line ends in their block. Lines are chosen among all lines and blank ones dropped after,
+    so a corpus with many blank lines gives somewhat fewer than `k`. A gigabyte costs a few
+    seconds; memory holds the chosen line numbers and lines.
+    """
+    counts = [sum(block.count(b"\n") + (not block.endswith(b"\n")) for block in doc.blocks()) for doc in docs]
+    total = sum(counts)
+    if total <= k:
+        lines = []
+        for doc in docs:
+            lines.extend(filter(str.strip, doc.lines()))
+            if on_document:
+                on_document()
+        return lines
+    chosen = np.sort(np.random.default_rng(seed).choice(total, size=k, replace=False))
+    lines, start = [], 0  # start: number of the first line of the current block
+    for doc in docs:
+        for block in doc.blocks():
+            ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+            n = len(ends) + (not block.endswith(b"\n"))
+            lo, hi = np.searchsorted(chosen, [start, start + n])
+            for i in chosen[lo:hi] - start:
+                first = ends[i - 1] + 1 if i > 0 else 0
+                last = ends[i] if i < len(ends) else len(block)
+                lines.extend(line for line in block_lines(block[first:last], doc.markdown) if line.strip())
+            start += n
+        if on_document:
+            on_document()
+    return lines
 
 
 @dataclass

@@ -9,6 +9,7 @@ measured on the raw text of that split.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,21 @@ class EvalResult:
     perplexity: float
     bits_per_byte: float
     word_perplexity: float
+    seconds: float = 0.0  # time spent scoring (not loading the model)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def evaluate(config: Config, split: str = "test", progress: bool = True) -> EvalResult:
-    """Evaluate the trained model of `config.train.run_dir` on a prepared split of `config.data.dir`."""
+def evaluate(config: Config, split: str = "test", progress: bool = True, batch_size: int | None = None
+             ) -> EvalResult:
+    """Evaluate the trained model of `config.train.run_dir` on a prepared split of `config.data.dir`.
+
+    `batch_size` windows are scored at once (default: the run's `train.batch_size`). Memory does
+    not grow with it beyond the hidden states: the full-softmax logits are computed in blocks of
+    at most `model.LOGITS_BUDGET` floats, never batch x time x vocabulary. A stateful run keeps
+    its own batch size, which decides how the split is cut into streams.
+    """
     trained = load_run(Path(config.train.run_dir))
     data = DataPaths(Path(config.data.dir))
     stats = trained.meta["splits"].get(split)
@@ -52,9 +61,11 @@ def evaluate(config: Config, split: str = "test", progress: bool = True) -> Eval
         )
     files = split_files(data, split, stats["shard_bytes"])
     t = trained.config.train
-    total, count = split_nll(trained.model, files, t.seq_len, t.batch_size, progress=progress,
+    rows = t.batch_size if t.stateful or batch_size is None else batch_size
+    started = time.perf_counter()
+    total, count = split_nll(trained.model, files, t.seq_len, rows, progress=progress,
                              stream_tokens=stats["tokens"] if t.stateful else None)
-    return metrics(split, trained.step, total, count, stats)
+    return metrics(split, trained.step, total, count, stats, time.perf_counter() - started)
 
 
 def score_ids(model: LanguageModel, ids: list[int]) -> np.ndarray:
@@ -85,7 +96,8 @@ def evaluate_text(model: LanguageModel, tokenizer: Tokenizer, text: str, step: i
     return metrics("text", step, -float(score_ids(model, ids).sum()), len(ids), stats)
 
 
-def metrics(split: str, step: int, total_nll: float, tokens: float, stats: dict[str, int]) -> EvalResult:
+def metrics(split: str, step: int, total_nll: float, tokens: float, stats: dict[str, int], seconds: float = 0.0
+            ) -> EvalResult:
     """Turn a total NLL (nats) into per-token, per-byte and per-word figures."""
     loss = total_nll / tokens
     return EvalResult(
@@ -96,4 +108,5 @@ def metrics(split: str, step: int, total_nll: float, tokens: float, stats: dict[
         perplexity=perplexity(loss),
         bits_per_byte=total_nll / (math.log(2) * max(stats["bytes"], 1)),
         word_perplexity=perplexity(total_nll / max(stats["words"], 1)),
+        seconds=seconds,
     )

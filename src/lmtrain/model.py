@@ -12,7 +12,7 @@ states, not logits, because computing all V logits is exactly the cost we avoid 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import keras
 import tensorflow as tf
@@ -165,16 +165,28 @@ class LanguageModel(keras.Model):
         sampled classes get the log-Q correction (minus the log of their expected count); a
         sampled class equal to a row's true class is masked out of that row.
         """
+        return self._sampled_nll(hidden, self._output_rows(targets, step, detached=False))
+
+    def _output_rows(self, targets: tf.Tensor, step: tf.Tensor, detached: bool) -> "_OutputRows":
+        """The output-layer rows the sampled loss reads: the targets' and the negatives'.
+
+        Row gathers from the backend variables (ResourceGather): only N + S rows are read.
+        `detached` cuts them from the variables, so that `gradients` can take their gradients
+        one by one and assemble the output layer's gradient itself (see `_add_rows`).
+        """
         labels = tf.cast(targets, tf.int64)  # (N,)
         sampled, true_expected, sampled_expected = self.sampler(labels[:, None], step)  # (S,) (N,1) (S,)
-        # Row gathers from the backend variables (ResourceGather): only N + S rows are read,
-        # and the gradients are IndexedSlices over those rows.
         w, b = self.softmax_w.value, self.softmax_b.value
-        true_logits = (tf.reduce_sum(hidden * tf.gather(w, labels), axis=-1) + tf.gather(b, labels)
-                       - tf.math.log(true_expected[:, 0]))  # (N,)
-        sampled_logits = (tf.matmul(hidden, tf.gather(w, sampled), transpose_b=True) + tf.gather(b, sampled)
-                          - tf.math.log(sampled_expected))  # (N, S)
-        hits = tf.equal(labels[:, None], sampled[None, :])  # (N, S)
+        rows = [tf.gather(w, labels), tf.gather(b, labels), tf.gather(w, sampled), tf.gather(b, sampled)]
+        if detached:
+            rows = [tf.stop_gradient(r) for r in rows]
+        return _OutputRows(labels, sampled, tf.math.log(true_expected[:, 0]), tf.math.log(sampled_expected), *rows)
+
+    def _sampled_nll(self, hidden: tf.Tensor, rows: "_OutputRows") -> tf.Tensor:
+        true_logits = tf.reduce_sum(hidden * rows.w_true, axis=-1) + rows.b_true - rows.log_q_true  # (N,)
+        sampled_logits = (tf.matmul(hidden, rows.w_sampled, transpose_b=True) + rows.b_sampled
+                          - rows.log_q_sampled)  # (N, S)
+        hits = tf.equal(rows.labels[:, None], rows.sampled[None, :])  # (N, S)
         sampled_logits = tf.where(hits, tf.constant(_MASKED, sampled_logits.dtype), sampled_logits)
         logits = tf.concat([true_logits[:, None], sampled_logits], axis=1)  # (N, 1 + S)
         return tf.reduce_logsumexp(logits, axis=1) - true_logits
@@ -206,27 +218,63 @@ class LanguageModel(keras.Model):
     # ---- Keras steps --------------------------------------------------------------------------
 
     def train_step(self, data: tuple[Any, ...]) -> dict[str, Any]:
-        """One update. `data` is (tokens, targets, mask), or with `train.stateful` also the state
-        to start from; the logs then carry the state to start the next window from (truncated
-        back-propagation: no gradient flows into the state given)."""
+        """One update on one device. `data` is (tokens, targets, mask), or with `train.stateful`
+        also the state to start from; the logs then carry the state to start the next window
+        from (truncated back-propagation: no gradient flows into the state given).
+
+        Under `tf.distribute` the same two halves run in `distribute.train_step`: `gradients` in
+        each replica, the update from the cross-replica context.
+        """
+        grads, out = self.gradients(data)
+        # A non-finite step never touches the weights or the optimizer state (train.on_nan).
+        applied = tf.cond(out["finite"], lambda: self.apply_update(grads), lambda: tf.constant(False))
+        return self.step_logs(out, applied)
+
+    def gradients(self, data: tuple[Any, ...]) -> tuple[list[Any], dict[str, Any]]:
+        """Forward and backward on this replica's share of the batch, then summed over replicas.
+
+        Returns the gradients of the global batch's mean loss (clipped), and the global loss,
+        token count and finiteness flag, so every replica holds the same values and takes the
+        same decision. On one device the replica context is TensorFlow's default one and the
+        sums are no-ops. Dense gradients are summed; row gradients (IndexedSlices) are
+        gathered, except the negatives' rows, which every replica shares and which are summed
+        densely (see `_add_rows`): so N replicas give the update one device gives.
+        """
+        ctx = tf.distribute.get_replica_context()
         tokens, targets, mask = data[:3]  # (B, T) int32, (B, T) int32, (B, T) float32
         state = data[3] if len(data) > 3 else None
+        variables = self.trainable_variables
+        flat_m = tf.reshape(mask, [-1])
+        count = tf.maximum(ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(flat_m)), 1.0)
+        rows = None
         with tf.GradientTape() as tape:
             if state is None:
                 hidden = self(tokens, training=True)
             else:
                 hidden, new_state = self(tokens, training=True, initial_state=state, return_state=True)
             flat_h = tf.reshape(hidden, [-1, self.output_dim])  # (B*T, H)
-            flat_t, flat_m = tf.reshape(targets, [-1]), tf.reshape(mask, [-1])
+            flat_t = tf.reshape(targets, [-1])
             if self.softmax == "sampled":
-                nll = self.sampled_nll(flat_h, flat_t, self.optimizer.iterations)
+                rows = self._output_rows(flat_t, self.optimizer.iterations, detached=True)
+                tape.watch(rows.trainable())
+                nll = self._sampled_nll(flat_h, rows)
             else:
                 nll = self._block_nll(flat_h, flat_t)
-            count = tf.maximum(tf.reduce_sum(flat_m), 1.0)
-            loss = tf.reduce_sum(nll * flat_m) / count
-            scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed_float16
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
+            local_sum = tf.reduce_sum(nll * flat_m)
+            scaled = self.optimizer.scale_loss(local_sum / count)  # loss scaling under mixed_float16
+        sources = variables + (rows.trainable() if rows is not None else [])
+        grads = tape.gradient(scaled, sources)
+        grads, row_grads = grads[:len(variables)], grads[len(variables):]
+        if rows is not None:  # the targets' rows: gathered over replicas like the input lookup's
+            grads = self._add_rows(variables, grads, row_grads[:2], rows.labels)
+        # The negatives' rows are the same on every replica: summed densely, as one [S, H] block.
+        sampled_grads = row_grads[2:]
+        # One collective call for everything (TensorFlow packs it into few transfers).
+        grads, sampled_grads, local_sum = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                                         (grads, sampled_grads, local_sum))
+        if rows is not None:
+            grads = self._add_rows(variables, grads, sampled_grads, rows.sampled)
+        loss = local_sum / count
         # Under mixed_float16 the gradients are multiplied by the loss scale until the optimizer
         # unscales them, and an overflow there is routine (the LossScaleOptimizer skips it and
         # lowers the scale); so the clip limit is scaled too and only the loss is checked here.
@@ -240,17 +288,46 @@ class LanguageModel(keras.Model):
             norm = tf.linalg.global_norm(grads)
         if not loss_scaled:
             finite = tf.logical_and(finite, tf.math.is_finite(norm))
+        out = {"loss": loss, "count": count, "finite": finite}
+        if state is not None:
+            out["state"] = tuple(tf.stop_gradient(x) for x in new_state)
+        return grads, out
 
-        def update() -> tf.Tensor:
-            self.optimizer.apply(grads, variables)
-            return tf.constant(True)
+    def _add_rows(self, variables: list[Any], grads: list[Any], row_grads: list[tf.Tensor], ids: tf.Tensor
+                  ) -> list[Any]:
+        """Add gradients of output rows `ids` ([n, H] and [n]) to those of softmax_w and softmax_b.
 
-        # A non-finite step never touches the weights or the optimizer state (train.on_nan).
-        applied = tf.cond(finite, update, lambda: tf.constant(False))
+        The sampled loss reads the output layer through detached row gathers, so the tape gives
+        the rows' gradients, and this turns them into IndexedSlices of the variables. Built by
+        hand rather than by the tape so that the negatives' rows, which every replica gathers,
+        are summed over replicas as one dense block before they become IndexedSlices: LazyAdam
+        squares each occurrence of a row, and a negative's occurrence must be its whole-batch
+        gradient, as on one device, not one partial sum per replica.
+        """
+        g_w, g_b = row_grads
+        # Static shapes: tf.shape() of the variable would read all V rows.
+        parts = {id(v): tf.IndexedSlices(g, ids, tf.constant(list(v.shape), tf.int64))
+                 for v, g in ((self.softmax_w, g_w), (self.softmax_b, g_b))}
+        out = []
+        for v, g in zip(variables, grads):
+            part = parts.get(id(v))
+            if part is not None and g is not None:  # tied weights: the input lookup's rows too
+                g = _concat_slices(g, part)
+            out.append(part if g is None else g)
+        return out
+
+    def apply_update(self, grads: list[Any]) -> tf.Tensor:
+        """Apply gradients already summed over replicas (the optimizer does not sum them again)."""
+        self.optimizer.apply(grads, self.trainable_variables)
+        return tf.constant(True)
+
+    def step_logs(self, out: dict[str, Any], applied: tf.Tensor) -> dict[str, Any]:
+        """The step's logs; the loss is averaged over the logging interval by `loss_tracker`."""
+        loss, count = out["loss"], out["count"]
         self.loss_tracker.update_state(tf.where(applied, loss, 0.0), sample_weight=tf.where(applied, count, 0.0))
         logs = {"loss": self.loss_tracker.result(), "finite": applied}
-        if state is not None:
-            logs["state"] = tuple(tf.stop_gradient(x) for x in new_state)
+        if "state" in out:
+            logs["state"] = out["state"]
         return logs
 
     def nll_sum(self, tokens: tf.Tensor, targets: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -324,6 +401,30 @@ class LanguageModel(keras.Model):
             embedding_dropout=self.embedding_dropout,
         )
         return config
+
+
+class _OutputRows(NamedTuple):
+    """What the sampled loss reads of the output layer, for one batch."""
+
+    labels: tf.Tensor  # (N,) int64 target ids
+    sampled: tf.Tensor  # (S,) int64 negative ids
+    log_q_true: tf.Tensor  # (N,) log of each target's expected count among the draws
+    log_q_sampled: tf.Tensor  # (S,)
+    w_true: tf.Tensor  # (N, H) output rows of the targets
+    b_true: tf.Tensor  # (N,)
+    w_sampled: tf.Tensor  # (S, H) output rows of the negatives
+    b_sampled: tf.Tensor  # (S,)
+
+    def trainable(self) -> list[tf.Tensor]:
+        return [self.w_true, self.b_true, self.w_sampled, self.b_sampled]
+
+
+def _concat_slices(a: Any, b: tf.IndexedSlices) -> tf.IndexedSlices:
+    """Two row gradients of one variable as one IndexedSlices (duplicates are summed later)."""
+    if not isinstance(a, tf.IndexedSlices):  # a dense gradient: add the rows densely
+        return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)
+    return tf.IndexedSlices(tf.concat([a.values, b.values], 0),
+                            tf.concat([tf.cast(a.indices, tf.int64), b.indices], 0), b.dense_shape)
 
 
 def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> LanguageModel:

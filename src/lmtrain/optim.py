@@ -35,7 +35,24 @@ import tensorflow as tf
 from lmtrain.config import TrainConfig
 
 
-class LazyAdam(keras.optimizers.Adam):
+class _SummedGradients:
+    """Take gradients as already summed over replicas.
+
+    Keras sums gradients over replicas inside `apply`, in the replica context. `LanguageModel`
+    sums them itself, before clipping and the finiteness check (so every replica clips by the
+    global norm and takes the same apply-or-skip decision), and applies them from the
+    cross-replica context; summing again would multiply them by the number of replicas.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars: Any) -> Any:
+        return grads_and_vars
+
+
+class Adam(_SummedGradients, keras.optimizers.Adam):
+    """Keras' dense Adam (`train.optimizer: adam`), taking gradients already summed over replicas."""
+
+
+class LazyAdam(_SummedGradients, keras.optimizers.Adam):
     """Adam whose updates from `IndexedSlices` gradients read and write only the touched rows."""
 
     def build(self, var_list: Sequence[keras.Variable]) -> None:
@@ -161,7 +178,7 @@ def create_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.
     """
     rate = learning_rate(config, total_steps)
     if config.optimizer == "adam":
-        optimizer: keras.optimizers.Optimizer = keras.optimizers.Adam(learning_rate=rate)
+        optimizer: keras.optimizers.Optimizer = Adam(learning_rate=rate)
     else:
         optimizer = LazyAdam(learning_rate=rate)
     if config.precision == "mixed_float16":

@@ -1,7 +1,8 @@
 """`lmtrain prepare`: corpus -> SentencePiece tokenizer -> sharded TFRecords + meta.json.
 
-Everything is streamed document by document and a batch of lines at a time, so memory does not
-grow with the corpus (the tokenizer trains on a bounded, seeded sample of lines). Outputs are built in a temporary
+Everything is streamed document by document, a block of lines at a time, so memory does not
+grow with the corpus (the tokenizer trains on a bounded, seeded sample of lines); blocks are
+encoded in parallel by worker processes (`lmtrain.encode`). Outputs are built in a temporary
 sibling directory, flushed, marked complete (`.complete`, written last) and only then moved into
 place, so a killed prepare never leaves a directory that `fit` would take for finished data,
 `--force` keeps the old data until the new data is complete, and the next prepare cleans up
@@ -10,23 +11,22 @@ whatever a killed one left behind.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
 from tqdm import tqdm
 
 from lmtrain.config import Config
-from lmtrain.corpus import Document, ReadReport, list_documents, split_documents
+from lmtrain.corpus import Document, list_documents, sample_lines, split_documents
+from lmtrain.encode import BlockEncoder, default_workers
 from lmtrain.errors import LmtrainError, describe_write_error
 from lmtrain.paths import SPLITS, DataPaths
-from lmtrain.records import ShardWriter
+from lmtrain.shards import ShardWriter
 from lmtrain.tokenizer import EOS_ID, Tokenizer, train_tokenizer
 
 META_VERSION = 2
@@ -70,9 +70,10 @@ def prepare(config: Config, force: bool = False, progress: bool = True, echo: Ec
         tmp.mkdir(parents=True)
         meta = _build(config, splits, DataPaths(tmp), fingerprint, progress, echo)
         _replace_dir(tmp, paths.root)
-    except (OSError, tf.errors.OpError) as exc:
+    except OSError as exc:
         state = f"{paths.root} is unchanged" if paths.root.exists() else "nothing was written"
-        raise LmtrainError(f"prepare could not write {tmp}: {describe_write_error(exc)}; {state}") from None
+        where = exc.filename or tmp  # the file, when the system names it
+        raise LmtrainError(f"prepare could not write {where}: {describe_write_error(exc)}; {state}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return PrepareResult(paths, meta, skipped=False)
@@ -95,49 +96,24 @@ def load_meta(paths: DataPaths) -> dict[str, Any]:
 
 def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, fingerprint: str,
            progress: bool, echo: Echo) -> dict[str, Any]:
-    train_docs = splits["train"]
-    bar = tqdm(total=len(train_docs), desc="tokenizer", unit="doc", disable=not progress)
-    tokenizer = train_tokenizer(_lines(train_docs, bar), config.tokenizer, paths.tokenizer)
-    bar.close()
-
-    vocab = tokenizer.vocab_size
-    counts = np.zeros(vocab, dtype=np.int64)
-    replaced: dict[str, int] = {}
-    split_meta: dict[str, Any] = {}
-    for split in SPLITS:
-        docs = splits[split]
-        writer = ShardWriter(paths, split, config.data.shard_tokens)
-        stats = {"documents": len(docs), "tokens": 0, "characters": 0, "bytes": 0, "words": 0}
-        bar = tqdm(total=len(docs), desc=f"encode {split}", unit="doc", disable=not progress)
-        for doc in docs:
-            report = ReadReport()
-            for lines, ids in _encoded_chunks(doc, tokenizer, report):
-                text = "\n".join(lines) + "\n"  # as in the file: every line and its line end
-                stats["characters"] += len(text)
-                stats["bytes"] += len(text.encode("utf-8"))
-                stats["words"] += len(text.split())
-                writer.write(ids)
-                if split == "train":
-                    counts += np.bincount(ids, minlength=vocab)
-            writer.write([EOS_ID])
-            if split == "train":
-                counts[EOS_ID] += 1
-            if report.replaced:
-                replaced[str(doc.path)] = report.replaced
-                bar.write(f"warning: {doc.path}: {report.replaced} character(s) not valid UTF-8, replaced with U+FFFD")
-            bar.update(1)
-            bar.set_postfix(tokens=writer.tokens)
+    all_docs = [doc for split in SPLITS for doc in splits[split]]
+    # The encoding workers start first, so that they are ready when the tokenizer is.
+    with BlockEncoder(paths.tokenizer, default_workers(all_docs, config.data.workers)) as encoder:
+        train_docs = splits["train"]
+        bar = tqdm(total=len(train_docs), desc="tokenizer", unit="doc", disable=not progress)
+        sample = sample_lines(train_docs, config.tokenizer.max_sentences, on_document=lambda: bar.update(1))
         bar.close()
-        stats["tokens"] = writer.tokens
-        stats["shard_bytes"] = writer.close()
-        split_meta[split] = stats
+        tokenizer = train_tokenizer(sample, config.tokenizer, paths.tokenizer)
+        del sample
+        split_meta, counts, replaced = _encode(splits, encoder, tokenizer.vocab_size, config, paths, progress)
+
     if split_meta["train"]["tokens"] < 2:
         raise LmtrainError("data.corpus: the training split holds no text")
 
     meta = {
         "version": META_VERSION,
         "fingerprint": fingerprint,
-        "vocab_size": vocab,
+        "vocab_size": tokenizer.vocab_size,
         "splits": split_meta,
         "documents": {s: [d.name for d in splits[s]] for s in SPLITS},
         "unigram_counts": counts.tolist(),
@@ -152,19 +128,43 @@ def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, 
     return meta
 
 
-def _lines(docs: list[Document], bar: tqdm) -> Iterator[str]:
-    for doc in docs:
-        yield from doc.lines()
-        bar.update(1)
-
-
-def _encoded_chunks(doc: Document, tokenizer: Tokenizer, report: ReadReport,
-                    batch: int = 8192) -> Iterator[tuple[list[str], np.ndarray]]:
-    """A document a batch of lines at a time: the lines and their ids as one array. Memory stays
-    flat, and the per-line work left in Python is reading and decoding the line."""
-    lines = doc.lines(report)
-    while chunk := list(itertools.islice(lines, batch)):
-        yield chunk, tokenizer.encode_stream(chunk)
+def _encode(splits: dict[str, list[Document]], encoder: BlockEncoder, vocab: int, config: Config, paths: DataPaths,
+            progress: bool) -> tuple[dict[str, Any], np.ndarray, dict[str, int]]:
+    """Encode and write every split: (per-split stats, training unigram counts, replaced
+    characters per file)."""
+    counts = np.zeros(vocab, dtype=np.int64)
+    replaced: dict[str, int] = {}
+    split_meta: dict[str, Any] = {}
+    for split in SPLITS:
+        docs = splits[split]
+        writer = ShardWriter(paths, split, config.data.shard_tokens)
+        stats = {"documents": len(docs), "tokens": 0, "characters": 0, "bytes": 0, "words": 0}
+        bar = tqdm(total=len(docs), desc=f"encode {split}", unit="doc", disable=not progress)
+        bad = 0  # characters of the current document replaced for not being UTF-8
+        for doc, block in encoder.encode(docs):
+            if block is not None:
+                stats["characters"] += block.characters
+                stats["bytes"] += block.bytes
+                stats["words"] += block.words
+                bad += block.replaced
+                writer.write(block.ids)
+                if split == "train":
+                    counts += np.bincount(block.ids, minlength=vocab)
+                continue
+            writer.write([EOS_ID])  # the document's end
+            if split == "train":
+                counts[EOS_ID] += 1
+            if bad:
+                replaced[str(doc.path)] = bad
+                bar.write(f"warning: {doc.path}: {bad} character(s) not valid UTF-8, replaced with U+FFFD")
+                bad = 0
+            bar.update(1)
+            bar.set_postfix(tokens=writer.tokens)
+        bar.close()
+        stats["tokens"] = writer.tokens
+        stats["shard_bytes"] = writer.close()
+        split_meta[split] = stats
+    return split_meta, counts, replaced
 
 
 def _replace_dir(new: Path, target: Path) -> None:

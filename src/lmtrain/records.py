@@ -1,7 +1,7 @@
-"""TFRecord shards of token ids: writing them (prepare) and reading them as windows (fit/eval).
+"""TFRecord shards of token ids, read as windows (fit/eval); `shards` writes them (prepare).
 
 A split is one token stream (documents joined by `</s>`), cut into records of at most
-`RECORD_TOKENS` ids stored as raw little-endian int32, and into shards of about
+`shards.RECORD_TOKENS` ids stored as raw little-endian int32, and into shards of about
 `data.shard_tokens` ids. Readers see windows of `seq_len` inputs and the next-token targets:
 window k holds inputs t[kT : kT+T] and targets t[kT+1 : kT+T+1], so every token but the first
 of the stream is predicted exactly once. The last window is padded and masked, which makes
@@ -11,7 +11,6 @@ evaluation exact (every token counted) while keeping every batch the same shape.
 from __future__ import annotations
 
 import math
-from array import array
 from pathlib import Path
 from typing import Sequence
 
@@ -20,56 +19,7 @@ import tensorflow as tf
 
 from lmtrain.errors import LmtrainError
 from lmtrain.paths import DataPaths
-
-RECORD_TOKENS = 1 << 16
-_RECORD_OVERHEAD = 16  # TFRecord framing: 8-byte length, 4-byte length CRC, 4-byte data CRC
-
-
-class ShardWriter:
-    """Append token ids to a split; records and shards are cut as the stream grows."""
-
-    def __init__(self, paths: DataPaths, split: str, shard_tokens: int) -> None:
-        self._paths, self._split, self._shard_tokens = paths, split, shard_tokens
-        self._buffer = array("i")
-        self._writer: tf.io.TFRecordWriter | None = None
-        self._in_shard = 0
-        self.shard_bytes: list[int] = []  # size of each shard written so far, for readers to check
-        self.tokens = 0
-
-    def write(self, ids: Sequence[int] | np.ndarray) -> None:
-        ids = np.asarray(ids, dtype=np.int32)
-        self._buffer.frombytes(ids.tobytes())  # a block copy, not a Python loop over ids
-        self.tokens += len(ids)
-        while len(self._buffer) >= RECORD_TOKENS:
-            self._flush(RECORD_TOKENS)
-
-    def close(self) -> list[int]:
-        """Flush what is left; return the size in bytes of each shard written."""
-        if self._buffer:
-            self._flush(len(self._buffer))
-        self._close_shard()
-        return self.shard_bytes
-
-    def _close_shard(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-            self._in_shard = 0
-
-    def _flush(self, n: int) -> None:
-        if self._writer is None:
-            self._writer = tf.io.TFRecordWriter(str(self._paths.shard(self._split, len(self.shard_bytes))))
-            self.shard_bytes.append(0)
-        record = self._buffer[:n]
-        if record.itemsize != 4:  # pragma: no cover - array('i') is 4 bytes on every platform we support
-            raise RuntimeError("expected 4-byte ints")
-        self._writer.write(record.tobytes())
-        del self._buffer[:n]
-        self._in_shard += n
-        self.shard_bytes[-1] += _RECORD_OVERHEAD + 4 * n
-        if self._in_shard >= self._shard_tokens:
-            self._close_shard()
-
+from lmtrain import shards
 
 def split_files(paths: DataPaths, split: str, shard_bytes: Sequence[int]) -> list[Path]:
     """The shards of a split, each checked against the size `prepare` recorded.
@@ -153,9 +103,9 @@ def _ids(files: Sequence[Path], start: int = 0) -> tf.data.Dataset:
     """The split's ids one by one from position `start`, skipping whole records cheaply (every
     record but the split's last holds exactly RECORD_TOKENS ids)."""
     ds = tf.data.TFRecordDataset([str(f) for f in files])
-    ds = ds.skip(start // RECORD_TOKENS)
+    ds = ds.skip(start // shards.RECORD_TOKENS)
     ds = ds.map(lambda r: tf.io.decode_raw(r, tf.int32, little_endian=True), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.unbatch().skip(start % RECORD_TOKENS)
+    return ds.unbatch().skip(start % shards.RECORD_TOKENS)
 
 
 def _windows(ids: tf.data.Dataset, seq_len: int) -> tf.data.Dataset:

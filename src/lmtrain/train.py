@@ -3,7 +3,9 @@
 The loop is ours rather than `Model.fit` because it must own the data iterator: the checkpoint
 holds the model, the optimizer slots and step, and the tf.data iterator position, so a run that
 is stopped and started again continues where it was. The per-step work is `model.train_step`
-(the Keras custom-step contract), compiled once with `tf.function`.
+(the Keras custom-step contract), compiled once with `tf.function`; under `train.distribute`
+it is the same computation spread over replicas (`distribute.train_step`), and only the chief
+writes the run directory.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from tqdm import tqdm
 
 from lmtrain.checkpoints import CheckpointStore
 from lmtrain.config import Config, config_from_dict, save_config
+from lmtrain.distribute import Distribution, create_distribution
+from lmtrain.distribute import train_step as distributed_step
 from lmtrain.errors import Interrupted, LmtrainError
 from lmtrain.model import LanguageModel, State, create_model
 from lmtrain.optim import apply_pending, create_optimizer, pending_applied
@@ -53,6 +57,7 @@ class FitResult:
     best_step: int | None = None  # step of the best validation perplexity so far
     best_perplexity: float | None = None
     stopped_early: bool = False  # train.patience ran out
+    wrote_run_dir: bool = True  # False on the workers of a multi-worker run other than the chief
 
 
 @dataclass
@@ -77,6 +82,8 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     deterministic).
     """
     started = time.perf_counter()
+    # First: the strategy must be set up before any other TensorFlow work in the process.
+    distribution = create_distribution(config.train)
     data = DataPaths(Path(config.data.dir))
     meta = load_meta(data)
     if meta.get("fingerprint") != config.data_fingerprint():
@@ -87,7 +94,13 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     train_files = split_files(data, "train", splits["train"]["shard_bytes"])
     valid_files = split_files(data, "valid", splits["valid"]["shard_bytes"]) if splits["valid"]["tokens"] > 1 else []
     run = RunPaths(Path(config.train.run_dir))
-    _init_run_dir(run, data, config, force)
+    chief = distribution.is_chief  # only the chief writes the run directory
+    if chief:
+        _init_run_dir(run, data, config, force)
+    else:
+        progress = False
+    if distribution.kind != "none":
+        echo(f"training with {distribution.describe()}; global batch {config.train.batch_size}")
 
     t = config.train
     if config.model.sampler == "log_uniform" and config.model.softmax == "sampled":
@@ -96,7 +109,8 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
             echo(f"warning: model.sampler=log_uniform assumes ids sorted by frequency, but in {data.root} the "
                  f"rank correlation of id and frequency is only {rho:.2f}; model.sampler=unigram fits this tokenizer")
     steps_per_epoch, total_steps = _step_counts(config, meta)
-    model, optimizer, train_fn = build_trainer(config, meta["vocab_size"], meta["unigram_counts"], total_steps)
+    model, optimizer, train_fn = build_trainer(config, meta["vocab_size"], meta["unigram_counts"], total_steps,
+                                               distribution)
     validation = _Validation()
     best_store = CheckpointStore(run.checkpoints / "best", keep=1) if t.patience else None
 
@@ -123,17 +137,22 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
             carry.restored()
         echo(f"resuming from {latest} (step {int(step_var)})")
     step, skipped = int(step_var), int(skipped_var)
+    if distribution.workers > 1:
+        _check_same_start(distribution, step, run)
     saved_at = step if latest else -1
     if validation.stopped:
         echo(f"training stopped early at step {step}: {validation.summary(t.patience)}")
         total_steps = step  # nothing left to do
 
-    def save(target: CheckpointStore = store) -> str:
+    def save(target: CheckpointStore = store) -> str | None:
         nonlocal saved_at
         if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables):
             # An update can overflow the weights with a finite loss (a huge learning rate):
-            # checked here, once per checkpoint, so such weights are never saved.
+            # checked here, once per checkpoint, so such weights are never saved. (On every
+            # worker: they hold the same weights, so they stop together.)
             raise LmtrainError(_nan_message(step, store.latest(), what="weights"))
+        if not chief:
+            return None
         step_var.assign(step)
         skipped_var.assign(skipped)
         if carry is not None:
@@ -143,7 +162,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
             saved_at = step
         return path
 
-    writer = tf.summary.create_file_writer(str(run.logs))
+    writer = tf.summary.create_file_writer(str(run.logs)) if chief else tf.summary.create_noop_writer()
     bar = tqdm(total=total_steps, initial=step, desc="fit", unit="step", disable=not progress, dynamic_ncols=True)
     train_loss = valid_ppl = tokens_per_sec = wait_share = None
     interval_tokens, interval_start, wait = 0.0, time.perf_counter(), 0.0
@@ -182,7 +201,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                         tf.summary.scalar(f"train/{config.model.softmax}_loss", train_loss)
                         tf.summary.scalar("train/tokens_per_sec", tokens_per_sec)
                         tf.summary.scalar("train/data_wait_share", wait_share)
-                        tf.summary.scalar("train/learning_rate", float(optimizer.learning_rate))
+                        tf.summary.scalar("train/learning_rate", _current_rate(optimizer))
                         tf.summary.scalar("train/skipped_batches", skipped)
                     postfix = {"loss": f"{train_loss:.3f}", "tok_s": f"{tokens_per_sec:,.0f}", "wait": f"{wait_share:.1%}"}
                     if skipped:
@@ -206,7 +225,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                         save(best_store)  # loading applies the pending LazyAdam steps, as evaluated
                         line += ", best so far"
                     if t.schedule == "plateau" and validation.since_reduce >= t.plateau_patience:
-                        rate = float(optimizer.learning_rate) * t.plateau_factor
+                        rate = _current_rate(optimizer) * t.plateau_factor
                         optimizer.learning_rate.assign(rate)
                         validation.lowered()
                         line += f"; learning rate lowered to {rate:.3g}"
@@ -221,14 +240,26 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                     bar.write(f"early stop at step {step}: {validation.summary(t.patience)}")
                     break
                 # ---- Ctrl-C / SIGTERM: the step is done; keep it and stop
-                if stop.signum is not None:
+                requested = stop.signum is not None
+                if distribution.workers > 1:  # every step, on every worker: a collective
+                    requested = distribution.any_worker(requested)
+                if requested:
+                    # Workers stop together, after the same step, whichever of them was signalled.
+                    signum = stop.signum if stop.signum is not None else signal.SIGTERM
+                    cause = (signal.Signals(signum).name if stop.signum is not None
+                             else "a signal to another worker")
                     path = store.latest() if saved_at == step else save()
-                    raise Interrupted(
-                        f"stopped by {signal.Signals(stop.signum).name} after step {step}; checkpoint {path}; "
-                        f"run the same command to continue",
-                        stop.signum,
-                    )
+                    where = f"checkpoint {path}" if chief else f"the chief wrote the checkpoint to {run.checkpoints}"
+                    raise Interrupted(f"stopped by {cause} after step {step}; {where}; run the same command to continue",
+                                      signum)
                 interval_start += time.perf_counter() - t_end  # validation and checkpoints are not throughput
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
+        if distribution.workers < 2:
+            raise
+        # A worker died (or its network did): TensorFlow aborts the collectives of the others.
+        kept = f"the last checkpoint is {store.latest()}" if store.latest() else "no checkpoint had been written yet"
+        raise LmtrainError(f"lost contact with another worker after step {step} (TensorFlow: {type(exc).__name__}, "
+                           f"see above); {kept}; start every worker again with the same command to continue") from None
     finally:
         bar.close()
         writer.close()
@@ -236,7 +267,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         echo(f"already trained to step {step} in {run.root}; raise train.max_steps or train.epochs to continue")
     return FitResult(run.root, step, train_loss, valid_ppl, tokens_per_sec, wait_share,
                      time.perf_counter() - started, skipped, validation.best_step, validation.best_perplexity,
-                     validation.stopped)
+                     validation.stopped, chief)
 
 
 class _StateCarry:
@@ -385,24 +416,66 @@ def _nan_message(step: int, latest: str | None, what: str = "loss") -> str:
     )
 
 
+def logged_scalars(logs: Path, tag: str) -> list[tuple[float, int, float]]:
+    """(wall-clock time, step, value) of one scalar `fit` logged to TensorBoard, by step."""
+    points = []
+    for path in sorted(Path(logs).glob("events.out.tfevents.*")):
+        for raw in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(raw.numpy())
+            for value in event.summary.value:
+                if value.tag == tag:
+                    number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+                    points.append((event.wall_time, int(event.step), number))
+    return sorted(points, key=lambda p: p[1])
+
+
+def _current_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The learning rate now (a mirrored variable under a strategy, so read as a tensor)."""
+    return float(tf.convert_to_tensor(optimizer.learning_rate))
+
+
 def perplexity(nats_per_token: float) -> float:
     """exp(loss), infinite rather than an OverflowError for a diverged model."""
     return math.exp(nats_per_token) if nats_per_token < 709.0 else math.inf
 
 
-def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int], total_steps: int = 1000
+def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int], total_steps: int = 1000,
+                  distribution: Distribution | None = None,
                   ) -> tuple[LanguageModel, keras.optimizers.Optimizer, Callable[..., Any]]:
     """The model, optimizer and compiled train step exactly as `fit` runs them.
 
     The benchmark times the step this returns, so what it measures is what users train with.
+    Under a strategy, the weights and optimizer slots are created in its scope (mirrored).
     """
+    distribution = distribution or create_distribution(config.train)
     keras.utils.set_random_seed(config.train.seed)
-    model = create_model(config, vocab_size, unigram_counts)
-    optimizer = create_optimizer(config.train, total_steps)
-    model.compile(optimizer=optimizer)
-    optimizer.build(model.trainable_variables)
-    step_fn = tf.function(model.train_step, jit_compile=resolve_jit(config.train.jit_compile))
+    with distribution.strategy.scope():
+        model = create_model(config, vocab_size, unigram_counts)
+        optimizer = create_optimizer(config.train, total_steps)
+        model.compile(optimizer=optimizer)
+        optimizer.build(model.trainable_variables)
+    step_fn = tf.function(distributed_step(distribution, model), jit_compile=resolve_jit(config.train.jit_compile))
     return model, optimizer, step_fn
+
+
+def _check_same_start(distribution: Distribution, step: int, run: RunPaths) -> None:
+    """Every worker must start from the same checkpoint: each restores from `train.run_dir`,
+    which therefore has to be one directory all of them see (shared storage)."""
+    strategy = distribution.strategy
+
+    @tf.function
+    def bounds() -> tuple[tf.Tensor, tf.Tensor]:
+        def replica() -> tf.Tensor:  # every replica's step (ReduceOp has no MIN or MAX)
+            return tf.distribute.get_replica_context().all_gather(tf.constant([step], tf.int64), axis=0)
+        steps = strategy.experimental_local_results(strategy.run(replica))[0]
+        return tf.reduce_min(steps), tf.reduce_max(steps)
+
+    low, high = (int(x) for x in bounds())
+    if low != high:
+        raise LmtrainError(
+            f"train.run_dir: the workers found different checkpoints in {run.root} (steps {low} to {high}); "
+            f"with train.distribute=multi_worker it must be one directory every worker sees"
+        )
 
 
 def resolve_jit(setting: str | bool) -> bool:
