@@ -18,6 +18,7 @@ import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -25,6 +26,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from lmtrain.corpus import Document, ReadReport, block_lines
+from lmtrain.errors import LmtrainError
 from lmtrain.tokenizer import Tokenizer
 
 # Below this many bytes of corpus, starting worker processes costs more than it saves.
@@ -117,7 +119,14 @@ def default_workers(docs: Iterable[Document], setting: int | None) -> int:
 
 def _result(item: tuple[Document, Future | None]) -> tuple[Document, EncodedBlock | None]:
     doc, future = item
-    return doc, (future.result() if future is not None else None)
+    try:
+        return doc, (future.result() if future is not None else None)
+    except BrokenProcessPool:
+        raise LmtrainError(
+            "data.workers: an encoding worker process died (out of memory, or killed). Called from a "
+            "Python script, prepare needs the script's code under `if __name__ == \"__main__\":` to start "
+            "workers; data.workers=1 encodes in one process"
+        ) from None
 
 
 # ---- in the worker processes ------------------------------------------------------------------
