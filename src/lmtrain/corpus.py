@@ -95,6 +95,11 @@ def block_lines(block: bytes, markdown: bool = False, report: ReadReport | None 
     return lines
 
 
+def _line_count(block: bytes) -> int:
+    """Lines in a block as `block_lines` counts them: a final line end starts no other line."""
+    return block.count(b"\n") + (not block.endswith(b"\n"))
+
+
 def sample_lines(docs: Sequence[Document], k: int, seed: int = 0,
                  on_document: Callable[[], None] | None = None) -> list[str]:
     """A seeded uniform sample of at most `k` non-blank lines of the documents, in corpus order:
@@ -106,8 +111,7 @@ def sample_lines(docs: Sequence[Document], k: int, seed: int = 0,
     so a corpus with many blank lines gives somewhat fewer than `k`. A gigabyte costs a few
     seconds; memory holds the chosen line numbers and lines.
     """
-    counts = [sum(block.count(b"\n") + (not block.endswith(b"\n")) for block in doc.blocks()) for doc in docs]
-    total = sum(counts)
+    total = sum(_line_count(block) for doc in docs for block in doc.blocks())
     if total <= k:
         lines = []
         for doc in docs:
@@ -119,9 +123,10 @@ def sample_lines(docs: Sequence[Document], k: int, seed: int = 0,
     lines, start = [], 0  # start: number of the first line of the current block
     for doc in docs:
         for block in doc.blocks():
-            ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
-            n = len(ends) + (not block.endswith(b"\n"))
+            n = _line_count(block)
             lo, hi = np.searchsorted(chosen, [start, start + n])
+            if lo < hi:  # where the lines end, only in blocks that hold a chosen line
+                ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
             for i in chosen[lo:hi] - start:
                 first = ends[i - 1] + 1 if i > 0 else 0
                 last = ends[i] if i < len(ends) else len(block)

@@ -43,22 +43,27 @@ class Distribution:
     replicas: int
     is_chief: bool  # the process that writes the run directory (always true unless multi_worker)
     workers: int = 1
-    _any: Any = field(default=None, init=False, repr=False)  # compiled any_worker, built on first use
+    _gather: Any = field(default=None, init=False, repr=False)  # compiled `gathered`, built on first use
+
+    def gathered(self, value: int) -> list[int]:
+        """`value` as every replica of every worker has it (a collective: every worker must
+        call it). ReduceOp has no MIN or MAX, and these checks need them."""
+        if self._gather is None:
+            strategy = self.strategy
+
+            @tf.function(input_signature=[tf.TensorSpec([], tf.int64)])
+            def gather(v: tf.Tensor) -> tf.Tensor:
+                # tf.identity puts the value on the replica's device, where the collective runs.
+                out = strategy.run(lambda x: tf.distribute.get_replica_context().all_gather(
+                    tf.identity(x)[None], axis=0), args=(v,))
+                return strategy.experimental_local_results(out)[0]
+
+            self._gather = gather
+        return [int(x) for x in self._gather(tf.constant(value, tf.int64)).numpy()]
 
     def any_worker(self, flag: bool) -> bool:
         """True if `flag` is true on any worker (a collective: every worker must call it)."""
-        if self._any is None:
-            strategy = self.strategy
-
-            @tf.function(input_signature=[tf.TensorSpec([], tf.int32)])
-            def any_true(value: tf.Tensor) -> tf.Tensor:
-                # tf.identity puts the value on the replica's device, where the collective runs.
-                summed = strategy.run(lambda v: tf.distribute.get_replica_context().all_reduce(
-                    tf.distribute.ReduceOp.SUM, tf.identity(v)), args=(value,))
-                return strategy.experimental_local_results(summed)[0]
-
-            self._any = any_true
-        return bool(self._any(tf.constant(int(flag), tf.int32)) > 0)
+        return max(self.gathered(int(flag))) > 0
 
     def describe(self) -> str:
         if self.kind == "none":

@@ -461,20 +461,11 @@ def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int], to
 def _check_same_start(distribution: Distribution, step: int, run: RunPaths) -> None:
     """Every worker must start from the same checkpoint: each restores from `train.run_dir`,
     which therefore has to be one directory all of them see (shared storage)."""
-    strategy = distribution.strategy
-
-    @tf.function
-    def bounds() -> tuple[tf.Tensor, tf.Tensor]:
-        def replica() -> tf.Tensor:  # every replica's step (ReduceOp has no MIN or MAX)
-            return tf.distribute.get_replica_context().all_gather(tf.constant([step], tf.int64), axis=0)
-        steps = strategy.experimental_local_results(strategy.run(replica))[0]
-        return tf.reduce_min(steps), tf.reduce_max(steps)
-
-    low, high = (int(x) for x in bounds())
-    if low != high:
+    steps = distribution.gathered(step)
+    if min(steps) != max(steps):
         raise LmtrainError(
-            f"train.run_dir: the workers found different checkpoints in {run.root} (steps {low} to {high}); "
-            f"with train.distribute=multi_worker it must be one directory every worker sees"
+            f"train.run_dir: the workers found different checkpoints in {run.root} (steps {min(steps)} to "
+            f"{max(steps)}); with train.distribute=multi_worker it must be one directory every worker sees"
         )
 
 
