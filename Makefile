@@ -25,8 +25,9 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# Sampled vs full softmax on the demo corpus at two vocabularies, a num_sampled sweep and the
-# regularised recipe: table + plot in runs/compare/ (about 40 min on 2 CPU cores).
+# Sampled vs full softmax on the demo corpus at two vocabularies, plain and with the regularised
+# recipe, and a num_sampled sweep: table + plot in runs/compare/ (about 4 hours on 2 CPU cores;
+# finished runs are reused, see benchmarks/compare.py --help).
 compare: install
 	$(BIN)/python -m pip install --quiet -e ".[demo,test,compare]"
 	$(BIN)/python benchmarks/compare.py

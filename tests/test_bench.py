@@ -52,20 +52,25 @@ def test_comparison_command_runs(tmp_path):
     out = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     runs = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [r["name"] for r in runs] == ["small-sampled", "small-full", "small-sampled-recipe", "large-sampled",
-                                         "large-full", "large-sampled-8"]
+    names = ["small-sampled", "small-full", "small-sampled-recipe", "small-full-recipe", "large-sampled", "large-full",
+             "large-sampled-recipe", "large-full-recipe"]
+    assert [r["name"] for r in runs] == names + ["large-sampled-8"]
     for r in runs:
         assert r["steps"] == 4 and r["valid"] > 1 and r["test"] > 1
         assert [step for _, step, _ in r["curve"]] == [2, 4]  # validation curve read from the logs
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| large-sampled-8 | word:34 | sampled | 8 |" in table and "Equal wall-clock time" in table
-    assert "Recipe (model.tie_weights=true" in table
+    assert "Recipe: model.tie_weights=true" in table and "- large-full: " in table
+    # Each sampled run is measured against the full-softmax run of its own setup.
+    by_name = {r["name"]: r for r in runs}
+    gap = 100 * (by_name["large-sampled-recipe"]["test"] / by_name["large-full-recipe"]["test"] - 1)
+    assert f"| large-sampled-recipe | word:34 | sampled | 12 | " in table and f"| {gap:+.1f}% |" in table
 
     # Run again with one run changed: only that one trains, the others' figures are reused.
     again = subprocess.run(command + ["--sweep", "6"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     reused = [line.split(":")[0] for line in again.stdout.splitlines() if line.endswith("reusing its figures")]
-    assert reused == ["small-sampled", "small-full", "small-sampled-recipe", "large-sampled", "large-full"]
+    assert reused == names
     assert [r["name"] for r in json.loads((tmp_path / "out" / "results.json").read_text())][-1] == "large-sampled-6"
 
 

@@ -329,6 +329,13 @@ def test_run_dir_of_another_config_and_checkpoint_of_another_shape(tmp_path, cor
     forced = _cli("fit", cfg, "-q", "--force", "--set", "model.hidden_dim=20")
     assert forced.exit_code == 0, forced.output
 
+    # --force starts over even when checkpoints lie there without a config.yaml (a run directory
+    # removed while its training was still writing a checkpoint): nothing of them is resumed.
+    (run_dir / "config.yaml").unlink()
+    again = _cli("fit", cfg, "-q", "--force", "--set", "model.hidden_dim=20")
+    assert again.exit_code == 0, again.output
+    assert "resuming" not in again.output and "already trained" not in again.output
+
 
 def test_yaml_with_python_tags_is_refused(tmp_path):
     cfg = tmp_path / "evil.yaml"

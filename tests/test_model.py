@@ -113,12 +113,15 @@ def test_sampled_loss_equals_tensorflows_own():
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_sampled_train_step_never_touches_all_vocabulary_rows():
+@pytest.mark.parametrize("unique", [True, False])
+def test_sampled_train_step_never_touches_all_vocabulary_rows(unique):
     from lmtrain.optim import LazyAdam
+    from lmtrain.sampling import UNIQUE_SCOPE
 
     vocab = 997  # a size no other dimension has
     cfg = config_from_dict({"tokenizer": {"vocab_size": vocab},
-                            "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10}})
+                            "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10,
+                                      "sampler_unique": unique}})
     model = create_model(cfg, vocab, list(range(vocab)))
     optimizer = LazyAdam()
     model.compile(optimizer=optimizer)
@@ -128,8 +131,16 @@ def test_sampled_train_step_never_touches_all_vocabulary_rows():
     # No op may produce a V-sized tensor: not even a whole-variable read (ReadVariableOp), which
     # copies all V rows once a variable has been scatter-updated (TensorFlow's copy-on-read).
     allowed = {"Const", "Placeholder"}  # the sampler's [V] tables, captured as graph inputs
+    sampler_ops = [op for op in graph.get_operations() if UNIQUE_SCOPE in op.name]
+    assert bool(sampler_ops) == unique
+    # The unique draw ranks all ids: [V] numbers from the sampler's own table; of the variables
+    # it reads only the step.
+    wide = [(op.type, op.name, [t.shape for t in op.outputs]) for op in sampler_ops
+            if any(t.shape.rank != 0 if op.type == "ReadVariableOp" else t.shape.rank not in (0, 1)
+                   for t in op.outputs)]
+    assert not wide, wide
     offenders = [
-        (op.type, op.name) for op in graph.get_operations() if op.type not in allowed
+        (op.type, op.name) for op in graph.get_operations() if op.type not in allowed and op not in sampler_ops
         for t in op.outputs if t.shape.rank and t.shape[0] == vocab
     ]
     assert not offenders, offenders

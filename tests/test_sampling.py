@@ -2,24 +2,47 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lmtrain.sampling import _uniform, CandidateSampler, log_uniform_proposal, unigram_proposal
+from lmtrain.sampling import _uniform, CandidateSampler, inclusion_probabilities, log_uniform_proposal, unigram_proposal
 
 
-def test_same_seed_and_step_draw_the_same_negatives():
-    s = CandidateSampler(unigram_proposal([5, 1, 0, 9, 3]), num_sampled=50, seed=7)
+@pytest.mark.parametrize("unique", [True, False])
+def test_same_seed_and_step_draw_the_same_negatives(unique):
+    counts = [5, 1, 0, 9, 3] * 20
+    s = CandidateSampler(unigram_proposal(counts), num_sampled=50, seed=7, unique=unique)
     a, b, c = s.sample(tf.constant(3)), s.sample(tf.constant(3)), s.sample(tf.constant(4))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     # consecutive steps draw unrelated streams, not a shifted copy of one another
     u0, u1 = _uniform(7, tf.constant(0), 64).numpy(), _uniform(7, tf.constant(1), 64).numpy()
     assert not set(u0.tolist()) & set(u1.tolist())
-    other = CandidateSampler(unigram_proposal([5, 1, 0, 9, 3]), num_sampled=50, seed=8)
+    other = CandidateSampler(unigram_proposal(counts), num_sampled=50, seed=8, unique=unique)
     assert not np.array_equal(a, other.sample(tf.constant(3)))
+
+
+def test_unique_negatives_are_distinct_and_expected_counts_are_inclusion_probabilities():
+    counts = 10_000 / np.arange(1, 201) ** 1.1  # Zipfian, 200 ids
+    q = unigram_proposal(counts)
+    s = CandidateSampler(q, num_sampled=40, seed=0)  # unique is the default
+    draws = [s.sample(tf.constant(i)).numpy() for i in range(600)]
+    assert all(len(set(d)) == 40 for d in draws)
+    # With replacement, 40 draws from this Zipf hold far fewer distinct ids.
+    again = CandidateSampler(q, num_sampled=40, seed=0, unique=False)
+    assert np.mean([len(set(again.sample(tf.constant(i)).numpy())) for i in range(50)]) < 30
+    pi = inclusion_probabilities(q, 40)
+    assert pi.sum() == pytest.approx(40) and np.all(np.diff(pi) <= 0) and pi[0] > 0.99
+    empirical = np.bincount(np.concatenate(draws), minlength=len(q)) / 600
+    np.testing.assert_allclose(empirical, pi, atol=0.06)
+    np.testing.assert_allclose(empirical[:20].mean(), pi[:20].mean(), rtol=0.02)
+    _, true_expected, sampled_expected = s(tf.constant([[0], [199]], tf.int64), tf.constant(0))
+    np.testing.assert_allclose(true_expected.numpy().ravel(), pi[[0, 199]], rtol=1e-5)
+    np.testing.assert_allclose(sampled_expected.numpy(), pi[draws[0]], rtol=1e-5)
+    with pytest.raises(ValueError, match="num_sampled"):
+        inclusion_probabilities(q, 200)
 
 
 def test_expected_counts_match_empirical_frequencies():
     counts = np.array([100, 50, 25, 12, 6, 3, 1, 0])
     q = unigram_proposal(counts, distortion=0.75)
-    s = CandidateSampler(q, num_sampled=64, seed=0)
+    s = CandidateSampler(q, num_sampled=64, seed=0, unique=False)
     draws = np.concatenate([s.sample(tf.constant(i)).numpy() for i in range(400)])
     empirical = np.bincount(draws, minlength=len(q)) / 400  # mean count per step
     _, true_expected, sampled_expected = s(tf.constant([[0], [7]], tf.int64), tf.constant(0))
@@ -28,8 +51,9 @@ def test_expected_counts_match_empirical_frequencies():
     assert sampled_expected.shape == (64,)
 
 
-def test_runs_under_xla():
-    s = CandidateSampler(log_uniform_proposal(1000), num_sampled=32, seed=1)
+@pytest.mark.parametrize("unique", [True, False])
+def test_runs_under_xla(unique):
+    s = CandidateSampler(log_uniform_proposal(1000), num_sampled=32, seed=1, unique=unique)
     fn = tf.function(lambda labels, step: s(labels, step), jit_compile=True)
     sampled, _, _ = fn(tf.constant([[1]], tf.int64), tf.constant(5, tf.int64))
     assert np.array_equal(sampled, s.sample(tf.constant(5, tf.int64)))

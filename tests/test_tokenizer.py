@@ -5,7 +5,7 @@ import pytest
 
 from lmtrain.config import TokenizerConfig
 from lmtrain.errors import LmtrainError
-from lmtrain.tokenizer import EOS_ID, NL_ID, sample_lines, train_tokenizer
+from lmtrain.tokenizer import EOS_ID, NL_ID, train_tokenizer
 
 from conftest import WORDS
 
@@ -27,22 +27,6 @@ def test_round_trip_keeps_line_breaks(tmp_path, kind):
 def test_vocabulary_too_large_names_the_key(tmp_path):
     with pytest.raises(LmtrainError, match=r"tokenizer.vocab_size: 5000 is too large for this corpus \(at most \d+"):
         train_tokenizer(_lines(), TokenizerConfig(model_type="unigram", vocab_size=5000), tmp_path / "t.model")
-
-
-def test_line_sample_is_uniform_ordered_and_seeded():
-    lines = [f"line {i}" for i in range(1000)]
-    assert sample_lines(iter(lines[:7]), 10) == lines[:7]  # fewer lines than k: all, in order
-    first = sample_lines(iter(lines), 50, seed=3)
-    assert len(first) == 50 == len(set(first))
-    assert first == sorted(first, key=lines.index)  # original order kept
-    assert sample_lines(iter(lines), 50, seed=3) == first and sample_lines(iter(lines), 50, seed=4) != first
-    # Each line is kept with probability k/n = 0.05: over 400 samples, every tenth of the
-    # stream gets close to a tenth of the picks (this would fail if early or late lines were favoured).
-    picks = [0] * 10
-    for seed in range(400):
-        for line in sample_lines(iter(lines), 50, seed=seed):
-            picks[int(line.split()[1]) // 100] += 1
-    assert all(abs(p / 20000 - 0.1) < 0.01 for p in picks), picks
 
 
 def test_same_vocabulary_in_every_process_when_the_corpus_is_sampled(tmp_path):

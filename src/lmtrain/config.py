@@ -105,6 +105,9 @@ class ModelConfig:
     sampler: SamplerKind = "unigram"
     # Exponent applied to unigram counts (word2vec uses 0.75; 1.0 is the plain unigram).
     sampler_distortion: float = 1.0
+    # Draw num_sampled distinct negatives (without replacement, as TensorFlow's samplers do with
+    # unique=True); false draws with replacement, where frequent ids come up many times a step.
+    sampler_unique: bool = True
     # Share one matrix between the embedding and the output layer (Press & Wolf 2017); when
     # hidden_dim differs from embedding_dim, the LSTM output is projected to embedding_dim.
     tie_weights: bool = False

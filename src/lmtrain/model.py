@@ -440,7 +440,7 @@ def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> 
         proposal = uniform_proposal(vocab_size)
     else:
         proposal = log_uniform_proposal(vocab_size)
-    sampler = CandidateSampler(proposal, m.num_sampled, config.train.seed)
+    sampler = CandidateSampler(proposal, m.num_sampled, config.train.seed, unique=m.sampler_unique)
     model = LanguageModel(
         vocab_size=vocab_size, embedding_dim=m.embedding_dim, hidden_dim=m.hidden_dim,
         num_layers=m.num_layers, dropout=m.dropout, softmax=m.softmax, num_sampled=m.num_sampled,

@@ -2,13 +2,22 @@
 
 TensorFlow's own candidate samplers are stateful CPU-only kernels with no XLA kernel, and the
 default log-uniform one assumes ids sorted by frequency, which BPE ids are not (see
-shared/DESIGN-NOTES.md). This sampler draws `num_sampled` ids with replacement from a fixed
-proposal Q by inverting its CDF with `searchsorted` on stateless uniforms keyed by
-(seed, step): it compiles under XLA, touches no V-sized buffer per step beyond one binary
-search per draw, and a resumed run draws exactly the negatives an uninterrupted one would.
+shared/DESIGN-NOTES.md). This sampler draws from a fixed proposal Q with stateless uniforms
+keyed by (seed, step): it compiles under XLA, and a resumed run draws exactly the negatives an
+uninterrupted one would. `tf.nn.sampled_softmax_loss` subtracts the log of each class's
+expected count from its logit; the sampler returns those counts. Two ways to draw:
 
-With replacement, the expected count of id k among the draws is num_sampled * Q(k); that is
-what `tf.nn.sampled_softmax_loss` subtracts (as a log) from the logits to stay unbiased.
+- unique (the default, as TensorFlow's samplers with unique=True): `num_sampled` distinct ids,
+  sampled without replacement in proportion to Q. That is the same set as drawing with
+  replacement until that many distinct ids have come up, and it is drawn in one shot as the
+  top `num_sampled` of log Q + Gumbel noise (one uniform per id, then a top-k). The expected
+  count of id k is its inclusion probability 1 - (1 - Q(k))^T, with T the number of draws with
+  replacement that yields `num_sampled` distinct ids on average (TensorFlow's approximation,
+  with T fixed here, found once by bisection). Under a Zipfian Q, 1024 draws with replacement
+  repeat the most frequent ids dozens of times and hold only a few hundred distinct ids; the
+  unique set spends every column of the [N, S] logits on a different class.
+- with replacement (`unique=False`): `num_sampled` draws, by inverting Q's CDF with
+  `searchsorted`; the expected count of id k is num_sampled * Q(k), exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +26,9 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
+
+
+UNIQUE_SCOPE = "unique_negatives"  # name scope of the unique draw's [V]-sized ops
 
 
 def unigram_proposal(counts: Sequence[int], distortion: float = 1.0) -> np.ndarray:
@@ -51,24 +63,63 @@ def log_uniform_proposal(vocab_size: int) -> np.ndarray:
     return (np.log(k + 2) - np.log(k + 1)) / np.log(vocab_size + 1)
 
 
+def inclusion_probabilities(proposal: np.ndarray, num_sampled: int) -> np.ndarray:
+    """P(id k is among `num_sampled` distinct ids drawn in proportion to `proposal`), taken as
+    1 - (1 - Q(k))^T with T the number of draws with replacement whose expected number of
+    distinct ids is `num_sampled` (the approximation TensorFlow's unique samplers use, with
+    their per-step count of draws replaced by its expectation). The result sums to num_sampled.
+    """
+    q = np.asarray(proposal, dtype=np.float64)
+    if not 0 < num_sampled < q.size:
+        raise ValueError(f"num_sampled must be between 1 and {q.size - 1}, got {num_sampled}")
+    log1m_q = np.log1p(-np.minimum(q, 1.0 - 1e-16))
+
+    def distinct(t: float) -> float:
+        return float(-np.expm1(t * log1m_q).sum())
+
+    lo, hi = float(num_sampled), 2.0 * num_sampled  # distinct(t) <= t: T is at least num_sampled
+    while distinct(hi) < num_sampled:
+        lo, hi = hi, 2.0 * hi
+    for _ in range(100):  # bisection to float precision: distinct() is increasing in t
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if distinct(mid) < num_sampled else (lo, mid)
+        if hi - lo <= 1e-9 * hi:
+            break
+    return -np.expm1(hi * log1m_q)
+
+
 class CandidateSampler:
     """Draw negatives from a fixed proposal; returns what `sampled_values` expects."""
 
-    def __init__(self, proposal: np.ndarray, num_sampled: int, seed: int) -> None:
+    def __init__(self, proposal: np.ndarray, num_sampled: int, seed: int, unique: bool = True) -> None:
         proposal = np.asarray(proposal, dtype=np.float64)
         if proposal.ndim != 1 or not np.all(proposal > 0):
             raise ValueError("proposal must be a 1-D array of positive probabilities")
         proposal = proposal / proposal.sum()
-        cdf = np.cumsum(proposal)
-        cdf[-1] = 1.0  # guard against rounding: every uniform in [0, 1) lands on an id
         self.vocab_size = int(proposal.shape[0])
         self.num_sampled = int(num_sampled)
         self.seed = int(seed)
-        self._cdf = tf.constant(cdf, dtype=tf.float64)
-        self._log_q = tf.constant(np.log(proposal), dtype=tf.float32)
+        self.unique = unique
+        if unique:
+            self._log_q = tf.constant(np.log(proposal), dtype=tf.float64)
+            expected = inclusion_probabilities(proposal, self.num_sampled)
+        else:
+            cdf = np.cumsum(proposal)
+            cdf[-1] = 1.0  # guard against rounding: every uniform in [0, 1) lands on an id
+            self._cdf = tf.constant(cdf, dtype=tf.float64)
+            expected = self.num_sampled * proposal
+        self._log_expected = tf.constant(np.log(expected), dtype=tf.float32)
 
     def sample(self, step: tf.Tensor) -> tf.Tensor:
         """`num_sampled` ids (int64), a pure function of (seed, step), the same under XLA."""
+        if self.unique:
+            # Gumbel top-k: log Q(k) - log(-log u_k) ranks ids as successive draws without
+            # replacement would pick them (u = 0 gives -inf: never picked). The only [V]-sized
+            # work of a training step: one number per id, no weights read.
+            with tf.name_scope(UNIQUE_SCOPE):
+                u = _uniform(self.seed, step, self.vocab_size)
+                keys = self._log_q - tf.math.log(-tf.math.log(u))
+                return tf.cast(tf.math.top_k(keys, self.num_sampled).indices, tf.int64)
         u = _uniform(self.seed, step, self.num_sampled)
         ids = tf.searchsorted(self._cdf, u, side="right")
         return tf.minimum(tf.cast(ids, tf.int64), self.vocab_size - 1)
@@ -76,9 +127,8 @@ class CandidateSampler:
     def __call__(self, labels: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(sampled [S], true_expected_count [N, 1], sampled_expected_count [S]) for labels [N, 1]."""
         sampled = self.sample(step)
-        log_s = tf.math.log(tf.constant(float(self.num_sampled)))
-        true_expected = tf.exp(tf.gather(self._log_q, tf.cast(labels, tf.int32)) + log_s)
-        sampled_expected = tf.exp(tf.gather(self._log_q, tf.cast(sampled, tf.int32)) + log_s)
+        true_expected = tf.exp(tf.gather(self._log_expected, tf.cast(labels, tf.int32)))
+        sampled_expected = tf.exp(tf.gather(self._log_expected, tf.cast(sampled, tf.int32)))
         return tf.stop_gradient(sampled), tf.stop_gradient(true_expected), tf.stop_gradient(sampled_expected)
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import io
 import itertools
-import math
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Sequence
 
 import numpy as np
 import sentencepiece as spm
@@ -93,15 +92,19 @@ def document_lines(text: str) -> list[str]:
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
-def train_tokenizer(lines: Iterable[str], config: TokenizerConfig, path: Path) -> Tokenizer:
-    """Train SentencePiece on the given lines (the training split only) and load the result.
+def train_tokenizer(lines: Sequence[str], config: TokenizerConfig, path: Path) -> Tokenizer:
+    """Train SentencePiece on the given lines (from the training split only) and load the result.
 
-    SentencePiece is given at most `tokenizer.max_sentences` lines, a uniform sample drawn here
-    with a seeded generator. Its own sampler (`input_sentence_size`) keeps memory as flat, but
-    it draws differently in every process whatever seed it is given, so the same corpus gave a
-    different vocabulary on each prepare once it had more lines than that.
+    `prepare` passes a sample it drew with `corpus.sample_lines`, which reads a large corpus
+    without holding it. Whatever the caller passes, SentencePiece gets at most
+    `tokenizer.max_sentences` non-blank lines, drawn here with a seeded generator: its own
+    sampler (`input_sentence_size`) draws differently in every process whatever seed it is
+    given, so the same corpus gave a different vocabulary on each prepare.
     """
-    sample = sample_lines((line for line in lines if line.strip()), config.max_sentences)
+    sample = [line for line in lines if line.strip()]
+    if len(sample) > config.max_sentences:
+        keep = np.random.default_rng(0).choice(len(sample), size=config.max_sentences, replace=False)
+        sample = [sample[i] for i in np.sort(keep)]
     # Whatever else SentencePiece draws comes from its own generator: seed it as well.
     spm.set_random_generator_seed(0)
     # The model comes back in memory and is written here: SentencePiece's own file writer does
@@ -129,32 +132,6 @@ def train_tokenizer(lines: Iterable[str], config: TokenizerConfig, path: Path) -
         raise LmtrainError(_explain(str(exc), config)) from None
     path.write_bytes(model.getvalue())
     return Tokenizer(path)
-
-
-def sample_lines(lines: Iterator[str], k: int, seed: int = 0) -> list[str]:
-    """A uniform random sample of `k` lines (all of them if there are fewer), in their original
-    order. Reservoir sampling with Li's Algorithm L: the random draws are per replacement, not per
-    line, so a large corpus costs little more than reading it once, and memory holds k lines."""
-    rng = np.random.default_rng(seed)
-    reservoir = list(itertools.islice(lines, k))
-    if len(reservoir) < k:
-        return reservoir
-    index = list(range(k))  # where each kept line stood, to restore the order
-    def uniform() -> float:  # in (0, 1]: its log is finite
-        return 1.0 - rng.random()
-
-    w = math.exp(math.log(uniform()) / k)
-    position = k - 1
-    while True:
-        skip = math.floor(math.log(uniform()) / math.log1p(-w)) if w < 1 else 0
-        line = next(itertools.islice(lines, skip, None), None)
-        if line is None:
-            break
-        position += skip + 1
-        slot = int(rng.integers(k))
-        reservoir[slot], index[slot] = line, position
-        w *= math.exp(math.log(uniform()) / k)
-    return [reservoir[i] for i in np.argsort(index, kind="stable")]
 
 
 def _explain(message: str, config: TokenizerConfig) -> str:

@@ -547,9 +547,9 @@ def _init_run_dir(run: RunPaths, data: DataPaths, config: Config, force: bool) -
                 f"train.run_dir: {run.root} holds a run made with a different {'/'.join(changed)} config; "
                 f"use --force to start it over, or choose another train.run_dir"
             )
-        if force:
-            shutil.rmtree(run.checkpoints, ignore_errors=True)
-            shutil.rmtree(run.logs, ignore_errors=True)
+    if force:  # start over: even checkpoints found without a config.yaml beside them
+        shutil.rmtree(run.checkpoints, ignore_errors=True)
+        shutil.rmtree(run.logs, ignore_errors=True)
     run.root.mkdir(parents=True, exist_ok=True)
     save_config(config, run.config)
     write_atomic(run.tokenizer, data.tokenizer.read_bytes())
