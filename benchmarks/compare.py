@@ -85,7 +85,6 @@ def main() -> None:
                    "(after changing lmtrain's code, say).")
     args = p.parse_args()
 
-    args.out.mkdir(parents=True, exist_ok=True)
     base = [f"train.max_steps={args.steps}", "train.epochs=1000", f"train.eval_every={args.eval_every}",
             f"train.checkpoint_every={args.steps}", *args.overrides]
     if args.corpus:
@@ -106,6 +105,10 @@ def main() -> None:
                 runs.append(Run(f"large-sampled-{k}", spec, "sampled", k, vocab + [f"model.num_sampled={k}"],
                                 "large-full"))
 
+    unknown = sorted(set(args.only or []) - {r.name for r in runs})
+    if unknown:
+        p.error(f"--only: no run named {', '.join(unknown)} (runs: {', '.join(r.name for r in runs)})")
+    args.out.mkdir(parents=True, exist_ok=True)
     done: list[Run] = []
     for run in runs:
         cfg = load_config(args.config, base + run.overrides + [f"train.run_dir={args.out / run.name}"])
