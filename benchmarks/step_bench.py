@@ -8,10 +8,14 @@ step of:
                builds it (sampled softmax, LazyAdam, clipping);
   (c) full     the full-softmax baseline as Keras users write it: Embedding -> LSTM -> Dense(V),
                SparseCategoricalCrossentropy(from_logits=True), Keras Adam, `train_on_batch`;
-  (d) stock    lmtrain's sampled step (the same model and train_step) with Keras' dense Adam.
-Prints a table (median ms/step, tokens/s, ratios b/a, c/b, d/b, peak RSS) and a last line of
-JSON: {"results": [{"vocab": ..., "floor_ms": ..., "sampled_ms": ..., "full_ms": ...,
-"sampled_stock_adam_ms": ...}, ...]}.
+  (d) stock    lmtrain's sampled step (the same model and train_step) with Keras' dense Adam;
+  (e) keras    the library in a user's own model, trained the usual Keras way: Sequential(
+               keras.layers.Embedding -> LSTM -> lmtrain.keras.SampledSoftmax), compiled with
+               head.loss and lmtrain.keras.LazyAdam, `train_on_batch` (the step `model.fit` runs);
+  (f) keras+E  (e) with lmtrain.keras.Embedding in place of Keras' (which reads its whole matrix).
+Prints a table (median ms/step, tokens/s, ratios b/a, c/b, d/b, e/b, c/e, peak RSS) and a last
+line of JSON: {"results": [{"vocab": ..., "floor_ms": ..., "sampled_ms": ..., "full_ms": ...,
+"sampled_stock_adam_ms": ..., "keras_fit_ms": ..., "keras_fit_row_embedding_ms": ...}, ...]}.
 
 Usage: python benchmarks/step_bench.py [--vocab 10000 100000] [--reps 7] [--warmup 2]
 """
@@ -35,6 +39,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from lmtrain.config import config_from_dict  # noqa: E402
+from lmtrain.keras import Embedding, LazyAdam, SampledSoftmax  # noqa: E402
 from lmtrain.train import build_trainer  # noqa: E402
 
 
@@ -81,6 +86,8 @@ def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
     float(stock_step(batch)["loss"])
     variants["sampled_stock_adam"] = lambda: stock_step(batch)["loss"]
     variants["floor"] = floor_step(model, optimizer, batch[0])
+    variants["keras_fit"] = keras_sampled_step(vocab, args, counts, batch, keras.layers.Embedding)
+    variants["keras_fit_row_embedding"] = keras_sampled_step(vocab, args, counts, batch, Embedding)
     if not args.skip_full:
         variants["full"] = keras_full_softmax_step(vocab, args, batch[0], batch[1])
 
@@ -95,7 +102,7 @@ def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
             times[name].append(time.perf_counter() - t0)
 
     row: dict[str, Any] = {"vocab": vocab}
-    for name in ("floor", "sampled", "full", "sampled_stock_adam"):
+    for name in ("floor", "sampled", "full", "sampled_stock_adam", "keras_fit", "keras_fit_row_embedding"):
         row[f"{name}_ms"] = round(1000 * statistics.median(times[name]), 1) if name in times else None
     row["tokens_per_step"] = args.batch_size * args.seq_len
     row["peak_rss_gb"] = peak_rss_gb()  # this process: all four variants alive together
@@ -179,6 +186,23 @@ def keras_full_softmax_step(vocab: int, args: argparse.Namespace, x: tf.Tensor, 
     return lambda: model.train_on_batch(x, y)
 
 
+def keras_sampled_step(vocab: int, args: argparse.Namespace, counts: np.ndarray, batch: tuple[tf.Tensor, ...],
+                       embedding: type) -> Callable[[], Any]:
+    """(e), (f): the README's "sampled softmax in your own Keras model", trained as Keras trains
+    it (`train_on_batch` runs the compiled train function `fit` runs), on the same batch and
+    with the same unigram proposal as (b)."""
+    head = SampledSoftmax(vocab, num_sampled=args.num_sampled, counts=counts, seed=0)
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        embedding(vocab, args.embedding_dim),
+        keras.layers.LSTM(args.hidden_dim, return_sequences=True),
+        head,
+    ])
+    model.compile(optimizer=LazyAdam(1e-3), loss=head.loss)
+    x, y = batch[0], batch[1]
+    return lambda: model.train_on_batch(x, y)
+
+
 def zipf_counts(vocab: int) -> np.ndarray:
     """Unigram counts following Zipf's law (count proportional to 1/rank), in shuffled id order,
     as BPE ids are: the proposal must not rely on ids being sorted by frequency."""
@@ -198,14 +222,16 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
 
     print(f"\nB={args.batch_size} T={args.seq_len} E={args.embedding_dim} H={args.hidden_dim} "
           f"num_sampled={args.num_sampled}; median of {args.reps} steps after {args.warmup} warm-up; ms/step")
-    print("| vocab | (a) floor | (b) sampled | (c) full+Adam | (d) sampled+Adam | b tokens/s | b/a | c/b | d/b "
-          "| peak RSS GB, all | peak RSS GB, (b) alone |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| vocab | (a) floor | (b) sampled | (c) full+Adam | (d) sampled+Adam | (e) keras fit | (f) keras fit, "
+          "lmtrain Embedding | b tokens/s | b/a | c/b | d/b | e/b | f/b | c/e | peak RSS GB, all "
+          "| peak RSS GB, (b) alone |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        b = r["sampled_ms"]
+        b, e, f = r["sampled_ms"], r["keras_fit_ms"], r["keras_fit_row_embedding_ms"]
         print(f"| {r['vocab']} | {ms(r['floor_ms'])} | {ms(b)} | {ms(r['full_ms'])} | {ms(r['sampled_stock_adam_ms'])} "
-              f"| {tokens / (b / 1000):,.0f} | {ratio(b, r['floor_ms'])} | {ratio(r['full_ms'], b)} "
-              f"| {ratio(r['sampled_stock_adam_ms'], b)} | {r['peak_rss_gb']} | {r['sampled_only_rss_gb']} |")
+              f"| {ms(e)} | {ms(f)} | {tokens / (b / 1000):,.0f} | {ratio(b, r['floor_ms'])} | {ratio(r['full_ms'], b)} "
+              f"| {ratio(r['sampled_stock_adam_ms'], b)} | {ratio(e, b)} | {ratio(f, b)} | {ratio(r['full_ms'], e)} "
+              f"| {r['peak_rss_gb']} | {r['sampled_only_rss_gb']} |")
 
 
 if __name__ == "__main__":

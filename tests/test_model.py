@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lmtrain import model as model_module
+from lmtrain import softmax as softmax_module
 from lmtrain.config import config_from_dict
 from lmtrain.model import create_model
 
@@ -46,7 +46,7 @@ def test_chunked_full_softmax_matches_one_block(monkeypatch):
     model = _model()
     x, y, m = _batch(b=4, t=7)
     whole = model.nll_sum(x, y, m)
-    monkeypatch.setattr(model_module, "LOGITS_BUDGET", V * 3)  # 3 rows per block, ragged last block
+    monkeypatch.setattr(softmax_module, "LOGITS_BUDGET", V * 3)  # 3 rows per block, ragged last block
     chunked = tf.function(model.nll_sum, input_signature=[tf.TensorSpec([None, 7], tf.int32)] * 2
                           + [tf.TensorSpec([None, 7], tf.float32)])(x, y, m)
     np.testing.assert_allclose([float(v) for v in chunked], [float(v) for v in whole], rtol=1e-5)

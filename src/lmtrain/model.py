@@ -1,8 +1,11 @@
 """The Keras language model: Embedding -> LSTM stack -> owned [V, H] output matrix.
 
 Training uses the sampled softmax (`train_step`), evaluation the exact full softmax
-(`test_step`, chunked over rows so memory is bounded by `LOGITS_BUDGET`, never B*T*V), and
-generation steps one token at a time carrying each LSTM layer's (h, c).
+(`nll_sum`, chunked over rows so memory is bounded by `softmax.LOGITS_BUDGET`, never B*T*V),
+and generation steps one token at a time carrying each LSTM layer's (h, c). The output layer's
+maths, the sampler, the row-gathering embedding and the optimizer are the library's
+(`lmtrain.softmax`, `lmtrain.sampling`, `lmtrain.layers`, `lmtrain.optim`): what a Keras user
+gets from `lmtrain.keras` is what `lmtrain fit` trains with.
 
 Why the output matrix is a [V, H] weight of the model and not a `Dense` layer: the sampled loss
 wants rows per class ([V, D], the transpose of a Dense kernel), and gathering rows is what keeps
@@ -12,41 +15,22 @@ states, not logits, because computing all V logits is exactly the cost we avoid 
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
 
+from lmtrain import softmax
 from lmtrain.config import Config
 from lmtrain.errors import LmtrainError
-from lmtrain.sampling import CandidateSampler, log_uniform_proposal, uniform_proposal, unigram_proposal
-
-# Logit given to a sampled class that is the row's true class (exp() of it is exactly 0).
-_MASKED = -1e30
+from lmtrain.layers import Embedding
+from lmtrain.sampling import CandidateSampler, proposal
+from lmtrain.softmax import OutputRows, SamplerFn
 
 _IDS = tf.TensorSpec([None, None], tf.int32)  # token ids [B, T] of any batch and length
-
-# Largest logits block (rows x vocabulary, float32 elements) evaluated at once: 64 MiB.
-LOGITS_BUDGET = 1 << 24
-
-SamplerFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
 # The recurrent state carried between calls: (h, c), each [num_layers, B, H] float32. Stacked
 # tensors rather than a list of pairs, so it fits a SavedModel signature as it is.
 State = tuple[tf.Tensor, tf.Tensor]
-
-
-class RowGatherEmbedding(keras.layers.Embedding):
-    """An Embedding whose lookup reads only the rows it needs (a ResourceGather).
-
-    Keras' own lookup first reads the whole [V, E] variable. Once the optimizer has updated a
-    variable with scatter ops, TensorFlow switches it to copy-on-read, and every whole read
-    then copies all V rows: at V = 100k that added ~80 ms a step here, more than the output
-    layer itself. Gathering from the backend variable avoids the whole read.
-    """
-
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        rows = tf.gather(self.embeddings.value, tf.cast(inputs, tf.int32))  # (B, T, E)
-        return tf.cast(rows, self.compute_dtype)
 
 
 class LanguageModel(keras.Model):
@@ -89,7 +73,7 @@ class LanguageModel(keras.Model):
 
         # Embedding and LSTMs compute in `precision` (weights stay float32 under mixed policies);
         # the output layer is always float32.
-        self.embedding = RowGatherEmbedding(vocab_size, embedding_dim, name="embedding", dtype=precision)
+        self.embedding = Embedding(vocab_size, embedding_dim, name="embedding", dtype=precision)
         self.lstms = [
             keras.layers.LSTM(hidden_dim, return_sequences=True, return_state=True, name=f"lstm_{i}", dtype=precision)
             for i in range(num_layers)
@@ -154,66 +138,28 @@ class LanguageModel(keras.Model):
 
     def logits(self, hidden: tf.Tensor) -> tf.Tensor:
         """Full-softmax logits [..., V] of hidden states [..., H]."""
-        return tf.tensordot(hidden, self.softmax_w, axes=[[-1], [1]]) + self.softmax_b
+        return softmax.logits(hidden, self.softmax_w, self.softmax_b)
 
     def sampled_nll(self, hidden: tf.Tensor, targets: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-        """Sampled-softmax loss per position [N] for hidden [N, H], targets [N].
-
-        The maths of `tf.nn.sampled_softmax_loss(..., remove_accidental_hits=True)` (a test
-        checks they agree), written with ops XLA can compile: TensorFlow's version calls
-        ComputeAccidentalHits, which has no XLA kernel. Logits of the true class and of the
-        sampled classes get the log-Q correction (minus the log of their expected count); a
-        sampled class equal to a row's true class is masked out of that row.
-        """
+        """Sampled-softmax loss per position [N] for hidden [N, H], targets [N]
+        (`softmax.sampled_nll`, with the negatives of training step `step`)."""
         return self._sampled_nll(hidden, self._output_rows(targets, step, detached=False))
 
-    def _output_rows(self, targets: tf.Tensor, step: tf.Tensor, detached: bool) -> "_OutputRows":
-        """The output-layer rows the sampled loss reads: the targets' and the negatives'.
+    def _output_rows(self, targets: tf.Tensor, step: tf.Tensor, detached: bool) -> OutputRows:
+        """The output-layer rows the sampled loss reads (`softmax.output_rows`). `detached` cuts
+        them from the variables, so that `gradients` can take their gradients one by one and
+        assemble the output layer's gradient itself (see `_add_rows`)."""
+        return softmax.output_rows(self.softmax_w.value, self.softmax_b.value, targets, self.sampler, step, detached)
 
-        Row gathers from the backend variables (ResourceGather): only N + S rows are read.
-        `detached` cuts them from the variables, so that `gradients` can take their gradients
-        one by one and assemble the output layer's gradient itself (see `_add_rows`).
-        """
-        labels = tf.cast(targets, tf.int64)  # (N,)
-        sampled, true_expected, sampled_expected = self.sampler(labels[:, None], step)  # (S,) (N,1) (S,)
-        w, b = self.softmax_w.value, self.softmax_b.value
-        rows = [tf.gather(w, labels), tf.gather(b, labels), tf.gather(w, sampled), tf.gather(b, sampled)]
-        if detached:
-            rows = [tf.stop_gradient(r) for r in rows]
-        return _OutputRows(labels, sampled, tf.math.log(true_expected[:, 0]), tf.math.log(sampled_expected), *rows)
-
-    def _sampled_nll(self, hidden: tf.Tensor, rows: "_OutputRows") -> tf.Tensor:
-        true_logits = tf.reduce_sum(hidden * rows.w_true, axis=-1) + rows.b_true - rows.log_q_true  # (N,)
-        sampled_logits = (tf.matmul(hidden, rows.w_sampled, transpose_b=True) + rows.b_sampled
-                          - rows.log_q_sampled)  # (N, S)
-        hits = tf.equal(rows.labels[:, None], rows.sampled[None, :])  # (N, S)
-        sampled_logits = tf.where(hits, tf.constant(_MASKED, sampled_logits.dtype), sampled_logits)
-        logits = tf.concat([true_logits[:, None], sampled_logits], axis=1)  # (N, 1 + S)
-        return tf.reduce_logsumexp(logits, axis=1) - true_logits
+    def _sampled_nll(self, hidden: tf.Tensor, rows: OutputRows) -> tf.Tensor:
+        return softmax.sampled_nll(hidden, rows)
 
     def full_nll(self, hidden: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-        """Exact negative log-likelihood per position [N], in row blocks of at most LOGITS_BUDGET."""
-        rows = max(1, LOGITS_BUDGET // self.vocab_size)
-        n = tf.shape(hidden)[0]
-        if isinstance(hidden.shape[0], int) and hidden.shape[0] <= rows:
-            return self._block_nll(hidden, targets)
-        # As few blocks as the budget allows, of equal size: the padding is under one row per
-        # block (padding to whole budget-sized blocks would multiply the work of small batches).
-        blocks = tf.maximum((n + rows - 1) // rows, 1)
-        size = (n + blocks - 1) // blocks
-        pad = blocks * size - n
-        h = tf.reshape(tf.pad(hidden, [[0, pad], [0, 0]]), [blocks, size, self.output_dim])  # (K, R, H)
-        t = tf.reshape(tf.pad(targets, [[0, pad]]), [blocks, size])  # (K, R)
-        nll = tf.map_fn(
-            lambda ht: self._block_nll(ht[0], ht[1]),
-            (h, t),
-            fn_output_signature=tf.float32,
-            parallel_iterations=1,  # one block alive at a time: that is the memory bound
-        )
-        return tf.reshape(nll, [-1])[:n]
+        """Exact negative log-likelihood per position [N], in row blocks (`softmax.full_nll`)."""
+        return softmax.full_nll(hidden, targets, self.softmax_w, self.softmax_b, self.vocab_size)
 
     def _block_nll(self, hidden: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=self.logits(hidden))
+        return softmax.block_nll(hidden, targets, self.softmax_w, self.softmax_b)
 
     # ---- Keras steps --------------------------------------------------------------------------
 
@@ -403,22 +349,6 @@ class LanguageModel(keras.Model):
         return config
 
 
-class _OutputRows(NamedTuple):
-    """What the sampled loss reads of the output layer, for one batch."""
-
-    labels: tf.Tensor  # (N,) int64 target ids
-    sampled: tf.Tensor  # (S,) int64 negative ids
-    log_q_true: tf.Tensor  # (N,) log of each target's expected count among the draws
-    log_q_sampled: tf.Tensor  # (S,)
-    w_true: tf.Tensor  # (N, H) output rows of the targets
-    b_true: tf.Tensor  # (N,)
-    w_sampled: tf.Tensor  # (S, H) output rows of the negatives
-    b_sampled: tf.Tensor  # (S,)
-
-    def trainable(self) -> list[tf.Tensor]:
-        return [self.w_true, self.b_true, self.w_sampled, self.b_sampled]
-
-
 def _concat_slices(a: Any, b: tf.IndexedSlices) -> tf.IndexedSlices:
     """Two row gradients of one variable as one IndexedSlices (duplicates are summed later)."""
     if not isinstance(a, tf.IndexedSlices):  # a dense gradient: add the rows densely
@@ -434,13 +364,8 @@ def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> 
         raise LmtrainError(
             f"model.num_sampled: {m.num_sampled} must be smaller than the vocabulary ({vocab_size} ids)"
         )
-    if m.sampler == "unigram":
-        proposal = unigram_proposal(unigram_counts, m.sampler_distortion)
-    elif m.sampler == "uniform":
-        proposal = uniform_proposal(vocab_size)
-    else:
-        proposal = log_uniform_proposal(vocab_size)
-    sampler = CandidateSampler(proposal, m.num_sampled, config.train.seed, unique=m.sampler_unique)
+    q = proposal(m.sampler, vocab_size, unigram_counts, m.sampler_distortion)
+    sampler = CandidateSampler(q, m.num_sampled, config.train.seed, unique=m.sampler_unique)
     model = LanguageModel(
         vocab_size=vocab_size, embedding_dim=m.embedding_dim, hidden_dim=m.hidden_dim,
         num_layers=m.num_layers, dropout=m.dropout, softmax=m.softmax, num_sampled=m.num_sampled,

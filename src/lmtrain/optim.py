@@ -1,4 +1,4 @@
-"""The optimizer `fit` uses: Adam that keeps sparse gradients sparse ("lazy Adam").
+"""`LazyAdam`: Adam that keeps sparse gradients sparse, for any Keras model and for `lmtrain fit`.
 
 Under sampled softmax the gradients of the [V, H] output matrix, its bias and the [V, E]
 embedding are `tf.IndexedSlices` touching only B*T + num_sampled rows. Keras 3 `Adam` densifies
@@ -20,8 +20,10 @@ This reproduces Keras' Adam on the same gradients except that the skipped steps 
 bias-correction factor alpha instead of their own (and eps is applied to the undecayed v); the
 tests bound the gap. See `_sum_duplicates` for the second moment of repeated rows.
 
-Gradient clipping is done in `LanguageModel.train_step` with `tf.clip_by_global_norm`, which
-keeps `IndexedSlices` sparse; Keras' `global_clipnorm` would densify them.
+Gradient clipping: `LazyAdam(global_clipnorm=...)` / `clipnorm=` clip with
+`tf.clip_by_global_norm` / `tf.clip_by_norm`, which keep `IndexedSlices` sparse (Keras' own
+clipping would densify them). `lmtrain fit` clips in `LanguageModel.gradients` instead, after
+summing over replicas, and uses the `_SummedGradients` variants below.
 """
 
 from __future__ import annotations
@@ -35,25 +37,20 @@ import tensorflow as tf
 from lmtrain.config import TrainConfig
 
 
-class _SummedGradients:
-    """Take gradients as already summed over replicas.
+@keras.saving.register_keras_serializable(package="lmtrain")
+class LazyAdam(keras.optimizers.Adam):
+    """Adam whose updates from `IndexedSlices` gradients read and write only the touched rows.
 
-    Keras sums gradients over replicas inside `apply`, in the replica context. `LanguageModel`
-    sums them itself, before clipping and the finiteness check (so every replica clips by the
-    global norm and takes the same apply-or-skip decision), and applies them from the
-    cross-replica context; summing again would multiply them by the number of replicas.
+    A standard Keras optimizer (same arguments as `keras.optimizers.Adam`, except `amsgrad`):
+    use it in `model.compile` with any model. Dense gradients get Keras' Adam update; row
+    gradients (an `Embedding`'s, a `SampledSoftmax` head's) update only their rows, and each row
+    catches up in closed form on the momentum steps it skipped when it is next touched. At the
+    end of `model.fit` (`finalize_variable_values`) every row catches up, so `evaluate`,
+    `predict` and `save` see the weights dense Adam would have given them.
+
+    Example:
+        model.compile(optimizer=LazyAdam(1e-3), loss=head.loss)
     """
-
-    def _all_reduce_sum_gradients(self, grads_and_vars: Any) -> Any:
-        return grads_and_vars
-
-
-class Adam(_SummedGradients, keras.optimizers.Adam):
-    """Keras' dense Adam (`train.optimizer: adam`), taking gradients already summed over replicas."""
-
-
-class LazyAdam(_SummedGradients, keras.optimizers.Adam):
-    """Adam whose updates from `IndexedSlices` gradients read and write only the touched rows."""
 
     def build(self, var_list: Sequence[keras.Variable]) -> None:
         if self.built:
@@ -101,11 +98,35 @@ class LazyAdam(_SummedGradients, keras.optimizers.Adam):
         Evaluation subtracts it from a copy of the weights: the state itself is left as is, so
         a run that was stopped and resumed follows exactly the path of one that never stopped.
         """
+        catch_up, _, _ = self._owed(variable)
+        return catch_up
+
+    def finalize_variable_values(self, var_list: Sequence[keras.Variable]) -> None:
+        """Bring every row up to date (Keras calls this at the end of `fit`): the skipped steps
+        are applied for good, so the weights are what dense Adam would hold, and the rows'
+        moments and step counters say so (training on continues from there)."""
+        super().finalize_variable_values(var_list)
+        for variable in var_list:
+            index = self._get_variable_index(variable)
+            catch_up, m, v = self._owed(variable)
+            variable.assign_sub(catch_up)
+            self._momentums[index].assign(m)
+            self._velocities[index].assign(v)
+            self._last_steps[index].assign(tf.fill(self._last_steps[index].shape, self.iterations))
+
+    def _owed(self, variable: keras.Variable) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         index = self._get_variable_index(variable)
         skipped = self.iterations - self._last_steps[index].value  # (V,) steps since last touched
         m, v = self._momentums[index].value, self._velocities[index].value
-        catch_up, _, _ = self._skip(m, v, skipped, self._alpha(self.learning_rate, variable.dtype))
-        return catch_up
+        return self._skip(m, v, skipped, self._alpha(self.learning_rate, variable.dtype))
+
+    def _clip_gradients(self, grads: list[Any]) -> list[Any]:
+        # TensorFlow's clipping keeps IndexedSlices sparse; Keras' own densifies them.
+        if self.global_clipnorm and self.global_clipnorm > 0:
+            return tf.clip_by_global_norm(grads, self.global_clipnorm)[0]
+        if self.clipnorm and self.clipnorm > 0:
+            return [None if g is None else tf.clip_by_norm(g, self.clipnorm) for g in grads]
+        return super()._clip_gradients(grads)
 
     def _alpha(self, learning_rate: Any, dtype: Any) -> tf.Tensor:
         t = tf.cast(self.iterations + 1, dtype)
@@ -122,6 +143,27 @@ class LazyAdam(_SummedGradients, keras.optimizers.Adam):
         series = r * (1 - tf.pow(r, n)) / (1 - r)  # sum_{j=1..n} r^j
         catch_up = alpha * m / (tf.sqrt(v) + self.epsilon) * series
         return catch_up, m * tf.pow(beta_1, n), v * tf.pow(beta_2, n)
+
+
+class _SummedGradients:
+    """Take gradients as already summed over replicas.
+
+    Keras sums gradients over replicas inside `apply`, in the replica context. `LanguageModel`
+    sums them itself, before clipping and the finiteness check (so every replica clips by the
+    global norm and takes the same apply-or-skip decision), and applies them from the
+    cross-replica context; summing again would multiply them by the number of replicas.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars: Any) -> Any:
+        return grads_and_vars
+
+
+class Adam(_SummedGradients, keras.optimizers.Adam):
+    """Keras' dense Adam (`train.optimizer: adam`), taking gradients already summed over replicas."""
+
+
+class SummedLazyAdam(_SummedGradients, LazyAdam):
+    """`LazyAdam` taking gradients already summed over replicas (`train.optimizer: lazy_adam`)."""
 
 
 def _sum_duplicates(grad: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -180,7 +222,7 @@ def create_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.
     if config.optimizer == "adam":
         optimizer: keras.optimizers.Optimizer = Adam(learning_rate=rate)
     else:
-        optimizer = LazyAdam(learning_rate=rate)
+        optimizer = SummedLazyAdam(learning_rate=rate)
     if config.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

@@ -63,6 +63,24 @@ def log_uniform_proposal(vocab_size: int) -> np.ndarray:
     return (np.log(k + 2) - np.log(k + 1)) / np.log(vocab_size + 1)
 
 
+SAMPLERS = ("unigram", "log_uniform", "uniform")
+
+
+def proposal(kind: str, vocab_size: int, counts: Sequence[int] | None = None, distortion: float = 1.0) -> np.ndarray:
+    """The proposal Q a sampler draws from, by name (`model.sampler`, `SampledSoftmax(sampler=)`)."""
+    if kind == "unigram":
+        if counts is None:
+            raise ValueError("the unigram sampler needs the training targets' counts")
+        if len(counts) != vocab_size:
+            raise ValueError(f"unigram counts must have one entry per id: {vocab_size} expected, got {len(counts)}")
+        return unigram_proposal(counts, distortion)
+    if kind == "uniform":
+        return uniform_proposal(vocab_size)
+    if kind == "log_uniform":
+        return log_uniform_proposal(vocab_size)
+    raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {kind!r}")
+
+
 def inclusion_probabilities(proposal: np.ndarray, num_sampled: int) -> np.ndarray:
     """P(id k is among `num_sampled` distinct ids drawn in proportion to `proposal`), taken as
     1 - (1 - Q(k))^T with T the number of draws with replacement whose expected number of

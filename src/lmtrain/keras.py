@@ -1,0 +1,37 @@
+"""`lmtrain.keras`: sampled softmax for your own Keras model (the library `lmtrain fit` is built on).
+
+    import keras
+    from lmtrain.keras import SampledSoftmax, LazyAdam
+
+    head = SampledSoftmax(vocab_size, num_sampled=1000)
+    model = keras.Sequential([keras.Input((None,), dtype="int32"),
+                              keras.layers.Embedding(vocab_size, 256),
+                              keras.layers.LSTM(1024, return_sequences=True),
+                              head])
+    model.compile(optimizer=LazyAdam(1e-3), loss=head.loss)
+    model.fit(x, y)               # sampled softmax
+    model.evaluate(x_val, y_val)  # exact full-softmax cross-entropy, nats per token
+    model.predict(x[:2])          # full-softmax probabilities [2, T, V]
+
+- `SampledSoftmax`: the output layer (owns the [V, D] matrix and the bias) and its loss.
+- `LazyAdam`: Adam that updates only the rows a sparse gradient touches.
+- `Embedding`: `keras.layers.Embedding` that reads only the rows it looks up (no whole-matrix
+  copy per step once LazyAdam has scatter-updated it).
+- `CandidateSampler` and the proposals: the stateless negative sampler, for custom losses.
+
+Needs the TensorFlow backend of Keras 3.
+"""
+
+from __future__ import annotations
+
+import keras as _keras
+
+if _keras.backend.backend() != "tensorflow":  # pragma: no cover - the project installs TensorFlow
+    raise ImportError(f"lmtrain.keras needs Keras' TensorFlow backend; KERAS_BACKEND is {_keras.backend.backend()!r}")
+
+from lmtrain.layers import Embedding, SampledSoftmax, SampledSoftmaxLoss  # noqa: E402
+from lmtrain.optim import LazyAdam  # noqa: E402
+from lmtrain.sampling import CandidateSampler, log_uniform_proposal, uniform_proposal, unigram_proposal  # noqa: E402
+
+__all__ = ["SampledSoftmax", "SampledSoftmaxLoss", "LazyAdam", "Embedding", "CandidateSampler",
+           "unigram_proposal", "log_uniform_proposal", "uniform_proposal"]

@@ -1,0 +1,377 @@
+"""Keras layers for a sampled-softmax language model: the `SampledSoftmax` head with its loss,
+and an `Embedding` whose lookup reads only the rows it needs.
+
+The head answers "how do I use sampled softmax in my own Keras model": it is the last layer,
+`compile(loss=head.loss)`, and `fit` / `evaluate` / `predict` / `save` work as with
+`Dense(V, "softmax")`. Keras calls a loss with (y_true, y_pred) only, so the head's output
+carries what the loss needs: in training (`training=True`, as `fit` calls it) the output is the
+hidden states themselves, from which the loss computes the sampled softmax over the targets and
+`num_sampled` negatives (never all V logits); in inference it is the full-softmax
+probabilities, with their logits attached, from which the loss computes the exact
+cross-entropy. The maths is `lmtrain.softmax`, the negatives come from
+`lmtrain.sampling.CandidateSampler`: the same code `lmtrain fit` trains with.
+"""
+
+from __future__ import annotations
+
+import random
+import weakref
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lmtrain import softmax
+from lmtrain.sampling import SAMPLERS, CandidateSampler, proposal
+
+# Keras' losses read targets as float32 (`Loss.__call__` converts them), which holds every
+# integer up to 2**24 exactly.
+MAX_VOCAB = 1 << 24
+
+
+@keras.saving.register_keras_serializable(package="lmtrain")
+class Embedding(keras.layers.Embedding):
+    """`keras.layers.Embedding` whose lookup reads only the rows it needs (a ResourceGather).
+
+    A drop-in replacement (same arguments, weights and saved form). Keras' own lookup first
+    reads the whole [V, E] variable. Once an optimizer has updated a variable with scatter ops
+    (as `LazyAdam` does), TensorFlow switches it to copy-on-read, and every whole read then
+    copies all V rows: at V = 100k that added ~80 ms a step here, more than the output layer.
+    """
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        if self.lora_enabled or self.quantization_mode is not None:
+            return super().call(inputs)
+        rows = tf.gather(self.embeddings.value, tf.cast(inputs, tf.int32))  # (B, T, E)
+        return tf.cast(rows, self.compute_dtype)
+
+
+@dataclass(frozen=True)
+class _Output:
+    """What a head's output tensor carries for its loss."""
+
+    head: "SampledSoftmax"
+    training: bool  # True: the output is the hidden states; False: probabilities
+    logits: Any = None  # the probabilities' logits (inference only)
+
+
+class _EagerMarks:
+    """`_Output`s of eager tensors (which take no attributes), by tensor id until it is freed.
+    Not a dict attribute of the layer, which Keras would track and walk when saving."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, _Output] = {}
+
+    def put(self, tensor: Any, output: _Output) -> None:
+        key = id(tensor)
+        self._by_id[key] = output
+        weakref.finalize(tensor, self._by_id.pop, key, None)
+
+    def get(self, tensor: Any) -> _Output | None:
+        return self._by_id.get(id(tensor))
+
+
+class _StockLossTrap:
+    """Set as `_keras_logits` of the training output. Keras' own cross-entropies look for that
+    attribute and convert it to a tensor; this turns that into a clear error instead of a
+    silent loss computed from hidden states (`compile(loss="sparse_categorical_crossentropy")`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __tf_tensor__(self, dtype: Any = None, name: Any = None) -> tf.Tensor:
+        raise ValueError(
+            f"SampledSoftmax layer {self.name!r}: in training its output is the hidden states, not "
+            f"probabilities, so a stock loss cannot be used with it; compile the model with the head's "
+            f"own loss: model.compile(optimizer=..., loss=head.loss)"
+        )
+
+
+@keras.saving.register_keras_serializable(package="lmtrain")
+class SampledSoftmax(keras.layers.Layer):
+    """A softmax output layer over `vocab_size` classes, trained with the sampled softmax.
+
+    Use it where `Dense(vocab_size, activation="softmax")` would be, and compile with its own
+    loss:
+
+    ```python
+    head = SampledSoftmax(vocab_size, num_sampled=1000)
+    model = keras.Sequential([keras.Input((None,), dtype="int32"),
+                              keras.layers.Embedding(vocab_size, 256),
+                              keras.layers.LSTM(1024, return_sequences=True),
+                              head])
+    model.compile(optimizer=lmtrain.keras.LazyAdam(1e-3), loss=head.loss)
+    model.fit(x, y)   # x, y: int token ids [N, T]
+    ```
+
+    It owns a [V, D] matrix `kernel` (one row per class, the transpose of a Dense kernel: the
+    sampled loss gathers rows) and a [V] `bias`, both float32 whatever the dtype policy.
+
+    Args:
+        vocab_size: number of classes V (ids 0 .. V-1).
+        num_sampled: negatives drawn per training step, shared by every position of the batch;
+            fewer than `vocab_size`.
+        sampler: the proposal the negatives are drawn from: "unigram" (in proportion to the
+            targets' counts: `counts=` or `adapt`), "log_uniform" (Zipf, TensorFlow's default:
+            right only when ids are sorted by decreasing frequency, as Keras' `TextVectorization`
+            sorts them) or "uniform". Default: "unigram" when counts are known, else "log_uniform".
+        counts: how often each id occurs as a target in the training data ([V] non-negative).
+        distortion: the unigram proposal is proportional to (count + 1) ** distortion.
+        unique: draw `num_sampled` distinct negatives (without replacement); else with replacement.
+        seed: seeds the negatives; with the layer's `step` counter it keys a stateless draw, so a
+            restored model continues with the negatives an uninterrupted one would have drawn.
+        kernel_initializer, bias_initializer: initializers of `kernel` and `bias`.
+
+    Call: inputs [..., D] (e.g. [B, T, D] from an LSTM with `return_sequences=True`, or [B, D]).
+    With `training=True` (as `fit` calls it) the output is the inputs, as float32: the hidden
+    states `head.loss` needs. Otherwise it is the full-softmax probabilities [..., V].
+
+    `head.loss` takes integer targets ([B, T] for 3-D inputs, [B] for 2-D; a trailing 1 is
+    allowed) and gives the sampled-softmax loss in training and the exact full-softmax
+    cross-entropy (nats per token) in evaluation. Keras masking and `sample_weight` weight it as
+    they weight any Keras loss.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_sampled: int = 1024,
+        sampler: str | None = None,
+        counts: Iterable[int] | None = None,
+        distortion: float = 1.0,
+        unique: bool = True,
+        seed: int | None = None,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or not 2 <= vocab_size <= MAX_VOCAB:
+            raise ValueError(f"SampledSoftmax: vocab_size must be an integer from 2 to {MAX_VOCAB}; got {vocab_size!r}")
+        if isinstance(num_sampled, bool) or not isinstance(num_sampled, (int, np.integer)) or not 0 < num_sampled < vocab_size:
+            raise ValueError(f"SampledSoftmax: num_sampled must be an integer from 1 to vocab_size - 1 "
+                             f"({int(vocab_size) - 1}); got {num_sampled!r}")
+        if sampler is not None and sampler not in SAMPLERS:
+            raise ValueError(f"SampledSoftmax: sampler must be one of {', '.join(map(repr, SAMPLERS))} (or None); "
+                             f"got {sampler!r}")
+        if not distortion > 0:
+            raise ValueError(f"SampledSoftmax: distortion must be positive; got {distortion!r}")
+        self.vocab_size, self.num_sampled = int(vocab_size), int(num_sampled)
+        self.sampler_name, self.distortion, self.unique = sampler, float(distortion), bool(unique)
+        self.seed = int(seed) if seed is not None else random.randrange(2**31)
+        self.counts = None if counts is None else self._checked_counts(counts)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.supports_masking = True
+        self._candidates: CandidateSampler | None = None
+        self._eager_outputs = _EagerMarks()
+
+    # ---- Keras layer contract ---------------------------------------------------------------
+
+    def build(self, input_shape: Any) -> None:
+        dim = input_shape[-1] if input_shape else None
+        if dim is None:
+            raise ValueError(f"SampledSoftmax: the last dimension of its input must be known; got shape {input_shape}")
+        self.input_dim = int(dim)
+        # float32 and not autocast: the sampled loss's log-Q correction needs float32, and an
+        # autocast read would cast all V rows every step.
+        self.kernel = self.add_weight(shape=(self.vocab_size, self.input_dim), initializer=self.kernel_initializer,
+                                      dtype="float32", autocast=False, name="kernel")
+        self.bias = self.add_weight(shape=(self.vocab_size,), initializer=self.bias_initializer, dtype="float32",
+                                    autocast=False, name="bias")
+        # Training steps taken: with `seed` it keys the negatives. One per replica's step under
+        # tf.distribute (every replica draws the same negatives).
+        self.step = self.add_weight(shape=(), initializer="zeros", dtype="int64", trainable=False, autocast=False,
+                                    aggregation="only_first_replica", name="step")
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        hidden = tf.cast(inputs, tf.float32)  # (..., D)
+        if training:
+            out = tf.identity(hidden)
+            self._mark(out, _Output(self, True))
+            try:
+                out._keras_logits = _StockLossTrap(self.name)
+            except AttributeError:  # an eager tensor (run_eagerly): no trap there
+                pass
+            return out
+        logits = softmax.logits(hidden, self.kernel, self.bias)  # (..., V)
+        probs = tf.nn.softmax(logits)
+        self._mark(probs, _Output(self, False, logits))
+        try:
+            probs._keras_logits = logits  # Keras' own cross-entropies then use the logits too
+        except AttributeError:
+            pass
+        return probs
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        return (*input_shape[:-1], self.vocab_size)
+
+    def compute_output_spec(self, inputs: Any, training: Any = None) -> keras.KerasTensor:
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype="float32")
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        return mask
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            vocab_size=self.vocab_size, num_sampled=self.num_sampled, sampler=self.sampler_name,
+            counts=None if self.counts is None else self.counts.tolist(), distortion=self.distortion,
+            unique=self.unique, seed=self.seed,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+        )
+        return config
+
+    # ---- the loss and the sampler -----------------------------------------------------------
+
+    @property
+    def loss(self) -> "SampledSoftmaxLoss":
+        """The loss to compile the model with: sampled in training, exact in evaluation."""
+        return SampledSoftmaxLoss(head=self)
+
+    def adapt(self, data: Any) -> None:
+        """Count how often each id occurs in `data` (training targets) for the unigram sampler.
+
+        `data`: an array or tensor of ids, or a `tf.data.Dataset` of them; a dataset of tuples
+        (such as (x, y) pairs) is read for its last element, the targets.
+        """
+        counts = np.zeros(self.vocab_size, np.int64)
+        batches = data.as_numpy_iterator() if isinstance(data, tf.data.Dataset) else [data]
+        for batch in batches:
+            if isinstance(batch, (tuple, list)) and isinstance(data, tf.data.Dataset):
+                batch = batch[-1]
+            ids = np.asarray(batch)
+            if ids.size and not np.issubdtype(ids.dtype, np.integer):
+                if not np.all(np.equal(np.mod(ids, 1), 0)):
+                    raise ValueError("SampledSoftmax.adapt: expected integer class ids; got non-integer values")
+            ids = ids.astype(np.int64).ravel()
+            if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+                raise ValueError(f"SampledSoftmax.adapt: ids must be in [0, {self.vocab_size}); "
+                                 f"got values from {ids.min()} to {ids.max()}")
+            counts += np.bincount(ids, minlength=self.vocab_size)
+        self.counts = counts
+        self._candidates = None
+
+    @property
+    def sampler(self) -> CandidateSampler:
+        """The candidate sampler the training loss draws negatives with (built on first use)."""
+        if self._candidates is None:
+            kind = self.sampler_name or ("unigram" if self.counts is not None else "log_uniform")
+            if kind == "unigram" and self.counts is None:
+                raise ValueError("SampledSoftmax(sampler='unigram') needs the targets' counts: pass counts= or call "
+                                 "head.adapt(y_train) before training")
+            with tf.init_scope():  # its tables are constants of no one graph: built eagerly
+                q = proposal(kind, self.vocab_size, self.counts, self.distortion)
+                self._candidates = CandidateSampler(q, self.num_sampled, self.seed, unique=self.unique)
+        return self._candidates
+
+    def nll(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        """Per-position loss of this head's output `y_pred` against integer targets `y_true`."""
+        labels = self._labels(y_true, y_pred)  # (...,) int64, y_pred's shape without its last axis
+        if _is_placeholder(y_pred):
+            # Keras' symbolic build (under a distribution strategy) calls the loss on placeholders
+            # only to learn its output's shape and dtype.
+            return tf.zeros(tf.shape(labels), tf.float32)
+        output = self._output_of(y_pred)
+        flat_labels = tf.reshape(labels, [-1])  # (N,)
+        if not output.training:
+            logits = tf.reshape(output.logits, [-1, self.vocab_size])
+            nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=flat_labels, logits=logits)
+            return tf.reshape(nll, tf.shape(labels))
+        hidden = tf.reshape(y_pred, [-1, self.input_dim])  # (N, D)
+        step = tf.convert_to_tensor(self.step)  # read before the increment below
+        rows = softmax.output_rows(self.kernel.value, self.bias.value, flat_labels, self.sampler, step)
+        nll = softmax.sampled_nll(hidden, rows)  # (N,)
+        with tf.control_dependencies([nll]):
+            self.step.assign_add(1)
+        return tf.reshape(nll, tf.shape(labels))
+
+    def _labels(self, y_true: Any, y_pred: tf.Tensor) -> tf.Tensor:
+        """The targets as int64 class ids shaped like y_pred without its last axis, checked."""
+        y = tf.convert_to_tensor(y_true)
+        rank = y_pred.shape.rank
+        if y.shape.rank == rank and y.shape[-1] == 1:
+            y = tf.squeeze(y, -1)
+        if y.shape.rank == rank:
+            raise ValueError(
+                f"SampledSoftmax: expected integer class ids as targets, of shape {_shape(y_pred.shape[:-1])}; got "
+                f"targets of shape {_shape(y.shape)}, which look one-hot: pass the ids (e.g. y.argmax(-1)) instead")
+        if y.shape.rank != rank - 1 or not y.shape.is_compatible_with(y_pred.shape[:-1]):
+            raise ValueError(
+                f"SampledSoftmax: expected integer class ids as targets, of shape {_shape(y_pred.shape[:-1])} "
+                f"(one per output position); got targets of shape {_shape(y.shape)}")
+        if not (y.dtype.is_integer or y.dtype.is_floating):
+            raise ValueError(f"SampledSoftmax: expected integer class ids as targets; got dtype {y.dtype.name}")
+        values = tf.cast(y, tf.float64)
+        valid = tf.reduce_all((values >= 0) & (values < self.vocab_size) & (tf.floor(values) == values))
+        check = tf.debugging.Assert(valid, [f"SampledSoftmax: targets must be integer class ids in [0, "
+                                            f"{self.vocab_size}); got values from", tf.reduce_min(values), "to",
+                                            tf.reduce_max(values)], summarize=3)
+        with tf.control_dependencies([check]):
+            return tf.cast(y, tf.int64)
+
+    def _mark(self, tensor: tf.Tensor, output: _Output) -> None:
+        """Attach `output` to a tensor this layer returns (eager tensors take no attributes:
+        they are remembered by id until they are freed)."""
+        try:
+            tensor._lmtrain_output = output
+        except AttributeError:
+            self._eager_outputs.put(tensor, output)
+
+    def _output_of(self, y_pred: Any) -> _Output:
+        output = getattr(y_pred, "_lmtrain_output", None) or self._eager_outputs.get(y_pred)
+        if output is None or output.head is not self:
+            raise ValueError(
+                f"the loss of SampledSoftmax layer {self.name!r} got predictions that are not that layer's output; "
+                f"head.loss only works as the loss of a model whose output is head's output")
+        return output
+
+    @staticmethod
+    def _checked_counts(counts: Iterable[int]) -> np.ndarray:
+        c = np.asarray(list(counts) if not isinstance(counts, np.ndarray) else counts)
+        if c.ndim != 1 or (c.size and (not np.all(np.isfinite(c)) or c.min() < 0)):
+            raise ValueError("SampledSoftmax: counts must be a 1-D list of non-negative numbers, one per id")
+        return c.astype(np.int64)
+
+
+@keras.saving.register_keras_serializable(package="lmtrain")
+class SampledSoftmaxLoss(keras.losses.Loss):
+    """The loss of a `SampledSoftmax` head (`head.loss`): sampled softmax on its training
+    output, exact full-softmax cross-entropy (nats per token) on its inference output.
+
+    It finds its head through the predictions it is given, so a model loaded from a `.keras`
+    file recompiles with it; given a `head`, it insists on predictions from that head.
+    """
+
+    def __init__(self, head: SampledSoftmax | None = None, reduction: str = "sum_over_batch_size",
+                 name: str = "sampled_softmax") -> None:
+        super().__init__(name=name, reduction=reduction, dtype="float32")
+        # A weak reference: the model holds both, and Keras' saving walks strong references.
+        self._head = weakref.ref(head) if head is not None else None
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        output = getattr(y_pred, "_lmtrain_output", None)
+        head = self._head() if self._head is not None else (output.head if output is not None else None)
+        if head is None and _is_placeholder(y_pred):  # Keras' symbolic build: shapes only
+            return tf.zeros(tf.shape(y_pred)[:-1], tf.float32)
+        if head is None:
+            raise ValueError("SampledSoftmaxLoss got predictions that are not a SampledSoftmax layer's output; "
+                             "use it as the loss of a model whose last layer is a SampledSoftmax head")
+        return head.nll(y_true, y_pred)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "reduction": self.reduction}
+
+
+def _is_placeholder(tensor: Any) -> bool:
+    """True for a graph input: what Keras' symbolic build passes a loss in place of predictions."""
+    op = getattr(tensor, "op", None)
+    return op is not None and not isinstance(tensor, tf.__internal__.EagerTensor) and op.type == "Placeholder"
+
+
+def _shape(shape: tf.TensorShape) -> str:
+    return "[" + ", ".join("batch" if i == 0 and d is None else ("?" if d is None else str(d))
+                           for i, d in enumerate(shape.as_list())) + "]"

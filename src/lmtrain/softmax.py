@@ -1,0 +1,112 @@
+"""The output layer's maths: the sampled-softmax loss from gathered rows, and the exact softmax.
+
+One implementation for both users of it: `lmtrain.layers.SampledSoftmax` (the Keras layer a
+user drops into their own model) and `lmtrain.model.LanguageModel` (what `lmtrain fit` trains).
+Both own a [V, D] output matrix and a [V] bias; these functions take them as tensors (the
+backend variables, so that gathering rows is a ResourceGather of only the rows asked for and
+the gradient stays an `IndexedSlices`).
+
+Why rows [V, D] and not a Dense kernel [D, V]: the sampled loss reads rows per class, and the
+matrix can then also be the (tied) [V, E] embedding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import tensorflow as tf
+
+# Logit given to a sampled class that is the row's true class (exp() of it is exactly 0).
+MASKED = -1e30
+
+# Largest logits block (rows x vocabulary, float32 elements) evaluated at once: 64 MiB.
+LOGITS_BUDGET = 1 << 24
+
+# (labels [N, 1]) , step -> (sampled [S], true_expected_count [N, 1], sampled_expected_count [S])
+SamplerFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
+
+
+class OutputRows(NamedTuple):
+    """What the sampled loss reads of the output layer, for one batch."""
+
+    labels: tf.Tensor  # (N,) int64 target ids
+    sampled: tf.Tensor  # (S,) int64 negative ids
+    log_q_true: tf.Tensor  # (N,) log of each target's expected count among the draws
+    log_q_sampled: tf.Tensor  # (S,)
+    w_true: tf.Tensor  # (N, D) output rows of the targets
+    b_true: tf.Tensor  # (N,)
+    w_sampled: tf.Tensor  # (S, D) output rows of the negatives
+    b_sampled: tf.Tensor  # (S,)
+
+    def trainable(self) -> list[tf.Tensor]:
+        return [self.w_true, self.b_true, self.w_sampled, self.b_sampled]
+
+
+def output_rows(weights: Any, biases: Any, labels: tf.Tensor, sampler: SamplerFn, step: tf.Tensor,
+                detached: bool = False) -> OutputRows:
+    """The rows the sampled loss reads: the targets' and the negatives' (N + S rows, no more).
+
+    `weights` [V, D] and `biases` [V] should be backend variables (`keras_variable.value`):
+    gathering from them reads only the rows asked for. `detached` cuts the rows from the
+    variables, for a caller that assembles the variables' gradients itself
+    (`LanguageModel.gradients` does, to sum the negatives' rows over replicas).
+    """
+    labels = tf.cast(labels, tf.int64)  # (N,)
+    sampled, true_expected, sampled_expected = sampler(labels[:, None], step)  # (S,) (N,1) (S,)
+    rows = [tf.gather(weights, labels), tf.gather(biases, labels), tf.gather(weights, sampled),
+            tf.gather(biases, sampled)]
+    if detached:
+        rows = [tf.stop_gradient(r) for r in rows]
+    return OutputRows(labels, sampled, tf.math.log(true_expected[:, 0]), tf.math.log(sampled_expected), *rows)
+
+
+def sampled_nll(hidden: tf.Tensor, rows: OutputRows) -> tf.Tensor:
+    """Sampled-softmax loss per position [N] for hidden [N, D] and the rows of `output_rows`.
+
+    The maths of `tf.nn.sampled_softmax_loss(..., remove_accidental_hits=True)` (a test checks
+    they agree), written with ops XLA can compile: TensorFlow's version calls
+    ComputeAccidentalHits, which has no XLA kernel. Logits of the true class and of the sampled
+    classes get the log-Q correction (minus the log of their expected count); a sampled class
+    equal to a row's true class is masked out of that row.
+    """
+    true_logits = tf.reduce_sum(hidden * rows.w_true, axis=-1) + rows.b_true - rows.log_q_true  # (N,)
+    sampled_logits = (tf.matmul(hidden, rows.w_sampled, transpose_b=True) + rows.b_sampled
+                      - rows.log_q_sampled)  # (N, S)
+    hits = tf.equal(rows.labels[:, None], rows.sampled[None, :])  # (N, S)
+    sampled_logits = tf.where(hits, tf.constant(MASKED, sampled_logits.dtype), sampled_logits)
+    logits = tf.concat([true_logits[:, None], sampled_logits], axis=1)  # (N, 1 + S)
+    return tf.reduce_logsumexp(logits, axis=1) - true_logits
+
+
+def logits(hidden: tf.Tensor, weights: Any, biases: Any) -> tf.Tensor:
+    """Full-softmax logits [..., V] of hidden states [..., D]."""
+    return tf.tensordot(hidden, weights, axes=[[-1], [1]]) + biases
+
+
+def block_nll(hidden: tf.Tensor, targets: tf.Tensor, weights: Any, biases: Any) -> tf.Tensor:
+    """Exact negative log-likelihood per position [N] of hidden [N, D], all V logits at once."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits(hidden, weights, biases))
+
+
+def full_nll(hidden: tf.Tensor, targets: tf.Tensor, weights: Any, biases: Any, vocab_size: int) -> tf.Tensor:
+    """Exact negative log-likelihood per position [N], in row blocks of at most `LOGITS_BUDGET`
+    floats, so memory never holds N x V logits."""
+    rows = max(1, LOGITS_BUDGET // vocab_size)
+    width = hidden.shape[-1]
+    n = tf.shape(hidden)[0]
+    if isinstance(hidden.shape[0], int) and hidden.shape[0] <= rows:
+        return block_nll(hidden, targets, weights, biases)
+    # As few blocks as the budget allows, of equal size: the padding is under one row per
+    # block (padding to whole budget-sized blocks would multiply the work of small batches).
+    blocks = tf.maximum((n + rows - 1) // rows, 1)
+    size = (n + blocks - 1) // blocks
+    pad = blocks * size - n
+    h = tf.reshape(tf.pad(hidden, [[0, pad], [0, 0]]), [blocks, size, width])  # (K, R, D)
+    t = tf.reshape(tf.pad(targets, [[0, pad]]), [blocks, size])  # (K, R)
+    nll = tf.map_fn(
+        lambda ht: block_nll(ht[0], ht[1], weights, biases),
+        (h, t),
+        fn_output_signature=tf.float32,
+        parallel_iterations=1,  # one block alive at a time: that is the memory bound
+    )
+    return tf.reshape(nll, [-1])[:n]

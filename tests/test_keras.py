@@ -1,0 +1,318 @@
+"""lmtrain.keras: the sampled-softmax head and LazyAdam in a user's own Keras model."""
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lmtrain.keras import Embedding, LazyAdam, SampledSoftmax, SampledSoftmaxLoss
+from lmtrain.sampling import CandidateSampler, UNIQUE_SCOPE, log_uniform_proposal, unigram_proposal
+
+V, T = 40, 6
+
+
+def _data(n=48, seed=0):
+    """A learnable language: each id is followed by (id * 3 + 1) mod V."""
+    rng = np.random.default_rng(seed)
+    start = rng.integers(0, V, (n, 1))
+    seq = [start]
+    for _ in range(T):
+        seq.append((seq[-1] * 3 + 1) % V)
+    ids = np.concatenate(seq, axis=1).astype("int32")
+    return ids[:, :-1], ids[:, 1:]
+
+
+def _lm(head, embedding=keras.layers.Embedding, mask_zero=False):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((None,), dtype="int32"),
+                             embedding(V, 16, mask_zero=mask_zero),
+                             keras.layers.LSTM(24, return_sequences=True),
+                             head])
+
+
+def _cross_entropy(probs, y):
+    return -np.log(np.take_along_axis(probs, y[..., None], -1)[..., 0])
+
+
+def test_the_readme_snippet_runs_as_written(tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Sampled softmax in your own Keras model", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    # Tiny sizes: the widths and the number of negatives, nothing else.
+    tiny = snippet.replace("Embedding(vocab_size, 256)", "Embedding(vocab_size, 16)").replace(
+        "LSTM(1024,", "LSTM(24,").replace("num_sampled=1000", "num_sampled=10")
+    assert tiny.count("16)") and tiny.count("LSTM(24,") and tiny.count("num_sampled=10)")
+    x, y = _data()
+    x_val, y_val = _data(16, seed=1)
+    monkeypatch.chdir(tmp_path)  # the snippet saves lm.keras in the working directory
+    scope = {"vocab_size": V, "x": x, "y": y, "x_val": x_val, "y_val": y_val}
+    exec(compile(tiny, "README.md", "exec"), scope)
+    model, head = scope["model"], scope["head"]
+    assert isinstance(head, SampledSoftmax) and int(head.step.numpy()) == 2  # 48 rows, batches of 32
+    loaded = keras.models.load_model(tmp_path / "lm.keras")
+    np.testing.assert_allclose(loaded.predict(x[:2], verbose=0), model.predict(x[:2], verbose=0), rtol=1e-6)
+    probs = model.predict(x_val, verbose=0)
+    assert model.evaluate(x_val, y_val, verbose=0) == pytest.approx(_cross_entropy(probs, y_val).mean(), rel=1e-5)
+
+
+def test_fit_evaluate_predict_and_save_round_trip(tmp_path):
+    vocab_size = V
+    x, y = _data()
+    x_val, y_val = _data(16, seed=1)
+    keras.utils.set_random_seed(0)
+    head = SampledSoftmax(vocab_size, num_sampled=10)
+    model = keras.Sequential([keras.Input((None,), dtype="int32"),
+                              keras.layers.Embedding(vocab_size, 16),
+                              keras.layers.LSTM(24, return_sequences=True),
+                              head])
+    model.compile(optimizer=LazyAdam(3e-2), loss=head.loss)
+    before = model.evaluate(x_val, y_val, verbose=0)
+    history = model.fit(x, y, epochs=15, batch_size=16, verbose=0)
+    loss = model.evaluate(x_val, y_val, verbose=0)
+    probs = model.predict(x[:2], verbose=0)
+    model.save(tmp_path / "lm.keras")
+    loaded = keras.models.load_model(tmp_path / "lm.keras")
+    assert before == pytest.approx(np.log(V), rel=0.05)
+    assert loss < 0.5 * before  # the sampled training taught the full softmax
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    # evaluate is the exact full-softmax cross-entropy of what predict returns
+    full = model.predict(x_val, verbose=0)
+    assert loss == pytest.approx(_cross_entropy(full, y_val).mean(), rel=1e-5)
+    assert probs.shape == (2, T, V)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(loaded.predict(x[:2], verbose=0), probs, rtol=1e-6, atol=1e-7)
+    assert loaded.evaluate(x_val, y_val, verbose=0) == pytest.approx(loss, rel=1e-6)
+    # LazyAdam's state came back with it (its per-row step counters too)
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 45
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the loaded model recompiled with the head's loss and trains on, from the same step
+    assert int(loaded.layers[-1].step.numpy()) == int(head.step.numpy()) == 15 * 3
+    loaded.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert int(loaded.layers[-1].step.numpy()) == 48
+
+
+def test_training_output_is_hidden_and_the_loss_is_tensorflows_sampled_softmax():
+    head = SampledSoftmax(V, num_sampled=10, sampler="log_uniform", seed=5)
+    hidden = tf.random.normal([3, T, 8], seed=1)
+    out = head(hidden, training=True)
+    assert out.shape == (3, T, 8)
+    np.testing.assert_array_equal(out.numpy(), hidden.numpy())
+    _, y = _data(3)
+    sampler = CandidateSampler(log_uniform_proposal(V), 10, seed=5)  # what lmtrain fit draws with
+    labels = tf.reshape(tf.cast(y, tf.int64), [-1, 1])
+    theirs = tf.nn.sampled_softmax_loss(
+        weights=head.kernel, biases=head.bias, labels=labels, inputs=tf.reshape(hidden, [-1, 8]), num_sampled=10,
+        num_classes=V, sampled_values=sampler(labels, tf.constant(0, tf.int64)), remove_accidental_hits=True)
+    ours = head.nll(tf.constant(y), out)
+    np.testing.assert_allclose(ours.numpy().ravel(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+    assert int(head.step.numpy()) == 1  # the next call draws the negatives of step 1
+
+
+def test_two_dimensional_features_in_a_functional_model():
+    # The dense-features case: inputs [B, D], targets [B].
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(128, 12)).astype("float32")
+    labels = (np.abs(features[:, :4]).argmax(-1) * 7).astype("int64")  # 4 of the V classes
+    inputs = keras.Input((12,))
+    head = SampledSoftmax(V, num_sampled=8, seed=0)
+    model = keras.Model(inputs, head(keras.layers.Dense(16, activation="relu")(inputs)))
+    model.compile(optimizer=LazyAdam(2e-2), loss=head.loss)
+    before = model.evaluate(features, labels, verbose=0)
+    model.fit(features, labels, epochs=10, batch_size=32, verbose=0)
+    probs = model.predict(features, verbose=0)
+    assert probs.shape == (128, V)
+    loss = model.evaluate(features, labels, verbose=0)
+    assert loss == pytest.approx(_cross_entropy(probs, labels).mean(), rel=1e-5)
+    assert loss < 0.5 * before
+
+
+def test_masking_and_sample_weight_weight_the_loss_as_keras_does():
+    head = SampledSoftmax(V, num_sampled=10, seed=0)
+    model = _lm(head, mask_zero=True)
+    model.compile(optimizer=LazyAdam(1e-2), loss=head.loss)
+    x, y = _data(8)
+    x = x.copy()
+    x[:, :2] = 0  # padding: masked positions
+    weights = np.repeat(np.linspace(0.5, 2.0, 8).astype("float32")[:, None], T, axis=1)  # (B, T)
+    probs = model.predict(x, verbose=0)
+    mask = (x != 0).astype("float32")
+    # What Keras gives Dense(V, "softmax") + its own sparse cross-entropy on the same outputs.
+    reference = keras.losses.SparseCategoricalCrossentropy()
+    masked = tf.constant(probs)
+    masked._keras_mask = tf.constant(x != 0)
+    expected = float(reference(y, masked, sample_weight=weights))
+    assert expected == pytest.approx((_cross_entropy(probs, y) * mask * weights).sum()
+                                     / mask.sum(), rel=1e-5)
+    got = model.evaluate(x, y, sample_weight=weights, batch_size=8, verbose=0)
+    assert got == pytest.approx(expected, rel=1e-5)
+    model.fit(x, y, sample_weight=weights, epochs=2, verbose=0)  # and trains with both
+
+
+def test_unigram_sampler_from_counts_or_adapt():
+    x, y = _data()
+    counts = np.bincount(y.ravel(), minlength=V)
+    a = SampledSoftmax(V, num_sampled=10, counts=counts, seed=3)
+    b = SampledSoftmax(V, num_sampled=10, sampler="unigram", seed=3)
+    with pytest.raises(ValueError, match="adapt"):
+        _ = b.sampler
+    b.adapt(tf.data.Dataset.from_tensor_slices((x, y)).batch(16))  # (x, y) pairs: the targets are counted
+    np.testing.assert_array_equal(b.counts, counts)
+    expected = CandidateSampler(unigram_proposal(counts), 10, seed=3).sample(tf.constant(4, tf.int64))
+    for head in (a, b):
+        np.testing.assert_array_equal(head.sampler.sample(tf.constant(4, tf.int64)).numpy(), expected.numpy())
+    assert SampledSoftmax(V, num_sampled=10).get_config()["sampler"] is None
+    assert type(SampledSoftmax(V, 10).sampler._log_q) is not None  # log-uniform by default, no counts needed
+    model = _lm(b)
+    model.compile(optimizer=LazyAdam(1e-2), loss=b.loss)
+    model.fit(x, y, epochs=1, verbose=0)
+    config = b.get_config()
+    assert config["counts"] == counts.tolist() and config["sampler"] == "unigram"
+
+
+def test_stock_adam_and_xla_compiled_fit():
+    x, y = _data()
+    results = []
+    for optimizer, jit in ((keras.optimizers.Adam(3e-2), False), (LazyAdam(3e-2), True), (LazyAdam(3e-2), False)):
+        head = SampledSoftmax(V, num_sampled=10, seed=0)
+        model = _lm(head)
+        model.compile(optimizer=optimizer, loss=head.loss, jit_compile=jit)
+        before = model.evaluate(x, y, verbose=0)
+        model.fit(x, y, epochs=8, batch_size=16, verbose=0)
+        results.append((before, model.evaluate(x, y, verbose=0), model.get_weights()))
+    for before, after, _ in results:
+        assert after < 0.7 * before
+    # XLA trains the same model as the plain step: same negatives, same maths
+    for a, b in zip(results[1][2], results[2][2]):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
+
+
+def test_lazy_adam_finalizes_rows_at_the_end_of_fit():
+    x, y = _data()
+    head = SampledSoftmax(V, num_sampled=5, seed=0)
+    model = _lm(head)
+    optimizer = LazyAdam(1e-2, global_clipnorm=1.0)
+    model.compile(optimizer=optimizer, loss=head.loss)
+    model.fit(x[:16], y[:16], epochs=1, batch_size=16, verbose=0)
+    # After fit every row is up to date: nothing is pending, and the step counters say so.
+    for v in model.trainable_variables:
+        assert float(tf.reduce_max(tf.abs(optimizer.pending(v)))) == 0.0
+    assert all(int(tf.reduce_min(s)) == int(optimizer.iterations) for s in optimizer._last_steps)
+
+
+def test_bad_uses_give_clear_errors():
+    x, y = _data(8)
+    with pytest.raises(ValueError, match="num_sampled.*vocab_size"):
+        SampledSoftmax(V, num_sampled=V)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        SampledSoftmax(V, num_sampled=4, sampler="zipf")
+
+    def compiled():  # a fresh model for each case: a failed trace leaves Keras' step half-built
+        head = SampledSoftmax(V, num_sampled=10)
+        model = _lm(head)
+        model.compile(optimizer=LazyAdam(), loss=head.loss)
+        return model
+
+    # one-hot targets, as the classic answer fed them
+    with pytest.raises(ValueError, match="integer class ids.*one-hot"):
+        compiled().fit(x, keras.utils.to_categorical(y, V), verbose=0)
+    with pytest.raises(ValueError, match="integer class ids.*one-hot"):
+        compiled().evaluate(x, keras.utils.to_categorical(y, V), verbose=0)
+    # a target id outside [0, V)
+    bad = y.copy()
+    bad[0, 0] = V + 3
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"integer class ids in \[0, 40\)"):
+        compiled().fit(x, bad, verbose=0)
+    # the head compiled with a stock loss
+    stock = _lm(SampledSoftmax(V, num_sampled=10))
+    stock.compile(optimizer=LazyAdam(), loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="loss=head.loss"):
+        stock.fit(x, y, verbose=0)
+    # head.loss used with another layer
+    head = SampledSoftmax(V, num_sampled=10)
+    other = _lm(keras.layers.Dense(V, activation="softmax"))
+    other.compile(optimizer=LazyAdam(), loss=head.loss)
+    with pytest.raises(ValueError, match="not that layer's output"):
+        other.fit(x, y, verbose=0)
+    other = _lm(keras.layers.Dense(V, activation="softmax"))
+    other.compile(optimizer="adam", loss=SampledSoftmaxLoss())
+    with pytest.raises(ValueError, match="not a SampledSoftmax layer's output"):
+        other.evaluate(x, y, verbose=0)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_keeps_the_loss_in_float32(policy):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        head = SampledSoftmax(V, num_sampled=10, seed=0)
+        model = _lm(head)
+        model.compile(optimizer=LazyAdam(3e-2), loss=head.loss)
+        x, y = _data()
+        half = policy.split("_")[1]
+        assert model.layers[1].compute_dtype == half
+        assert head.kernel.dtype == "float32"
+        assert head(tf.zeros([1, 2, 24], half), training=True).dtype == tf.float32
+        assert head.loss(tf.constant(y[:1, :2]), head(tf.zeros([1, 2, 24], half), training=True)).dtype == tf.float32
+        before = model.evaluate(x, y, verbose=0)
+        model.fit(x, y, epochs=8, batch_size=16, verbose=0)
+        assert model.evaluate(x, y, verbose=0) < 0.7 * before
+        assert model.predict(x[:1], verbose=0).dtype == np.float32
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.parametrize("embedding", [Embedding, keras.layers.Embedding])
+def test_fit_train_step_never_touches_all_vocabulary_rows(embedding):
+    vocab = 997  # a size no other dimension has
+    head = SampledSoftmax(vocab, num_sampled=10, seed=0)
+    model = keras.Sequential([keras.Input((None,), dtype="int32"), embedding(vocab, 8),
+                              keras.layers.LSTM(12, return_sequences=True), head])
+    model.compile(optimizer=LazyAdam(), loss=head.loss)
+    model.optimizer.build(model.trainable_variables)
+    spec = (tf.TensorSpec([4, 5], tf.int32), tf.TensorSpec([4, 5], tf.int32))
+    graph = tf.function(model.train_step).get_concrete_function(spec).graph  # the step model.fit compiles
+    sampler_ops = [op for op in graph.get_operations() if UNIQUE_SCOPE in op.name]
+    assert sampler_ops
+    wide = [(op.type, op.name) for op in graph.get_operations()
+            if op.type not in ("Const", "Placeholder") and op not in sampler_ops
+            for t in op.outputs if t.shape.rank and t.shape[0] == vocab]
+    if embedding is Embedding:
+        assert not wide, wide
+    else:  # Keras' own Embedding reads its whole matrix (and nothing else is V-sized)
+        assert wide and all(kind == "ReadVariableOp" and "embedding" in name for kind, name in wide), wide
+
+
+def test_mirrored_strategy_fit_on_two_logical_cpus(tmp_path):
+    script = textwrap.dedent("""
+        import numpy as np, keras, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from lmtrain.keras import LazyAdam, SampledSoftmax
+        V = 40
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, V, (64, 6)).astype("int32")
+        y = (x * 3 + 1) % V
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            head = SampledSoftmax(V, num_sampled=10, seed=0)
+            model = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(V, 16),
+                                      keras.layers.LSTM(24, return_sequences=True), head])
+            model.compile(optimizer=LazyAdam(3e-2), loss=head.loss)
+        before = model.evaluate(x, y, verbose=0)
+        model.fit(x, y, epochs=6, batch_size=16, verbose=0)
+        after = model.evaluate(x, y, verbose=0)
+        print("RESULT", strategy.num_replicas_in_sync, before, after, int(head.step.numpy()))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    replicas, before, after, step = out.stdout.split("RESULT")[1].split()
+    assert int(replicas) == 2
+    assert float(after) < 0.7 * float(before)
+    assert int(step) == 6 * 4  # one draw of negatives per global step, shared by the replicas
