@@ -34,7 +34,8 @@ from lmtrain.config import Config, config_from_dict, load_config  # noqa: E402
 from lmtrain.errors import ConfigError  # noqa: E402
 from lmtrain.evaluate import evaluate  # noqa: E402
 from lmtrain.prepare import prepare  # noqa: E402
-from lmtrain.train import fit, logged_scalars  # noqa: E402
+from lmtrain.rundir import logged_scalars  # noqa: E402
+from lmtrain.train import fit  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 # Bumped when lmtrain's training changes in a way a config does not show, so that earlier

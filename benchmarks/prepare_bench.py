@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lmtrain.corpus import list_documents
+from lmtrain.meta import load_meta
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -106,12 +107,12 @@ def run_prepare(corpus: Path, data: Path, corpus_bytes: int, args: argparse.Name
         if code != 0:
             log.seek(0)
             raise SystemExit(f"prepare failed ({code}):\n{log.read().decode()[-3000:]}")
-    meta = json.loads((data / "meta.json").read_text())
+    meta = load_meta(data / "meta.json")
     mb = corpus_bytes / 2**20
     return {
         "corpus_mb": mb,
-        "documents": sum(len(v) for v in meta["documents"].values()),
-        "tokens": sum(s["tokens"] for s in meta["splits"].values()),
+        "documents": sum(len(v) for v in meta.documents.values()),
+        "tokens": sum(s.tokens for s in meta.splits.values()),
         "seconds": seconds,
         "mb_per_s": mb / seconds,
         "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9,  # ru_maxrss is in KiB on Linux

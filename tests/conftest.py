@@ -28,6 +28,25 @@ def write_corpus(root: Path, docs: int = 6, lines: int = 60, seed: int = 0) -> P
     return root
 
 
+def cli(*args: object) -> Any:
+    """The real CLI, in process (typer's CliRunner); the result has exit_code and output."""
+    from typer.testing import CliRunner
+
+    from lmtrain.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_clean_error(result: Any, code: int, *fragments: str) -> None:
+    """Non-zero exit, one `error:` line naming the culprit, no traceback."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
     path.write_text(yaml.safe_dump(sections))
     return path

@@ -8,23 +8,10 @@ from typer.testing import CliRunner
 
 from lmtrain.cli import app
 
-from conftest import tiny_sections, write_config, write_corpus
+from conftest import assert_clean_error, tiny_sections, write_config, write_corpus
+from conftest import cli as run
 
 runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_clean_error(result, code, *fragments):
-    """Non-zero exit, one `error:` line naming the culprit, no traceback."""
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [l for l in result.output.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_all_four_verbs_end_to_end(tmp_path, tiny_config):

@@ -22,7 +22,8 @@ import tensorflow as tf
 from lmtrain.checkpoints import CheckpointStore
 from lmtrain.config import load_config
 from lmtrain.prepare import prepare
-from lmtrain.train import fit, logged_scalars
+from lmtrain.rundir import logged_scalars
+from lmtrain.train import fit
 
 from conftest import tiny_sections, write_config
 
@@ -83,10 +84,15 @@ def _reference(cfg_path: Path, tmp_path: Path) -> Path:
     return tmp_path / "one"
 
 
-def test_mirrored_over_two_cpus_matches_one_device(tmp_path, corpus):
+@pytest.mark.parametrize("model", [
     # Tied weights: the embedding's gradient joins the input lookup's rows and the output rows
     # (the multi-worker test below covers the untied model).
-    cfg_path = _config_file(tmp_path, corpus, tie_weights=True, embedding_dim=16, hidden_dim=16)
+    {"tie_weights": True, "embedding_dim": 16, "hidden_dim": 16},
+    # Dropout: each replica must use its rows of the global batch's masks, not one shared mask.
+    {"dropout": 0.3, "embedding_dropout": 0.2},
+], ids=["tied", "dropout"])
+def test_mirrored_over_two_cpus_matches_one_device(tmp_path, corpus, model):
+    cfg_path = _config_file(tmp_path, corpus, **model)
     one = _reference(cfg_path, tmp_path)
     two = tmp_path / "two"
     proc = subprocess.run(

@@ -20,16 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from typer.testing import CliRunner
 
 from lmtrain.checkpoints import CheckpointStore
-from lmtrain.cli import app
 from lmtrain.model import LanguageModel
-from lmtrain.train import load_run
+from lmtrain.rundir import load_run
 
-from conftest import tiny_sections, write_config, write_corpus
+from conftest import assert_clean_error, cli, tiny_sections, write_config, write_corpus
 
-runner = CliRunner()
 TRAIN = {"batch_size": 8, "seq_len": 16, "epochs": 3, "max_steps": None, "checkpoint_every": 10, "log_every": 10}
 MODEL = {"embedding_dim": 32, "hidden_dim": 128, "dropout": 0.2}  # dropout: its random state must resume too
 
@@ -116,22 +113,10 @@ def _in_process_config(tmp_path, corpus, **train):
     return write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, train={"checkpoint_every": 5, **train}))
 
 
-def _cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _assert_clean_error(result, code, *fragments):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-
 
 def test_kill_between_checkpoint_write_and_commit_keeps_the_previous_one(tmp_path, corpus, monkeypatch):
     cfg = _in_process_config(tmp_path, corpus)
-    assert _cli("prepare", cfg, "-q").exit_code == 0
+    assert cli("prepare", cfg, "-q").exit_code == 0
     commit = CheckpointStore._commit
     calls = []
 
@@ -151,7 +136,7 @@ def test_kill_between_checkpoint_write_and_commit_keeps_the_previous_one(tmp_pat
     assert load_run(tmp_path / "run").step == 5  # and the previous checkpoint loads
 
     monkeypatch.setattr(CheckpointStore, "_commit", commit)
-    resumed = _cli("fit", cfg, "-q")
+    resumed = cli("fit", cfg, "-q")
     assert resumed.exit_code == 0, resumed.output
     assert "step-00000005" in resumed.output and "step 12" in resumed.output
     assert not list(checkpoints.glob(".tmp-*"))  # leftovers cleaned by the next save
@@ -160,7 +145,7 @@ def test_kill_between_checkpoint_write_and_commit_keeps_the_previous_one(tmp_pat
 
 def test_disk_full_during_checkpoint_keeps_the_previous_one(tmp_path, corpus, monkeypatch):
     cfg = _in_process_config(tmp_path, corpus)
-    assert _cli("prepare", cfg, "-q").exit_code == 0
+    assert cli("prepare", cfg, "-q").exit_code == 0
     write = tf.train.Checkpoint.write
     calls = []
 
@@ -173,8 +158,8 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(tmp_path, corpus, mo
         return write(self, prefix, options)
 
     monkeypatch.setattr(tf.train.Checkpoint, "write", fills_the_disk)
-    r = _cli("fit", cfg, "-q")
-    _assert_clean_error(r, 1, "checkpoint of step 10", "disk full", "step-00000005/ckpt) is intact")
+    r = cli("fit", cfg, "-q")
+    assert_clean_error(r, 1, "checkpoint of step 10", "disk full", "step-00000005/ckpt) is intact")
     checkpoints = tmp_path / "run" / "checkpoints"
     assert (checkpoints / "latest").read_text().strip() == "step-00000005"
     assert not list(checkpoints.glob(".tmp-*"))  # the partial write is gone
@@ -194,11 +179,11 @@ def test_non_finite_loss(tmp_path, corpus, monkeypatch, mode):
 
     monkeypatch.setattr(LanguageModel, "_sampled_nll", poisoned)
     cfg = _in_process_config(tmp_path, corpus, on_nan=mode)
-    assert _cli("prepare", cfg, "-q").exit_code == 0
-    r = _cli("fit", cfg, "-q")
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    r = cli("fit", cfg, "-q")
     checkpoints = tmp_path / "run" / "checkpoints"
     if mode == "stop":
-        _assert_clean_error(r, 1, "non-finite training loss at step 8", "update was not applied", "train.on_nan=skip")
+        assert_clean_error(r, 1, "non-finite training loss at step 8", "update was not applied", "train.on_nan=skip")
         latest = CheckpointStore(checkpoints, keep=1).latest()
         assert latest.endswith("step-00000005/ckpt") and f"({latest}) is kept as it was" in r.output
     else:
@@ -214,9 +199,9 @@ def test_update_that_overflows_the_weights_is_never_saved(tmp_path, corpus):
     # Adam moves each weight by about the learning rate: at 3e38 the first update overflows
     # float32 although the loss and the gradients were finite.
     cfg = _in_process_config(tmp_path, corpus, learning_rate=3e38, checkpoint_every=1)
-    assert _cli("prepare", cfg, "-q").exit_code == 0
-    r = _cli("fit", cfg, "-q")
-    _assert_clean_error(r, 1, "weights are not finite at step 1", "not saved", "no checkpoint had been written yet")
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    r = cli("fit", cfg, "-q")
+    assert_clean_error(r, 1, "weights are not finite at step 1", "not saved", "no checkpoint had been written yet")
     assert CheckpointStore(tmp_path / "run" / "checkpoints", keep=1).latest() is None
 
 
@@ -224,7 +209,7 @@ def test_non_utf8_and_binary_corpus_files(tmp_path, corpus):
     (corpus / "latin1.txt").write_bytes("the king said caf\xe9 and na\xefve\n".encode("latin-1") * 3)
     (corpus / "ok.txt").write_text("the fffd \ufffd is kept as text\n")
     cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus))
-    r = _cli("prepare", cfg, "-q")
+    r = cli("prepare", cfg, "-q")
     assert r.exit_code == 0, r.output
     assert f"warning: {corpus / 'latin1.txt'}: 6 character(s) not valid UTF-8" in r.output
     assert "ok.txt" not in r.output  # a real U+FFFD is not a replacement
@@ -234,26 +219,26 @@ def test_non_utf8_and_binary_corpus_files(tmp_path, corpus):
 
     before = {p.name: p.read_bytes() for p in (tmp_path / "data").iterdir()}
     (corpus / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
-    r = _cli("prepare", cfg, "-q", "--force", "--set", "tokenizer.vocab_size=30")
-    _assert_clean_error(r, 1, str(corpus / "image.txt"), "binary")
+    r = cli("prepare", cfg, "-q", "--force", "--set", "tokenizer.vocab_size=30")
+    assert_clean_error(r, 1, str(corpus / "image.txt"), "binary")
     assert {p.name: p.read_bytes() for p in (tmp_path / "data").iterdir()} == before  # untouched
 
 
 def test_damaged_shards_are_named(tmp_path, corpus):
     cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus))
-    assert _cli("prepare", cfg, "-q").exit_code == 0
-    assert _cli("fit", cfg, "-q").exit_code == 0
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    assert cli("fit", cfg, "-q").exit_code == 0
     data = tmp_path / "data"
     valid = data / "valid-00000.tfrecord"
     raw = bytearray(valid.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     valid.write_bytes(bytes(raw))
-    _assert_clean_error(_cli("eval", cfg, "--split", "valid"), 1, str(valid), "corrupted", "prepare --force")
+    assert_clean_error(cli("eval", cfg, "--split", "valid"), 1, str(valid), "corrupted", "prepare --force")
 
     train = data / "train-00000.tfrecord"
     train.write_bytes(train.read_bytes()[:-10])
     run_before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    _assert_clean_error(_cli("fit", cfg, "-q", "--set", "train.max_steps=20"), 1, str(train), "truncated", "prepare --force")
+    assert_clean_error(cli("fit", cfg, "-q", "--set", "train.max_steps=20"), 1, str(train), "truncated", "prepare --force")
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == run_before
 
 
@@ -307,13 +292,13 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
 
 def test_run_dir_of_another_config_and_checkpoint_of_another_shape(tmp_path, corpus):
     cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus))
-    assert _cli("prepare", cfg, "-q").exit_code == 0
-    assert _cli("fit", cfg, "-q").exit_code == 0
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    assert cli("fit", cfg, "-q").exit_code == 0
     run_dir = tmp_path / "run"
     before = _snapshot(run_dir / "checkpoints")
 
-    r = _cli("fit", cfg, "-q", "--set", "model.hidden_dim=20")
-    _assert_clean_error(r, 1, "train.run_dir", str(run_dir), "different model config", "--force")
+    r = cli("fit", cfg, "-q", "--set", "model.hidden_dim=20")
+    assert_clean_error(r, 1, "train.run_dir", str(run_dir), "different model config", "--force")
     assert _snapshot(run_dir / "checkpoints") == before
 
     # a run directory whose config no longer matches its checkpoint (edited, or files mixed up)
@@ -322,17 +307,17 @@ def test_run_dir_of_another_config_and_checkpoint_of_another_shape(tmp_path, cor
     saved["model"]["hidden_dim"] = 20
     (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     for verb in ("eval", "generate"):
-        r = _cli(verb, cfg)
-        _assert_clean_error(r, 1, "weight lstm_lm/softmax_w has shape [34, 24]", "gives [34, 20]")
+        r = cli(verb, cfg)
+        assert_clean_error(r, 1, "weight lstm_lm/softmax_w has shape [34, 24]", "gives [34, 20]")
     assert _snapshot(run_dir / "checkpoints") == before
 
-    forced = _cli("fit", cfg, "-q", "--force", "--set", "model.hidden_dim=20")
+    forced = cli("fit", cfg, "-q", "--force", "--set", "model.hidden_dim=20")
     assert forced.exit_code == 0, forced.output
 
     # --force starts over even when checkpoints lie there without a config.yaml (a run directory
     # removed while its training was still writing a checkpoint): nothing of them is resumed.
     (run_dir / "config.yaml").unlink()
-    again = _cli("fit", cfg, "-q", "--force", "--set", "model.hidden_dim=20")
+    again = cli("fit", cfg, "-q", "--force", "--set", "model.hidden_dim=20")
     assert again.exit_code == 0, again.output
     assert "resuming" not in again.output and "already trained" not in again.output
 
@@ -342,5 +327,5 @@ def test_yaml_with_python_tags_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     cfg.write_text(f"train: !!python/object/apply:os.system ['touch {marker}']\n")
     for verb in ("prepare", "fit", "eval", "generate"):
-        _assert_clean_error(_cli(verb, cfg), 2, str(cfg), "not valid YAML")
+        assert_clean_error(cli(verb, cfg), 2, str(cfg), "not valid YAML")
     assert not marker.exists()

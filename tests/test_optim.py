@@ -143,3 +143,14 @@ def test_save_and_restore_round_trip(tmp_path):
     assert int(opt2.iterations) == 3
     run(var2, opt2, steps[3:])
     np.testing.assert_array_equal(var2.numpy(), var.numpy())
+
+
+@pytest.mark.parametrize("rate", [0.01, keras.optimizers.schedules.CosineDecay(0.01, 10)], ids=["constant", "schedule"])
+def test_slot_positions_match_the_built_optimizer(rate):
+    variables = [keras.Variable(np.zeros(shape, np.float32), name=f"w{i}") for i, shape in enumerate([(5, 3), (5,), (2, 4)])]
+    opt = LazyAdam(learning_rate=rate)
+    unbuilt = [opt.slot_positions(i, len(variables)) for i in range(len(variables))]
+    opt.build(variables)
+    for i, (m, v, last) in enumerate(unbuilt):
+        assert opt.variables[m] is opt._momentums[i] and opt.variables[v] is opt._velocities[i]
+        assert opt.variables[last] is opt._last_steps[i]

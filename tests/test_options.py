@@ -161,7 +161,7 @@ def test_stateful_training_carries_state_and_resets_each_epoch(tmp_path, corpus,
 
     meta = prepare(cfg, progress=False).meta
     result = train_module.fit(cfg, progress=False, echo=lambda _: None)
-    per_epoch = ((meta["splits"]["train"]["tokens"] - 1) // 4) // 8
+    per_epoch = ((meta.splits["train"].tokens - 1) // 4) // 8
     assert result.step == len(calls) == 3 * per_epoch and per_epoch >= 3
     for i, (given, _) in enumerate(calls):
         if i % per_epoch == 0:
@@ -176,7 +176,8 @@ def test_stateful_resume_is_exact(tmp_path, corpus):
 
     from lmtrain.config import load_config
     from lmtrain.prepare import prepare
-    from lmtrain.train import fit, load_run
+    from lmtrain.rundir import load_run
+    from lmtrain.train import fit
 
     def config(name, steps):
         (tmp_path / name).mkdir(exist_ok=True)

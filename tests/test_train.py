@@ -11,7 +11,8 @@ from lmtrain.checkpoints import CheckpointStore
 from lmtrain.config import load_config
 from lmtrain.errors import LmtrainError
 from lmtrain.prepare import prepare
-from lmtrain.train import fit, load_run, weight_key
+from lmtrain.rundir import load_run, weight_key
+from lmtrain.train import fit
 
 from conftest import tiny_sections, write_config, write_corpus
 
@@ -104,3 +105,33 @@ def test_fit_variants_train(tmp_path, train):
         run = load_run(Path(cfg.train.run_dir))
         assert run.model.embedding.compute_dtype == train["precision"].removeprefix("mixed_")
         assert run.model.softmax_w.dtype == "float32"
+
+
+@pytest.mark.parametrize("train", [{}, {"schedule": "warmup_cosine", "warmup_steps": 3},
+                                   {"precision": "mixed_float16"}], ids=["constant", "schedule", "loss_scaled"])
+def test_inference_load_applies_pending_steps_from_slots_read_in_blocks(tmp_path, corpus, monkeypatch, train):
+    from lmtrain import rundir
+    from lmtrain.meta import load_meta
+    from lmtrain.model import create_model
+    from lmtrain.optim import apply_pending, create_optimizer
+
+    cfg = _config(tmp_path, corpus, train=train)
+    prepare(cfg, progress=False)
+    fit(cfg, progress=False, echo=lambda _: None)
+    run_dir = Path(cfg.train.run_dir)
+    # The reference: the whole optimizer built and restored, then its pending steps applied.
+    meta = load_meta(run_dir / "meta.json")
+    model = create_model(cfg, meta.vocab_size, meta.unigram_counts)
+    optimizer = create_optimizer(cfg.train, rundir.step_counts(cfg, meta)[1])
+    optimizer.build(model.trainable_variables)
+    latest = CheckpointStore(run_dir / "checkpoints", keep=3).latest()
+    tf.train.Checkpoint(model=rundir._weights(model), optimizer=optimizer).read(latest).expect_partial()
+    apply_pending(optimizer, model.trainable_variables)
+
+    monkeypatch.setattr(rundir, "PENDING_BLOCK_ROWS", 7)  # several blocks, a ragged last one
+    loaded = load_run(run_dir)
+    for expected, got in zip(model.trainable_variables, loaded.model.trainable_variables):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7, err_msg=got.path)
+    moved = [v.path for v, w in zip(model.trainable_variables, loaded.model.trainable_variables)
+             if not np.array_equal(tf.train.load_variable(latest, weight_key(w)), w.numpy())]
+    assert any("softmax_w" in p for p in moved)  # there were pending steps to apply

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmtrain.evaluate import EvalResult, evaluate_text, score_ids
+from lmtrain.evaluate import EvalResult, evaluate_text
 from lmtrain.export import export_model
 from lmtrain.generate import Generation, SamplingOptions, generate_text
 from lmtrain.paths import RunPaths
-from lmtrain.train import TrainedRun, load_run
+from lmtrain.rundir import TrainedRun, load_run
+from lmtrain.scoring import score_ids
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,6 @@ class TrainedModel:
     """A model loaded from a run directory, with the tokenizer it was trained with."""
 
     def __init__(self, run: TrainedRun, run_dir: Path) -> None:
-        self._run = run
         self.run_dir = run_dir
         self.config = run.config
         self.step = run.step  # training step of the checkpoint

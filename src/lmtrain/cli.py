@@ -47,9 +47,17 @@ class Split(str, Enum):
     test = "test"
 
 
-def _guard(fn: Callable[[], T]) -> T:
-    """Run a command body; user errors become one line on stderr and a non-zero exit code."""
+def _guard(fn: Callable[[], T], tensorflow: bool = True) -> T:
+    """Run a command body; user errors become one line on stderr and a non-zero exit code.
+
+    `tensorflow`: the command needs it; it is imported first, without its CPU-machine start-up
+    notices (`lmtrain.tfboot`). `prepare` needs no TensorFlow.
+    """
     try:
+        if tensorflow:
+            from lmtrain.tfboot import import_tensorflow
+
+            import_tensorflow()
         return fn()
     except Interrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)
@@ -92,12 +100,11 @@ def prepare(
         if result.skipped:
             typer.echo(f"{result.paths.root} is already prepared from this config; nothing to do")
             return
-        splits = result.meta["splits"]
-        typer.echo(f"prepared {result.paths.root}: vocabulary {result.meta['vocab_size']}")
-        for name, s in splits.items():
-            typer.echo(f"  {name:5s} {s['documents']:6d} docs {s['tokens']:12,d} tokens {s['bytes']:14,d} bytes")
+        typer.echo(f"prepared {result.paths.root}: vocabulary {result.meta.vocab_size}")
+        for name, s in result.meta.splits.items():
+            typer.echo(f"  {name:5s} {s.documents:6d} docs {s.tokens:12,d} tokens {s.bytes:14,d} bytes")
 
-    _guard(body)
+    _guard(body, tensorflow=False)
 
 
 @app.command()

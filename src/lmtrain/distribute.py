@@ -30,7 +30,7 @@ from typing import Any, Callable
 import tensorflow as tf
 
 from lmtrain.config import TrainConfig
-from lmtrain.errors import LmtrainError
+from lmtrain.errors import LmtrainError, first_line
 from lmtrain.model import LanguageModel
 
 
@@ -90,7 +90,7 @@ def create_distribution(config: TrainConfig) -> Distribution:
         try:
             strategy = tf.distribute.MirroredStrategy(devices)
         except (ValueError, RuntimeError, tf.errors.OpError) as exc:
-            raise LmtrainError(f"train.devices: {devices}: {_first_line(exc)}") from None
+            raise LmtrainError(f"train.devices: {devices}: {first_line(exc)}") from None
         replicas = strategy.num_replicas_in_sync
         _check_batch(config, replicas)
         return Distribution(strategy, "mirrored", replicas, True)
@@ -208,7 +208,7 @@ def _tf_config() -> dict[str, Any]:
         if kind not in ("chief", "worker") or not 0 <= index < len(cluster[kind]):
             raise ValueError(f"task {kind}:{index} is not in the cluster")
     except (ValueError, KeyError, TypeError) as exc:
-        raise LmtrainError(f"TF_CONFIG: not a valid cluster spec ({_first_line(exc)})") from None
+        raise LmtrainError(f"TF_CONFIG: not a valid cluster spec ({first_line(exc)})") from None
     return cluster
 
 
@@ -218,7 +218,3 @@ def _is_chief(task_type: str | None, task_id: int | None, cluster: dict[str, Any
         return True
     return task_type == "worker" and task_id == 0 and not cluster.get("chief")
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

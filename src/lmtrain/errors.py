@@ -32,6 +32,12 @@ class Interrupted(LmtrainError):
         self.exit_code = 128 + signum
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (TensorFlow's are pages long), or its type's name."""
+    lines = str(getattr(exc, "message", None) or exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 def describe_write_error(exc: BaseException) -> str:
     """A short reason for a failed write, saying "disk full" when the system says so.
 
@@ -40,6 +46,5 @@ def describe_write_error(exc: BaseException) -> str:
     """
     if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
         return f"disk full ({os.strerror(exc.errno)})"
-    lines = str(getattr(exc, "message", None) or exc).strip().splitlines()
-    first = lines[0][:200] if lines else type(exc).__name__
+    first = first_line(exc)
     return f"disk full ({first})" if any(t in first for t in _NO_SPACE_TEXT) else first

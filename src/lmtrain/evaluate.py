@@ -14,17 +14,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lmtrain.config import Config
 from lmtrain.errors import LmtrainError
 from lmtrain.model import LanguageModel
 from lmtrain.paths import DataPaths
 from lmtrain.records import split_files
-from lmtrain.tokenizer import EOS_ID, Tokenizer, document_lines
-from lmtrain.train import load_run, perplexity, split_nll
-
-SCORE_CHUNK = 1024  # tokens scored per call when the state is carried through a text
+from lmtrain.rundir import load_run
+from lmtrain.scoring import perplexity, score_ids, split_nll
+from lmtrain.tokenizer import Tokenizer, document_lines
 
 
 @dataclass(frozen=True)
@@ -53,50 +50,31 @@ def evaluate(config: Config, split: str = "test", progress: bool = True, batch_s
     """
     trained = load_run(Path(config.train.run_dir))
     data = DataPaths(Path(config.data.dir))
-    stats = trained.meta["splits"].get(split)
-    if not stats or stats["tokens"] < 2:
+    if not trained.meta.has_split(split):
         raise LmtrainError(
             f"--split {split}: no {split} data in {data.root} (is data.{split}_fraction 0?); "
             f"run `lmtrain prepare` or pick another split"
         )
-    files = split_files(data, split, stats["shard_bytes"])
+    stats = trained.meta.splits[split]
+    files = split_files(data, split, stats.shard_bytes)
     t = trained.config.train
     rows = t.batch_size if t.stateful or batch_size is None else batch_size
     started = time.perf_counter()
     total, count = split_nll(trained.model, files, t.seq_len, rows, progress=progress,
-                             stream_tokens=stats["tokens"] if t.stateful else None)
-    return metrics(split, trained.step, total, count, stats, time.perf_counter() - started)
-
-
-def score_ids(model: LanguageModel, ids: list[int]) -> np.ndarray:
-    """Natural-log probability of each id given every id before it, the first given `</s>`.
-
-    The text is read as one document, as if it followed another in a split, and with the LSTM
-    state carried across the whole of it (in chunks of `SCORE_CHUNK`, so memory stays bounded);
-    split evaluation instead starts every `train.seq_len` window from a zero state, so it sees
-    less context and scores the same text slightly worse.
-    """
-    fn = model.compiled_sequence_nll()
-    stream = np.asarray([EOS_ID] + list(ids), dtype=np.int32)
-    state = model.zero_state(1)
-    parts = []
-    for lo in range(0, len(ids), SCORE_CHUNK):
-        hi = min(lo + SCORE_CHUNK, len(ids))
-        nll, state = fn(stream[None, lo:hi], stream[None, lo + 1:hi + 1], state)
-        parts.append(nll.numpy()[0])
-    return -np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+                             stream_tokens=stats.tokens if t.stateful else None)
+    return metrics(split, trained.step, total, count, stats.bytes, stats.words, time.perf_counter() - started)
 
 
 def evaluate_text(model: LanguageModel, tokenizer: Tokenizer, text: str, step: int) -> EvalResult:
     """The metrics of a split, for any text read as one document (`lmtrain eval --text`)."""
     lines = document_lines(text)
     ids = tokenizer.encode_document(text)
-    stats = {"bytes": sum(len(line.encode("utf-8")) + 1 for line in lines),
-             "words": sum(len(line.split()) for line in lines)}
-    return metrics("text", step, -float(score_ids(model, ids).sum()), len(ids), stats)
+    n_bytes = sum(len(line.encode("utf-8")) + 1 for line in lines)
+    words = sum(len(line.split()) for line in lines)
+    return metrics("text", step, -float(score_ids(model, ids).sum()), len(ids), n_bytes, words)
 
 
-def metrics(split: str, step: int, total_nll: float, tokens: float, stats: dict[str, int], seconds: float = 0.0
+def metrics(split: str, step: int, total_nll: float, tokens: float, n_bytes: int, words: int, seconds: float = 0.0
             ) -> EvalResult:
     """Turn a total NLL (nats) into per-token, per-byte and per-word figures."""
     loss = total_nll / tokens
@@ -106,7 +84,7 @@ def metrics(split: str, step: int, total_nll: float, tokens: float, stats: dict[
         tokens=int(tokens),
         loss=loss,
         perplexity=perplexity(loss),
-        bits_per_byte=total_nll / (math.log(2) * max(stats["bytes"], 1)),
-        word_perplexity=perplexity(total_nll / max(stats["words"], 1)),
+        bits_per_byte=total_nll / (math.log(2) * max(n_bytes, 1)),
+        word_perplexity=perplexity(total_nll / max(words, 1)),
         seconds=seconds,
     )

@@ -24,7 +24,11 @@ Needs the TensorFlow backend of Keras 3.
 
 from __future__ import annotations
 
-import keras as _keras
+from lmtrain.tfboot import import_tensorflow as _import_tensorflow
+
+_import_tensorflow()  # before Keras imports it: without TensorFlow's CPU-machine start-up notices
+
+import keras as _keras  # noqa: E402
 
 if _keras.backend.backend() != "tensorflow":  # pragma: no cover - the project installs TensorFlow
     raise ImportError(f"lmtrain.keras needs Keras' TensorFlow backend; KERAS_BACKEND is {_keras.backend.backend()!r}")

@@ -118,7 +118,7 @@ class LanguageModel(keras.Model):
     def call(self, tokens: tf.Tensor, training: bool = False, initial_state: State | None = None,
              return_state: bool = False) -> Any:
         """Output vectors [B, T, output_dim] in float32 (and the final `State` if asked)."""
-        z = self.dropouts[0](self.embedding(tokens), training=training)  # (B, T, E)
+        z = self._dropout(0, self.embedding(tokens), training)  # (B, T, E)
         hs, cs = [], []
         for i, lstm in enumerate(self.lstms):
             init = None
@@ -127,12 +127,32 @@ class LanguageModel(keras.Model):
             z, h, c = lstm(z, initial_state=init, training=training)  # (B, T, H)
             if self.projection is not None and i == self.num_layers - 1:
                 z = self.projection(z)  # (B, T, P)
-            z = self.dropouts[i + 1](z, training=training)
+            z = self._dropout(i + 1, z, training)
             hs.append(tf.cast(h, tf.float32))
             cs.append(tf.cast(c, tf.float32))
         # The losses run in float32 even under a mixed-precision policy (log-Q needs it).
         z = tf.cast(z, tf.float32)
         return (z, (tf.stack(hs), tf.stack(cs))) if return_state else z
+
+    def _dropout(self, index: int, x: tf.Tensor, training: bool) -> tf.Tensor:
+        """Dropout layer `index` on x [B, ...]. Under tf.distribute each replica holds B of the
+        global batch's N*B rows, and Keras' Dropout would draw the same mask on every replica
+        (the generator state is mirrored): instead each draws the global batch's mask, exactly
+        as one device draws it, and keeps its own rows, so N replicas train like one device."""
+        layer = self.dropouts[index]
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        if not training or layer.rate == 0 or replicas == 1:
+            return layer(x, training=training)
+        seed = layer.seed_generator.next()  # what Keras' Dropout draws its mask with...
+        if seed.dtype != tf.int32:  # ...and how its TensorFlow backend casts it
+            seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+        rows = tf.shape(x)[0]
+        shape = tf.concat([[rows * replicas], tf.shape(x)[1:]], 0)
+        scale = tf.nn.experimental.stateless_dropout(tf.ones(shape, x.dtype), rate=layer.rate,
+                                                     seed=seed)  # 0 or 1/(1-rate)
+        first = ctx.replica_id_in_sync_group * rows
+        return x * scale[first:first + rows]
 
     # ---- losses -------------------------------------------------------------------------------
 
@@ -271,7 +291,7 @@ class LanguageModel(keras.Model):
         """The step's logs; the loss is averaged over the logging interval by `loss_tracker`."""
         loss, count = out["loss"], out["count"]
         self.loss_tracker.update_state(tf.where(applied, loss, 0.0), sample_weight=tf.where(applied, count, 0.0))
-        logs = {"loss": self.loss_tracker.result(), "finite": applied}
+        logs = {"loss": self.loss_tracker.result(), "applied": applied}
         if "state" in out:
             logs["state"] = out["state"]
         return logs
@@ -336,17 +356,6 @@ class LanguageModel(keras.Model):
         shape = tf.shape(targets)
         nll = self.full_nll(tf.reshape(hidden, [-1, self.output_dim]), tf.reshape(targets, [-1]))
         return tf.reshape(nll, shape), new_state
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            vocab_size=self.vocab_size, embedding_dim=self.embedding_dim, hidden_dim=self.hidden_dim,
-            num_layers=self.num_layers, dropout=self.dropout_rate, softmax=self.softmax,
-            num_sampled=self.num_sampled, clip_norm=self.clip_norm, precision=self.precision,
-            tie_weights=self.tie_weights, projection_dim=self.projection_dim,
-            embedding_dropout=self.embedding_dropout,
-        )
-        return config
 
 
 def _concat_slices(a: Any, b: tf.IndexedSlices) -> tf.IndexedSlices:

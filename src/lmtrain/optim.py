@@ -116,9 +116,24 @@ class LazyAdam(keras.optimizers.Adam):
 
     def _owed(self, variable: keras.Variable) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         index = self._get_variable_index(variable)
-        skipped = self.iterations - self._last_steps[index].value  # (V,) steps since last touched
         m, v = self._momentums[index].value, self._velocities[index].value
-        return self._skip(m, v, skipped, self._alpha(self.learning_rate, variable.dtype))
+        return self.owed(m, v, self._last_steps[index].value)
+
+    def owed(self, m: Any, v: Any, last_step: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(the weight change rows still owe, their decayed m, their decayed v) for the given
+        rows' moments and last steps, at the current step: the optimizer need not be built, so
+        a loader can read the slots from a checkpoint a block of rows at a time."""
+        m, v = tf.convert_to_tensor(m), tf.convert_to_tensor(v)
+        skipped = self.iterations - tf.convert_to_tensor(last_step)  # (R,) steps since last touched
+        return self._skip(m, v, skipped, self._alpha(self.learning_rate, m.dtype))
+
+    def slot_positions(self, index: int, count: int) -> tuple[int, int, int]:
+        """Where variable `index` (of `count` trained) keeps its momentum, velocity and last-step
+        counter among `optimizer.variables`, built or not: the order `build` creates them in is
+        iterations, the learning rate (unless it is a schedule), Adam's two slots per variable,
+        then ours. A test checks it against a built optimizer."""
+        base = 2 if isinstance(self._learning_rate, keras.Variable) else 1
+        return base + 2 * index, base + 1 + 2 * index, base + 2 * count + index
 
     def _clip_gradients(self, grads: list[Any]) -> list[Any]:
         # TensorFlow's clipping keeps IndexedSlices sparse; Keras' own densifies them.
@@ -188,7 +203,7 @@ def pending_applied(optimizer: keras.optimizers.Optimizer, variables: Sequence[k
 
     Used around validation; outside the block the training state is untouched.
     """
-    saved = [(v, tf.identity(v.value)) for v in variables] if _lazy(optimizer) else []
+    saved = [(v, tf.identity(v.value)) for v in variables] if lazy_adam_of(optimizer) else []
     apply_pending(optimizer, variables)
     try:
         yield
@@ -199,13 +214,13 @@ def pending_applied(optimizer: keras.optimizers.Optimizer, variables: Sequence[k
 
 def apply_pending(optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable]) -> None:
     """Apply the skipped steps for good (for a model restored only to evaluate or generate)."""
-    lazy = _lazy(optimizer)
+    lazy = lazy_adam_of(optimizer)
     if lazy is not None:
         for v in variables:
             v.assign_sub(lazy.pending(v))
 
 
-def _lazy(optimizer: keras.optimizers.Optimizer) -> LazyAdam | None:
+def lazy_adam_of(optimizer: keras.optimizers.Optimizer) -> LazyAdam | None:
     """The LazyAdam behind `optimizer` (LossScaleOptimizer wraps it), or None."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     return inner if isinstance(inner, LazyAdam) else None

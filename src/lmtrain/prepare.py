@@ -11,12 +11,11 @@ whatever a killed one left behind.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -25,11 +24,11 @@ from lmtrain.config import Config
 from lmtrain.corpus import Document, list_documents, sample_lines, split_documents
 from lmtrain.encode import BlockEncoder, default_workers
 from lmtrain.errors import LmtrainError, describe_write_error
+from lmtrain.meta import DataMeta, SplitStats, load_prepared
 from lmtrain.paths import SPLITS, DataPaths
 from lmtrain.shards import ShardWriter
 from lmtrain.tokenizer import EOS_ID, Tokenizer, train_tokenizer
 
-META_VERSION = 2
 _TMP_PREFIX = ".{}.tmp-"  # beside data.dir: a prepare being built (or killed while building)
 _OLD_PREFIX = ".{}.old-"  # beside data.dir: the previous data, while the new data moves in
 Echo = Callable[[str], None]
@@ -38,7 +37,7 @@ Echo = Callable[[str], None]
 @dataclass(frozen=True)
 class PrepareResult:
     paths: DataPaths
-    meta: dict[str, Any]
+    meta: DataMeta
     skipped: bool  # True when the directory already held data prepared from the same config
 
 
@@ -48,8 +47,8 @@ def prepare(config: Config, force: bool = False, progress: bool = True, echo: Ec
     _clean_leftovers(paths.root, echo)
     fingerprint = config.data_fingerprint()
     if paths.complete.is_file():
-        old = load_meta(paths)
-        if old.get("fingerprint") == fingerprint and not force:
+        old = load_prepared(paths)
+        if old.fingerprint == fingerprint and not force:
             return PrepareResult(paths, old, skipped=True)
         if not force:
             raise LmtrainError(
@@ -79,23 +78,8 @@ def prepare(config: Config, force: bool = False, progress: bool = True, echo: Ec
     return PrepareResult(paths, meta, skipped=False)
 
 
-def load_meta(paths: DataPaths) -> dict[str, Any]:
-    """meta.json of a finished prepared directory; a clear error if `prepare` has not completed."""
-    if not paths.meta.is_file():
-        raise LmtrainError(f"no prepared data in {paths.root}: run `lmtrain prepare` with this config first")
-    if not paths.complete.is_file():
-        raise LmtrainError(f"{paths.root} holds an unfinished prepare (no completion marker); run `lmtrain prepare --force`")
-    try:
-        meta = json.loads(paths.meta.read_text())
-    except (OSError, ValueError) as exc:
-        raise LmtrainError(f"{paths.meta}: unreadable ({exc}); run `lmtrain prepare --force`") from None
-    if not isinstance(meta, dict) or meta.get("version") != META_VERSION:
-        raise LmtrainError(f"{paths.meta}: written by another lmtrain version; run `lmtrain prepare --force`")
-    return meta
-
-
 def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, fingerprint: str,
-           progress: bool, echo: Echo) -> dict[str, Any]:
+           progress: bool, echo: Echo) -> DataMeta:
     all_docs = [doc for split in SPLITS for doc in splits[split]]
     # The encoding workers start first, so that they are ready when the tokenizer is.
     with BlockEncoder(paths.tokenizer, default_workers(all_docs, config.data.workers)) as encoder:
@@ -107,34 +91,28 @@ def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, 
         del sample
         split_meta, counts, replaced = _encode(splits, encoder, tokenizer.vocab_size, config, paths, progress)
 
-    if split_meta["train"]["tokens"] < 2:
+    if split_meta["train"].tokens < 2:
         raise LmtrainError("data.corpus: the training split holds no text")
 
-    meta = {
-        "version": META_VERSION,
-        "fingerprint": fingerprint,
-        "vocab_size": tokenizer.vocab_size,
-        "splits": split_meta,
-        "documents": {s: [d.name for d in splits[s]] for s in SPLITS},
-        "unigram_counts": counts.tolist(),
-        "replaced_characters": replaced,  # per corpus file, when it was not valid UTF-8
-    }
+    meta = DataMeta(fingerprint=fingerprint, vocab_size=tokenizer.vocab_size, splits=split_meta,
+                    documents={s: [d.name for d in splits[s]] for s in SPLITS}, unigram_counts=counts.tolist(),
+                    replaced_characters=replaced)
     if replaced:
         echo(f"warning: {len(replaced)} file(s) held bytes that are not UTF-8; "
              f"{sum(replaced.values())} character(s) replaced in all (listed in meta.json)")
-    paths.meta.write_text(json.dumps(meta))
+    paths.meta.write_text(meta.to_json())
     _fsync_files(paths.root)
     paths.complete.write_text(fingerprint + "\n")  # last: the directory is now finished data
     return meta
 
 
 def _encode(splits: dict[str, list[Document]], encoder: BlockEncoder, vocab: int, config: Config, paths: DataPaths,
-            progress: bool) -> tuple[dict[str, Any], np.ndarray, dict[str, int]]:
+            progress: bool) -> tuple[dict[str, SplitStats], np.ndarray, dict[str, int]]:
     """Encode and write every split: (per-split stats, training unigram counts, replaced
     characters per file)."""
     counts = np.zeros(vocab, dtype=np.int64)
     replaced: dict[str, int] = {}
-    split_meta: dict[str, Any] = {}
+    split_meta: dict[str, SplitStats] = {}
     for split in SPLITS:
         docs = splits[split]
         writer = ShardWriter(paths, split, config.data.shard_tokens)
@@ -162,8 +140,7 @@ def _encode(splits: dict[str, list[Document]], encoder: BlockEncoder, vocab: int
             bar.set_postfix(tokens=writer.tokens)
         bar.close()
         stats["tokens"] = writer.tokens
-        stats["shard_bytes"] = writer.close()
-        split_meta[split] = stats
+        split_meta[split] = SplitStats(**stats, shard_bytes=writer.close())
     return split_meta, counts, replaced
 
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from lmtrain.errors import LmtrainError
+from lmtrain.errors import LmtrainError, first_line
 from lmtrain.paths import DataPaths
 from lmtrain import shards
 
@@ -51,13 +51,8 @@ def damaged_shard_error(files: Sequence[Path], exc: tf.errors.OpError) -> Lmtrai
             for _ in tf.data.TFRecordDataset(str(path)):
                 pass
         except tf.errors.OpError as bad:
-            return LmtrainError(f"data: shard {path} is corrupted ({_first_line(bad)}); run `lmtrain prepare --force`")
-    return LmtrainError(f"data: reading the shards failed ({_first_line(exc)}); run `lmtrain prepare --force`")
-
-
-def _first_line(exc: tf.errors.OpError) -> str:
-    lines = (exc.message or type(exc).__name__).strip().splitlines()
-    return lines[0][:160] if lines else type(exc).__name__
+            return LmtrainError(f"data: shard {path} is corrupted ({first_line(bad, 160)}); run `lmtrain prepare --force`")
+    return LmtrainError(f"data: reading the shards failed ({first_line(exc, 160)}); run `lmtrain prepare --force`")
 
 
 def num_windows(tokens: int, seq_len: int) -> int:

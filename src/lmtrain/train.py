@@ -1,18 +1,18 @@
-"""`lmtrain fit`: the training loop, checkpoints, logs and progress; and loading a trained run.
+"""`lmtrain fit`: the training loop and what it decides step by step (logging, validation, the
+plateau rate and early stopping, checkpoints, stop signals, the non-finite guard).
 
 The loop is ours rather than `Model.fit` because it must own the data iterator: the checkpoint
 holds the model, the optimizer slots and step, and the tf.data iterator position, so a run that
 is stopped and started again continues where it was. The per-step work is `model.train_step`
 (the Keras custom-step contract), compiled once with `tf.function`; under `train.distribute`
 it is the same computation spread over replicas (`distribute.train_step`), and only the chief
-writes the run directory.
+writes the run directory. What the run directory and its checkpoints hold is `lmtrain.rundir`;
+scoring the validation split is `lmtrain.scoring`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import signal
 import threading
 import time
@@ -22,22 +22,21 @@ from typing import Any, Callable
 
 import keras
 import tensorflow as tf
-import yaml
 from tqdm import tqdm
 
 from lmtrain.checkpoints import CheckpointStore
-from lmtrain.config import Config, config_from_dict, save_config
+from lmtrain.config import Config, TrainConfig
 from lmtrain.distribute import Distribution, create_distribution
 from lmtrain.distribute import train_step as distributed_step
 from lmtrain.errors import Interrupted, LmtrainError
+from lmtrain.meta import load_prepared
 from lmtrain.model import LanguageModel, State, create_model
-from lmtrain.optim import apply_pending, create_optimizer, pending_applied
-from lmtrain.paths import DataPaths, RunPaths, write_atomic
-from lmtrain.prepare import load_meta
-from lmtrain.records import (damaged_shard_error, eval_dataset, num_windows, split_files, stream_rows,
-                             stream_windows_per_row, train_dataset)
+from lmtrain.optim import create_optimizer, pending_applied
+from lmtrain.paths import DataPaths, RunPaths
+from lmtrain.records import damaged_shard_error, split_files, stream_rows, train_dataset
+from lmtrain.rundir import init_run_dir, restore, step_counts, training_checkpoint
 from lmtrain.sampling import frequency_order_correlation
-from lmtrain.tokenizer import Tokenizer
+from lmtrain.scoring import perplexity, split_nll
 
 Echo = Callable[[str], None]
 # Below this Spearman correlation of id and frequency rank, ids are not "sorted by frequency".
@@ -60,17 +59,6 @@ class FitResult:
     wrote_run_dir: bool = True  # False on the workers of a multi-worker run other than the chief
 
 
-@dataclass
-class TrainedRun:
-    """Everything `eval` and `generate` need, rebuilt from the run directory alone."""
-
-    config: Config
-    meta: dict[str, Any]
-    tokenizer: Tokenizer
-    model: LanguageModel
-    step: int
-
-
 def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo = print) -> FitResult:
     """Train (or continue training) the model a config describes; return the final figures.
 
@@ -85,18 +73,18 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     # First: the strategy must be set up before any other TensorFlow work in the process.
     distribution = create_distribution(config.train)
     data = DataPaths(Path(config.data.dir))
-    meta = load_meta(data)
-    if meta.get("fingerprint") != config.data_fingerprint():
+    meta = load_prepared(data)
+    if meta.fingerprint != config.data_fingerprint():
         raise LmtrainError(
             f"data.dir: {data.root} was prepared from a different data/tokenizer config; run `lmtrain prepare` first"
         )
-    splits = meta["splits"]
-    train_files = split_files(data, "train", splits["train"]["shard_bytes"])
-    valid_files = split_files(data, "valid", splits["valid"]["shard_bytes"]) if splits["valid"]["tokens"] > 1 else []
+    splits = meta.splits
+    train_files = split_files(data, "train", splits["train"].shard_bytes)
+    valid_files = split_files(data, "valid", splits["valid"].shard_bytes) if meta.has_split("valid") else []
     run = RunPaths(Path(config.train.run_dir))
     chief = distribution.is_chief  # only the chief writes the run directory
     if chief:
-        _init_run_dir(run, data, config, force)
+        init_run_dir(run, data, config, force)
     else:
         progress = False
     if distribution.kind != "none":
@@ -104,35 +92,34 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
 
     t = config.train
     if config.model.sampler == "log_uniform" and config.model.softmax == "sampled":
-        rho = frequency_order_correlation(meta["unigram_counts"])
+        rho = frequency_order_correlation(meta.unigram_counts)
         if rho < LOG_UNIFORM_MIN_CORRELATION:
             echo(f"warning: model.sampler=log_uniform assumes ids sorted by frequency, but in {data.root} the "
                  f"rank correlation of id and frequency is only {rho:.2f}; model.sampler=unigram fits this tokenizer")
-    steps_per_epoch, total_steps = _step_counts(config, meta)
-    model, optimizer, train_fn = build_trainer(config, meta["vocab_size"], meta["unigram_counts"], total_steps,
+    steps_per_epoch, total_steps = step_counts(config, meta)
+    model, optimizer, train_fn = build_trainer(config, meta.vocab_size, meta.unigram_counts, total_steps,
                                                distribution)
-    validation = _Validation()
+    validation = _Validation(t)
     best_store = CheckpointStore(run.checkpoints / "best", keep=1) if t.patience else None
 
     if t.stateful:
-        rows = stream_rows(train_files, splits["train"]["tokens"], t.batch_size, t.seq_len, full_only=True)
+        rows = stream_rows(train_files, splits["train"].tokens, t.batch_size, t.seq_len, full_only=True)
         iterator = iter(rows.repeat(t.epochs).prefetch(tf.data.AUTOTUNE))
     else:
         iterator = iter(train_dataset(train_files, t.seq_len, t.batch_size, t.epochs, t.shuffle_buffer, t.seed))
     carry = _StateCarry(model, t.batch_size, steps_per_epoch) if t.stateful else None
-    valid_tokens = splits["valid"]["tokens"] if t.stateful else None
+    valid_tokens = splits["valid"].tokens if t.stateful else None
     # The loop's position: batches consumed. Not optimizer.iterations, which skipped batches
     # do not advance.
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     skipped_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    checkpoint = tf.train.Checkpoint(model=_weights(model), rng=_rng_states(model), optimizer=optimizer,
-                                     data=iterator, step=step_var, skipped=skipped_var,
+    checkpoint = training_checkpoint(model, optimizer, data=iterator, step=step_var, skipped=skipped_var,
                                      validation=validation.checkpoint(),
                                      **({"train_state": carry.checkpoint()} if carry else {}))
     store = CheckpointStore(run.checkpoints, t.keep_checkpoints)
     latest = store.latest()
     if latest:
-        _restore(checkpoint, latest, model)
+        restore(checkpoint, latest, model)
         if carry is not None:
             carry.restored()
         echo(f"resuming from {latest} (step {int(step_var)})")
@@ -141,7 +128,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         _check_same_start(distribution, step, run)
     saved_at = step if latest else -1
     if validation.stopped:
-        echo(f"training stopped early at step {step}: {validation.summary(t.patience)}")
+        echo(f"training stopped early at step {step}: {validation.summary()}")
         total_steps = step  # nothing left to do
 
     def save(target: CheckpointStore = store) -> str | None:
@@ -185,7 +172,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                     carry.after(logs["state"])
                 step += 1
                 interval_tokens += float(t.batch_size * t.seq_len)
-                if not bool(logs["finite"]):
+                if not bool(logs["applied"]):
                     if t.on_nan == "stop":
                         raise LmtrainError(_nan_message(step, store.latest()))
                     skipped += 1
@@ -217,27 +204,24 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                         nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size,
                                                stream_tokens=valid_tokens)
                     valid_ppl = perplexity(nll / count)
-                    improved = validation.record(step, valid_ppl)
+                    verdict = validation.record(step, valid_ppl)
                     with writer.as_default(step=step):
                         tf.summary.scalar("valid/perplexity", valid_ppl)
                     line = f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(count)} tokens)"
-                    if improved and best_store is not None:
+                    if verdict.improved and best_store is not None:
                         save(best_store)  # loading applies the pending LazyAdam steps, as evaluated
                         line += ", best so far"
-                    if t.schedule == "plateau" and validation.since_reduce >= t.plateau_patience:
+                    if verdict.lower_rate:
                         rate = _current_rate(optimizer) * t.plateau_factor
                         optimizer.learning_rate.assign(rate)
-                        validation.lowered()
                         line += f"; learning rate lowered to {rate:.3g}"
                     bar.write(line)
-                    if t.patience and validation.since_best >= t.patience:
-                        validation.stop()
-                        stop_early = True
+                    stop_early = verdict.stop
                 # ---- checkpoint
                 if step % t.checkpoint_every == 0 or step == total_steps or stop_early:
                     save()
                 if stop_early:
-                    bar.write(f"early stop at step {step}: {validation.summary(t.patience)}")
+                    bar.write(f"early stop at step {step}: {validation.summary()}")
                     break
                 # ---- Ctrl-C / SIGTERM: the step is done; keep it and stop
                 requested = stop.signum is not None
@@ -299,11 +283,23 @@ class _StateCarry:
             var.assign(value)
 
 
-class _Validation:
-    """What the loop remembers of its validations, checkpointed with it (so early stopping and
-    the plateau schedule count the same across a resume)."""
+@dataclass(frozen=True)
+class _Verdict:
+    """What one validation decides."""
 
-    def __init__(self) -> None:
+    improved: bool  # the best perplexity so far
+    lower_rate: bool  # train.schedule=plateau: no gain in plateau_patience validations
+    stop: bool  # train.patience: no gain in that many validations
+
+
+class _Validation:
+    """What the loop remembers of its validations and what they decide: the best perplexity,
+    the plateau rate cuts and early stopping. Checkpointed with the loop, so they count the
+    same across a resume."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self._patience = config.patience
+        self._plateau_patience = config.plateau_patience if config.schedule == "plateau" else None
         self._best = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
         self._best_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
         self._since_best = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -314,31 +310,23 @@ class _Validation:
         return tf.train.Checkpoint(best=self._best, best_step=self._best_step, since_best=self._since_best,
                                    since_reduce=self._since_reduce, stopped=self._stopped)
 
-    def record(self, step: int, ppl: float) -> bool:
-        """Note a validation perplexity; True if it is the best so far."""
+    def record(self, step: int, ppl: float) -> _Verdict:
+        """Note a validation perplexity and decide what follows from it."""
         if ppl < float(self._best):
             self._best.assign(ppl)
             self._best_step.assign(step)
             self._since_best.assign(0)
             self._since_reduce.assign(0)
-            return True
+            return _Verdict(improved=True, lower_rate=False, stop=False)
         self._since_best.assign_add(1)
         self._since_reduce.assign_add(1)
-        return False
-
-    def lowered(self) -> None:
-        self._since_reduce.assign(0)
-
-    def stop(self) -> None:
-        self._stopped.assign(True)
-
-    @property
-    def since_best(self) -> int:
-        return int(self._since_best)
-
-    @property
-    def since_reduce(self) -> int:
-        return int(self._since_reduce)
+        lower = self._plateau_patience is not None and int(self._since_reduce) >= self._plateau_patience
+        if lower:
+            self._since_reduce.assign(0)
+        stop = bool(self._patience) and int(self._since_best) >= self._patience
+        if stop:
+            self._stopped.assign(True)
+        return _Verdict(improved=False, lower_rate=lower, stop=stop)
 
     @property
     def stopped(self) -> bool:
@@ -352,26 +340,9 @@ class _Validation:
     def best_perplexity(self) -> float | None:
         return float(self._best) if self.best_step is not None else None
 
-    def summary(self, patience: int | None) -> str:
-        return (f"no better validation perplexity in {patience} validation(s); the best, {self.best_perplexity:.2f} "
+    def summary(self) -> str:
+        return (f"no better validation perplexity in {self._patience} validation(s); the best, {self.best_perplexity:.2f} "
                 f"at step {self.best_step}, is kept in checkpoints/best and used by eval, generate and export")
-
-
-def _step_counts(config: Config, meta: dict[str, Any]) -> tuple[int, int]:
-    """(steps per epoch, total steps) of a training run."""
-    t = config.train
-    tokens = meta["splits"]["train"]["tokens"]
-    if t.stateful:
-        steps_per_epoch = stream_windows_per_row(tokens, t.batch_size, t.seq_len)
-    else:
-        steps_per_epoch = num_windows(tokens, t.seq_len) // t.batch_size
-    if steps_per_epoch < 1:
-        raise LmtrainError(
-            f"train.batch_size: the training split ({tokens} tokens) is smaller than one batch of "
-            f"{t.batch_size} x {t.seq_len}; lower train.batch_size or train.seq_len"
-        )
-    total = steps_per_epoch * t.epochs
-    return steps_per_epoch, min(total, t.max_steps) if t.max_steps is not None else total
 
 
 class _StopSignals:
@@ -416,27 +387,9 @@ def _nan_message(step: int, latest: str | None, what: str = "loss") -> str:
     )
 
 
-def logged_scalars(logs: Path, tag: str) -> list[tuple[float, int, float]]:
-    """(wall-clock time, step, value) of one scalar `fit` logged to TensorBoard, by step."""
-    points = []
-    for path in sorted(Path(logs).glob("events.out.tfevents.*")):
-        for raw in tf.data.TFRecordDataset(str(path)):
-            event = tf.compat.v1.Event.FromString(raw.numpy())
-            for value in event.summary.value:
-                if value.tag == tag:
-                    number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
-                    points.append((event.wall_time, int(event.step), number))
-    return sorted(points, key=lambda p: p[1])
-
-
 def _current_rate(optimizer: keras.optimizers.Optimizer) -> float:
     """The learning rate now (a mirrored variable under a strategy, so read as a tensor)."""
     return float(tf.convert_to_tensor(optimizer.learning_rate))
-
-
-def perplexity(nats_per_token: float) -> float:
-    """exp(loss), infinite rather than an OverflowError for a diverged model."""
-    return math.exp(nats_per_token) if nats_per_token < 709.0 else math.inf
 
 
 def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int], total_steps: int = 1000,
@@ -473,139 +426,3 @@ def resolve_jit(setting: str | bool) -> bool:
     """`train.jit_compile` as a bool. "auto" is off: on GPU, XLA would replace the cuDNN LSTM
     kernel (which cannot be compiled) with a slower loop, and on CPU it did not pay off here."""
     return setting is True
-
-
-def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size: int,
-              progress: bool = False, stream_tokens: int | None = None) -> tuple[float, float]:
-    """(total exact NLL in nats, number of predicted tokens) over a split, in float64.
-
-    By default every window of `seq_len` starts from a zero state. With `stream_tokens` (the
-    split's token count; `train.stateful`), the split is read as `batch_size` contiguous rows
-    and the state is carried from window to window, as in stateful training.
-    """
-    if stream_tokens is None:
-        nll_sum = model.compiled_nll_sum()
-        batches = iter(eval_dataset(files, seq_len, batch_size))
-    else:
-        sequence_nll = model.compiled_sequence_nll()
-        batches = iter(stream_rows(files, stream_tokens, batch_size, seq_len, full_only=False).prefetch(2))
-        state = model.zero_state(batch_size)
-    total = count = 0.0
-    with tqdm(desc="eval", unit="batch", disable=not progress, leave=False) as bar:
-        while True:
-            try:
-                tokens, targets, mask = next(batches)
-            except StopIteration:
-                break
-            except tf.errors.OpError as exc:
-                raise damaged_shard_error(files, exc) from None
-            if stream_tokens is None:
-                s, c = nll_sum(tokens, targets, mask)
-            else:
-                nll, state = sequence_nll(tokens, targets, state)
-                s, c = tf.reduce_sum(nll * mask), tf.reduce_sum(mask)
-            total += float(s)
-            count += float(c)
-            bar.update(1)
-    if count == 0:
-        raise LmtrainError("the split to evaluate holds no tokens")
-    return total, count
-
-
-def load_run(run_dir: Path) -> TrainedRun:
-    """Rebuild the trained model from a run directory (config, tokenizer, meta, checkpoint)."""
-    run = RunPaths(run_dir)
-    if not run.config.is_file():
-        raise LmtrainError(f"no trained run in {run.root}: run `lmtrain fit` with this config first")
-    config = config_from_dict(yaml.safe_load(run.config.read_text()))
-    meta = json.loads(run.meta.read_text())
-    # The best checkpoint when early stopping kept one (train.patience), else the latest.
-    latest = (CheckpointStore(run.checkpoints / "best", keep=1).latest()
-              or CheckpointStore(run.checkpoints, config.train.keep_checkpoints).latest())
-    if latest is None:
-        raise LmtrainError(f"no checkpoint in {run.checkpoints}: run `lmtrain fit` with this config first")
-    model = create_model(config, meta["vocab_size"], meta["unigram_counts"])
-    optimizer = create_optimizer(config.train, _step_counts(config, meta)[1])
-    optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    # Model, optimizer state and step; not the data position. The optimizer is needed once: to
-    # give lazily updated rows the momentum steps they still owe (see optim.LazyAdam).
-    checkpoint = tf.train.Checkpoint(model=_weights(model), optimizer=optimizer, step=step)
-    _restore(checkpoint, latest, model, partial=True)
-    apply_pending(optimizer, model.trainable_variables)
-    return TrainedRun(config, meta, Tokenizer(run.tokenizer), model, int(step.numpy()))
-
-
-def _init_run_dir(run: RunPaths, data: DataPaths, config: Config, force: bool) -> None:
-    """Create the run directory, or check that an existing one was made by a compatible config."""
-    if run.config.is_file():
-        old = yaml.safe_load(run.config.read_text()) or {}
-        new = config.to_dict()
-        changed = [s for s in ("data", "tokenizer", "model") if old.get(s) != new[s]]
-        if changed and not force:
-            raise LmtrainError(
-                f"train.run_dir: {run.root} holds a run made with a different {'/'.join(changed)} config; "
-                f"use --force to start it over, or choose another train.run_dir"
-            )
-    if force:  # start over: even checkpoints found without a config.yaml beside them
-        shutil.rmtree(run.checkpoints, ignore_errors=True)
-        shutil.rmtree(run.logs, ignore_errors=True)
-    run.root.mkdir(parents=True, exist_ok=True)
-    save_config(config, run.config)
-    write_atomic(run.tokenizer, data.tokenizer.read_bytes())
-    write_atomic(run.meta, data.meta.read_bytes())
-
-
-def _weights(model: LanguageModel) -> tf.train.Checkpoint:
-    """Every model weight under its Keras path, as a checkpoint node.
-
-    Keras 3 keeps sub-layers held in Python lists (our LSTM stack) out of TensorFlow's object
-    graph, so checkpointing the model object itself would silently skip the LSTM weights.
-    """
-    return tf.train.Checkpoint(**{_weight_name(v): v for v in model.weights})
-
-
-def _rng_states(model: LanguageModel) -> tf.train.Checkpoint:
-    """The states of the model's random generators (the dropout masks), as a checkpoint node.
-
-    They are variables of the model but not among its weights, so `_weights` leaves them out;
-    without them a resumed run would draw other dropout masks than an uninterrupted one. Keras
-    names them by a process-wide counter (seed_generator_7), so they are stored by position.
-    """
-    weights = {id(v) for v in model.weights}
-    states = [v for v in model.variables if id(v) not in weights]
-    return tf.train.Checkpoint(**{f"state_{i}": v for i, v in enumerate(states)})
-
-
-def _weight_name(v: keras.Variable) -> str:
-    return v.path.replace("/", ".")
-
-
-def weight_key(v: keras.Variable) -> str:
-    """Where a model weight is stored in our checkpoints (TensorFlow escapes "." as "..")."""
-    return f"model/{_weight_name(v).replace('.', '..')}/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-def _restore(checkpoint: tf.train.Checkpoint, path: str, model: LanguageModel, partial: bool = False) -> None:
-    """Restore a checkpoint, first checking that every model weight is there with its shape."""
-    try:
-        stored = dict(tf.train.list_variables(path))
-    except (tf.errors.OpError, ValueError) as exc:
-        raise LmtrainError(f"checkpoint {path} is unreadable ({type(exc).__name__}); remove it or fit with --force") from None
-    for v in model.weights:
-        key = weight_key(v)
-        if key not in stored:
-            raise LmtrainError(f"checkpoint {path} has no weight {v.path}: it was written for another model config")
-        if list(stored[key]) != list(v.shape):
-            raise LmtrainError(
-                f"checkpoint {path}: weight {v.path} has shape {list(stored[key])} but the config "
-                f"(model.* / tokenizer.vocab_size) gives {list(v.shape)}"
-            )
-    try:
-        status = checkpoint.read(path)  # the counterpart of CheckpointStore.save's write()
-        if partial:
-            status.expect_partial()
-        status.assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise LmtrainError(f"checkpoint {path} does not match this run: {first}") from None

@@ -1,0 +1,82 @@
+"""Scoring with the exact full softmax: the total NLL of a prepared split or of one text.
+
+`fit`'s validation, `lmtrain eval` and the Python API's `score` / `evaluate` all score through
+these functions, so their numbers agree.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from lmtrain.errors import LmtrainError
+from lmtrain.model import LanguageModel
+from lmtrain.records import damaged_shard_error, eval_dataset, stream_rows
+from lmtrain.tokenizer import EOS_ID
+
+SCORE_CHUNK = 1024  # tokens scored per call when the state is carried through a text
+
+
+def perplexity(nats_per_token: float) -> float:
+    """exp(loss), infinite rather than an OverflowError for a diverged model."""
+    return math.exp(nats_per_token) if nats_per_token < 709.0 else math.inf
+
+
+def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size: int,
+              progress: bool = False, stream_tokens: int | None = None) -> tuple[float, float]:
+    """(total exact NLL in nats, number of predicted tokens) over a split, in float64.
+
+    By default every window of `seq_len` starts from a zero state. With `stream_tokens` (the
+    split's token count; `train.stateful`), the split is read as `batch_size` contiguous rows
+    and the state is carried from window to window, as in stateful training.
+    """
+    if stream_tokens is None:
+        nll_sum = model.compiled_nll_sum()
+        batches = iter(eval_dataset(files, seq_len, batch_size))
+    else:
+        sequence_nll = model.compiled_sequence_nll()
+        batches = iter(stream_rows(files, stream_tokens, batch_size, seq_len, full_only=False).prefetch(2))
+        state = model.zero_state(batch_size)
+    total = count = 0.0
+    with tqdm(desc="eval", unit="batch", disable=not progress, leave=False) as bar:
+        while True:
+            try:
+                tokens, targets, mask = next(batches)
+            except StopIteration:
+                break
+            except tf.errors.OpError as exc:
+                raise damaged_shard_error(files, exc) from None
+            if stream_tokens is None:
+                s, c = nll_sum(tokens, targets, mask)
+            else:
+                nll, state = sequence_nll(tokens, targets, state)
+                s, c = tf.reduce_sum(nll * mask), tf.reduce_sum(mask)
+            total += float(s)
+            count += float(c)
+            bar.update(1)
+    if count == 0:
+        raise LmtrainError("the split to evaluate holds no tokens")
+    return total, count
+
+
+def score_ids(model: LanguageModel, ids: list[int]) -> np.ndarray:
+    """Natural-log probability of each id given every id before it, the first given `</s>`.
+
+    The text is read as one document, as if it followed another in a split, and with the LSTM
+    state carried across the whole of it (in chunks of `SCORE_CHUNK`, so memory stays bounded);
+    split evaluation instead starts every `train.seq_len` window from a zero state, so it sees
+    less context and scores the same text slightly worse.
+    """
+    fn = model.compiled_sequence_nll()
+    stream = np.asarray([EOS_ID] + list(ids), dtype=np.int32)
+    state = model.zero_state(1)
+    parts = []
+    for lo in range(0, len(ids), SCORE_CHUNK):
+        hi = min(lo + SCORE_CHUNK, len(ids))
+        nll, state = fn(stream[None, lo:hi], stream[None, lo + 1:hi + 1], state)
+        parts.append(nll.numpy()[0])
+    return -np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
