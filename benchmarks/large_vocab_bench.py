@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lmtrain.corpus import list_documents, split_documents
 
 LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
 
@@ -53,8 +52,7 @@ def main() -> None:
     try:
         corpus = make_corpus(root / "corpus", args)
         overrides = [
-            f"data.corpus={corpus}", f"data.dir={root / 'data'}", "data.valid_fraction=0.04",
-            "data.test_fraction=0.04", "tokenizer.model_type=word", f"tokenizer.vocab_size={args.vocab}",
+            f"data.corpus={corpus}", f"data.dir={root / 'data'}", "tokenizer.model_type=word", f"tokenizer.vocab_size={args.vocab}",
             f"model.embedding_dim={args.embedding_dim}", f"model.hidden_dim={args.hidden_dim}",
             f"model.num_sampled={args.num_sampled}", f"train.run_dir={root / 'run'}",
             f"train.batch_size={args.batch_size}", f"train.seq_len={args.seq_len}", f"train.max_steps={args.steps}",
@@ -88,10 +86,12 @@ def main() -> None:
                       "generate": strip(gen), "eval": evals}))
 
 
-def make_corpus(directory: Path, args: argparse.Namespace) -> Path:
+def make_corpus(directory: Path, args: argparse.Namespace) -> str:
     """The dictionary document (every word, so the word tokenizer can reach `--vocab`) and
-    Zipf-distributed text documents; the dictionary is renamed until the split keeps it in train."""
-    directory.mkdir(parents=True)
+    Zipf-distributed text documents, as a mapping of splits (`data.corpus`): the dictionary and
+    all but two text documents train, one text document each for valid and test."""
+    for split in ("train", "valid", "test"):
+        (directory / split).mkdir(parents=True)
     rng = np.random.default_rng(0)
     words = unique_words(rng, int(args.vocab * 1.05))
     ranks = np.arange(1, len(words) + 1, dtype=np.float64)
@@ -100,17 +100,11 @@ def make_corpus(directory: Path, args: argparse.Namespace) -> Path:
     for d in range(args.text_docs):
         ids = rng.choice(len(words), size=args.doc_tokens, p=zipf)
         lines = [" ".join(words[ids[i:i + 12]]) for i in range(0, len(ids), 12)]
-        (directory / f"text-{d:03d}.txt").write_text("\n".join(lines) + "\n")
+        split = "valid" if d == 0 else "test" if d == 1 else "train"
+        (directory / split / f"text-{d:03d}.txt").write_text("\n".join(lines) + "\n")
     dictionary = "\n".join(" ".join(words[i:i + 12]) for i in range(0, len(words), 12)) + "\n"
-    for attempt in range(1000):
-        name = directory / f"dictionary-{attempt}.txt"
-        name.write_text(dictionary)
-        docs = list_documents([str(directory)])
-        splits = split_documents(docs, 0.04, 0.04)
-        if any(doc.path == name for doc in splits["train"]):
-            return directory
-        name.unlink()
-    raise SystemExit("could not place the dictionary in the training split")
+    (directory / "train" / "dictionary.txt").write_text(dictionary)
+    return "{" + ", ".join(f"{split}: {directory / split}" for split in ("train", "valid", "test")) + "}"
 
 
 def unique_words(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmtrain.config import TokenizerConfig
 from lmtrain.corpus import list_documents
 from lmtrain.meta import load_meta
 
@@ -37,7 +38,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes-mb", type=float, nargs="+", default=[256, 1024])
     p.add_argument("--doc-mb", type=float, default=32, help="Size of each generated document (file).")
-    p.add_argument("--max-sentences", type=int, default=200_000, help="tokenizer.max_sentences for the run.")
+    p.add_argument("--max-sentences", type=int, default=None,
+                   help="tokenizer.max_sentences for the run (default: the config's default, what users get).")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="Extra config override (repeatable).")
     p.add_argument("--workdir", type=Path, default=None, help="Where corpora are written (default: a temp dir).")
     args = p.parse_args()
@@ -55,7 +57,8 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    print(f"\nlmtrain prepare, demo config (unigram 8k), tokenizer.max_sentences={args.max_sentences:,}, "
+    sample = f"{args.max_sentences:,}" if args.max_sentences else f"{TokenizerConfig().max_sentences:,} (default)"
+    print(f"\nlmtrain prepare, demo config (unigram 8k), tokenizer.max_sentences={sample}, "
           f"{os.cpu_count()} cores\n")
     print("| corpus | documents | tokens | wall time | MB/s | peak RSS, largest process | peak RSS, all processes |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
@@ -87,8 +90,9 @@ def generate(directory: Path, lines: list[str], total: int, per_doc: int) -> int
 
 def run_prepare(corpus: Path, data: Path, corpus_bytes: int, args: argparse.Namespace) -> dict:
     command = [sys.executable, "-m", "lmtrain", "prepare", str(DEMO), "-q",
-               "--set", f"data.corpus={corpus}", "--set", f"data.dir={data}",
-               "--set", f"tokenizer.max_sentences={args.max_sentences}"]
+               "--set", f"data.corpus={corpus}", "--set", f"data.dir={data}"]
+    if args.max_sentences:
+        command += ["--set", f"tokenizer.max_sentences={args.max_sentences}"]
     for override in args.overrides:
         command += ["--set", override]
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: nothing can block the child

@@ -31,13 +31,18 @@ def test_markdown_is_stripped():
 
 
 def test_split_is_deterministic_and_never_empty(tmp_path):
+    for i in range(10):  # similar documents: the split stays by document
+        (tmp_path / f"d{i}").write_text("a line of text\n" * 20)
     docs = [Document(name=f"d{i}", path=tmp_path / f"d{i}") for i in range(10)]
     a = split_documents(docs, 0.1, 0.1)
     b = split_documents(list(reversed(docs)), 0.1, 0.1)
     assert a == b
     assert len(a["valid"]) == len(a["test"]) == 1 and len(a["train"]) == 8
+    assert not any(d.is_part for split in a.values() for d in split)
+    # a single line cannot be cut into three splits
+    (tmp_path / "one").write_text("only one line\n")
     with pytest.raises(LmtrainError, match="cannot be split"):
-        split_documents(docs[:2], 0.1, 0.1)
+        split_documents([Document(name="one", path=tmp_path / "one")], 0.1, 0.1)
 
 
 def test_corpus_line_sample_is_uniform_ordered_seeded_and_skips_blank_lines(tmp_path):
@@ -80,3 +85,15 @@ def test_corpus_line_sample_reads_crlf_markdown_and_blocks(tmp_path, monkeypatch
     assert len(picked) == 2000 and picked == sorted(set(picked)) and picked[-1] > 4000
     monkeypatch.setattr(lmtrain.corpus, "BLOCK_BYTES", 1 << 20)  # one block: the same lines
     assert [int(x) for x in sample_lines([Document("n", numbered)], 2000, seed=1)] == picked
+
+
+def test_line_sample_is_bounded_by_bytes_too(tmp_path):
+    from lmtrain.corpus import sample_lines
+
+    path = tmp_path / "long.txt"
+    path.write_text("".join(f"{i} " + "word " * 40 + "\n" for i in range(2000)))  # ~200 bytes a line
+    (doc,) = list_documents([str(path)])
+    assert len(sample_lines([doc], 1500)) == 1500
+    by_bytes = sample_lines([doc], 1500, max_bytes=40_000)
+    assert 150 <= len(by_bytes) <= 250  # about 40 kB of 200-byte lines
+    assert sum(len(line) + 1 for line in by_bytes) < 50_000

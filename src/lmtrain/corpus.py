@@ -3,19 +3,27 @@
 A corpus is a list of documents (one per file). Documents are listed by name first, which is
 cheap, so the split into train/valid/test can be decided before any text is read; the text of
 each document is then streamed in blocks of whole lines, so memory never grows with the corpus.
+
+The split (`split_corpus`) is by size: the fractions are shares of the corpus text. Whole
+documents are held out while that keeps each split near its share; where it does not (one big
+file, a few files of very different sizes) the tail of the largest document is cut off at a line
+end instead, so that the last part of a book becomes its test text and the part before that its
+validation text. Only file offsets are needed for that, so a 10 GB file splits in no memory. A
+corpus given as a mapping of splits (`{train: ..., valid: ..., test: ...}`) is used as it is.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import glob
 import gzip
 import hashlib
 import importlib.metadata
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -25,6 +33,10 @@ DEMO_CORPUS = "shakespeare"
 _TEXT_SUFFIXES = (".txt", ".gz", ".md")
 _SNIFF_BYTES = 8192  # how much of a file is checked for NUL bytes (the mark of a binary file)
 BLOCK_BYTES = 4 << 20  # raw text read (and encoded, by one worker) at a time
+# A held-out split takes whole documents while its size stays within this share of its target
+# (a 5% split: 3.75% to 6.25% of the corpus); else it takes the tail of the largest document.
+SPLIT_TOLERANCE = 0.25
+SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -34,17 +46,68 @@ class Document:
     name: str
     path: Path
     markdown: bool = False  # the demo plays are Markdown; strip the markup when reading
+    start: int = 0  # the bytes of the file this document covers: [start, end)
+    end: int | None = None  # None: to the end of the file
+    ends_document: bool = True  # False for the part of a file before a cut: no </s> after it
+
+    @property
+    def size(self) -> int:
+        """Bytes of the file this document covers (of a .gz file: compressed bytes)."""
+        end = self.end if self.end is not None else self.path.stat().st_size
+        return end - self.start
+
+    @property
+    def is_part(self) -> bool:
+        return self.start > 0 or self.end is not None
+
+    def cut(self, offset: int) -> tuple["Document", "Document"] | None:
+        """(the part before, the part from) the first line start at or after byte `offset` of
+        the file; None if no line starts there (then the document cannot be cut)."""
+        if self.path.suffix == ".gz":
+            return None
+        end = self.end if self.end is not None else self.path.stat().st_size
+        with open(self.path, "rb") as fh:
+            fh.seek(max(offset - 1, self.start))
+            position = fh.tell()
+            while position < end:
+                chunk = fh.read(min(1 << 16, end - position))
+                newline = chunk.find(b"\n")
+                if newline >= 0:
+                    at = position + newline + 1
+                    break
+                position += len(chunk)
+            else:
+                return None
+        if not self.start < at < end:
+            return None
+        base = self.name.rsplit("@", 1)[0] if self.is_part else self.name
+        head = dataclasses.replace(self, name=f"{base}@{self.start}-{at}", end=at, ends_document=False)
+        tail = dataclasses.replace(self, name=f"{base}@{at}-{end}", start=at, end=end)
+        return head, tail
 
     def blocks(self, size: int | None = None) -> Iterator[bytes]:
-        """Stream the raw file in blocks of about `size` bytes, each ending at a line end (or
-        the end of the file): the unit prepare hands to its encoding workers. .gz files are
-        decompressed. A file with NUL bytes near its start is binary and refused.
+        """Stream the raw file (its bytes [start, end)) in blocks of about `size` bytes, each
+        ending at a line end (or the end of the range): the unit prepare hands to its encoding
+        workers. .gz files are decompressed. A file with NUL bytes near its start is binary and
+        refused.
         """
         size = size or BLOCK_BYTES
         opener = gzip.open if self.path.suffix == ".gz" else open
         try:
             with opener(self.path, "rb") as fh:
-                head = fh.read(_SNIFF_BYTES)
+                if self.start:
+                    fh.seek(self.start)
+                left = None if self.end is None else self.end - self.start
+
+                def read(n: int) -> bytes:
+                    nonlocal left
+                    if left is None:
+                        return fh.read(n)
+                    data = fh.read(min(n, left))
+                    left -= len(data)
+                    return data
+
+                head = read(_SNIFF_BYTES)
                 if b"\0" in head:
                     raise LmtrainError(
                         f"data.corpus: {self.path} looks like a binary file (NUL bytes in its first "
@@ -52,7 +115,7 @@ class Document:
                     )
                 pending = head
                 while True:
-                    chunk = fh.read(size)
+                    chunk = read(size)
                     pending += chunk
                     while len(pending) >= size or (not chunk and pending):
                         # A block ends at the last line end within `size` bytes (further only
@@ -101,9 +164,11 @@ def _line_count(block: bytes) -> int:
 
 
 def sample_lines(docs: Sequence[Document], k: int, seed: int = 0,
-                 on_document: Callable[[], None] | None = None) -> list[str]:
+                 on_document: Callable[[], None] | None = None, max_bytes: int | None = None) -> list[str]:
     """A seeded uniform sample of at most `k` non-blank lines of the documents, in corpus order:
     what SentencePiece trains on. All non-blank lines when the documents hold at most `k` lines.
+    With `max_bytes`, `k` is lowered so that the sample holds about that many bytes at the
+    corpus's mean line length.
 
     Two cheap passes instead of a reservoir over every line: the first counts lines per block
     (`bytes.count`), the second decodes only the chosen lines, found through the positions of
@@ -111,7 +176,13 @@ def sample_lines(docs: Sequence[Document], k: int, seed: int = 0,
     so a corpus with many blank lines gives somewhat fewer than `k`. A gigabyte costs a few
     seconds; memory holds the chosen line numbers and lines.
     """
-    total = sum(_line_count(block) for doc in docs for block in doc.blocks())
+    total, size = 0, 0
+    for doc in docs:
+        for block in doc.blocks():
+            total += _line_count(block)
+            size += len(block)
+    if max_bytes is not None and size > max_bytes:
+        k = min(k, max(100, int(max_bytes * total / size)))
     if total <= k:
         lines = []
         for doc in docs:
@@ -137,6 +208,16 @@ def sample_lines(docs: Sequence[Document], k: int, seed: int = 0,
     return lines
 
 
+def count_words(docs: Sequence[Document]) -> dict[str, int]:
+    """How often each whitespace-separated word occurs in the documents (one streaming pass)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for doc in docs:
+        for block in doc.blocks():
+            for line in block_lines(block, doc.markdown):
+                counts.update(line.split())
+    return dict(counts)
+
+
 @dataclass
 class ReadReport:
     """What reading a document had to repair."""
@@ -154,59 +235,103 @@ def _decode(raw: bytes, report: ReadReport | None) -> str:
         return text
 
 
-def list_documents(sources: Sequence[str]) -> list[Document]:
-    """Resolve corpus sources to documents, sorted by name; raise if a source matches nothing."""
+def list_documents(sources: Sequence[str], key: str = "data.corpus") -> list[Document]:
+    """Resolve corpus sources to documents, sorted by name; raise if a source matches nothing.
+    `key` names the config key in errors."""
     docs: dict[str, Document] = {}
-    for source in sources:
+    for source in [sources] if isinstance(sources, str) else sources:
         if source == DEMO_CORPUS:
             found = _demo_documents()
         else:
-            found = _path_documents(source)
+            found = _path_documents(source, key)
         for doc in found:
             docs.setdefault(doc.name, doc)
     if not docs:
-        raise LmtrainError(f"data.corpus: no documents found in {list(sources)!r}")
+        raise LmtrainError(f"{key}: no documents found in {list(sources)!r}")
     return [docs[k] for k in sorted(docs)]
+
+
+def split_corpus(corpus: Sequence[str] | Mapping[str, Sequence[str]], valid_fraction: float,
+                 test_fraction: float) -> dict[str, list[Document]]:
+    """The documents of each split: `data.corpus` split by size, or its own splits as given."""
+    if not isinstance(corpus, Mapping):
+        return split_documents(list_documents(corpus), valid_fraction, test_fraction)
+    splits = {name: list_documents(corpus[name], key=f"data.corpus.{name}") if name in corpus else []
+              for name in SPLITS}
+    seen: dict[Path, str] = {}
+    for name, docs in splits.items():
+        for doc in docs:
+            where = seen.setdefault(doc.path.resolve(), name)
+            if where != name:
+                raise LmtrainError(f"data.corpus: {doc.path} is in both the {where} and the {name} split")
+        if name in corpus and not any(doc.size for doc in docs):
+            raise LmtrainError(f"data.corpus.{name}: {list(corpus[name])!r} holds no text")
+    return splits
 
 
 def split_documents(
     docs: Sequence[Document], valid_fraction: float, test_fraction: float
 ) -> dict[str, list[Document]]:
-    """Split documents deterministically: order by a hash of the name, cut off test then valid.
+    """Split documents by size, deterministically (see the module docstring).
 
-    Hashing the name (not the listing order) keeps a document in the same split when others are
-    added. A non-zero fraction always gets at least one document, so a small corpus still has a
-    validation set.
+    Documents are taken in the order of a hash of their name (not the listing order, so a
+    document stays in its split when others are added): test first, then valid, each taking
+    whole documents while it stays within `SPLIT_TOLERANCE` of its share of the corpus bytes.
+    A split still short of that takes the tail of the largest remaining document instead, cut
+    at a line end. A non-zero fraction always gets some text.
     """
     ordered = sorted(docs, key=lambda d: hashlib.sha1(d.name.encode()).hexdigest())
-    n = len(ordered)
-    n_test = math.ceil(test_fraction * n) if test_fraction > 0 else 0
-    n_valid = math.ceil(valid_fraction * n) if valid_fraction > 0 else 0
-    if n - n_test - n_valid < 1:
-        raise LmtrainError(
-            f"data.corpus: {n} document(s) cannot be split into train/valid/test "
-            f"(valid_fraction={valid_fraction}, test_fraction={test_fraction}); "
-            f"add documents (one per file) or set the fractions to 0"
-        )
-    test, valid, train = ordered[:n_test], ordered[n_test : n_test + n_valid], ordered[n_test + n_valid :]
-    return {"train": sorted(train, key=lambda d: d.name), "valid": valid, "test": test}
+    sizes = {d.name: d.size for d in ordered}
+    total = sum(sizes.values())
+    if total == 0:
+        raise LmtrainError(f"data.corpus: its {len(docs)} document(s) hold no text")
+    remaining = list(ordered)
+    held: dict[str, list[Document]] = {"valid": [], "test": []}
+    for split, fraction in (("test", test_fraction), ("valid", valid_fraction)):
+        if fraction <= 0:
+            continue
+        target = fraction * total
+        low, high = target * (1 - SPLIT_TOLERANCE), target * (1 + SPLIT_TOLERANCE)
+        filled = 0
+        for doc in list(remaining):
+            if filled >= low:
+                break
+            if filled + sizes[doc.name] <= high and len(remaining) > 1:
+                held[split].append(doc)
+                remaining.remove(doc)
+                filled += sizes[doc.name]
+        if filled < low or not held[split]:
+            donor = max(remaining, key=lambda d: sizes[d.name]) if remaining else None
+            parts = donor.cut(donor.start + sizes[donor.name] - max(int(target - filled), 1)) if donor else None
+            if parts is None:
+                raise LmtrainError(
+                    f"data.corpus: {len(docs)} document(s) cannot be split into train/valid/test "
+                    f"(valid_fraction={valid_fraction}, test_fraction={test_fraction}): "
+                    + (f"{donor.path} cannot be cut at a line end near its end" if donor else "no text left")
+                    + "; add text or set the fractions to 0")
+            head, tail = parts
+            remaining[remaining.index(donor)] = head
+            sizes[head.name], sizes[tail.name] = head.size, tail.size
+            held[split].append(tail)
+    return {"train": sorted(remaining, key=lambda d: d.name), "valid": sorted(held["valid"], key=lambda d: d.name),
+            "test": sorted(held["test"], key=lambda d: d.name)}
 
 
-def _path_documents(source: str) -> list[Document]:
+def _path_documents(source: str, key: str) -> list[Document]:
     path = Path(source).expanduser()
     if any(ch in source for ch in "*?["):
         matches = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
         files = [p for p in matches if p.is_file()]
         if not files:
-            raise LmtrainError(f"data.corpus: the pattern {source!r} matches no file")
+            raise LmtrainError(f"{key}: the pattern {source!r} matches no file")
     elif path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _TEXT_SUFFIXES)
         if not files:
-            raise LmtrainError(f"data.corpus: the directory {source} holds no .txt, .md or .gz file")
+            raise LmtrainError(f"{key}: the directory {source} holds no .txt, .md or .gz file")
     elif path.is_file():
         files = [path]
     else:
-        raise LmtrainError(f"data.corpus: {source} does not exist")
+        raise LmtrainError(f"{key}: {source} does not exist")
     return [Document(name=str(p), path=p) for p in files]
 
 

@@ -27,6 +27,7 @@ class SplitStats:
     bytes: int  # UTF-8 bytes of the raw text (each line with its newline)
     words: int  # whitespace-separated words of the raw text
     shard_bytes: list[int] = field(default_factory=list)  # the size of each shard file, in order
+    parts: int = 0  # of the documents, how many are parts of a file cut at a line end (the split by size)
 
 
 @dataclass(frozen=True)

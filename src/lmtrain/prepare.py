@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lmtrain.config import Config
-from lmtrain.corpus import Document, list_documents, sample_lines, split_documents
+from lmtrain.corpus import Document, count_words, sample_lines, split_corpus
 from lmtrain.encode import BlockEncoder, default_workers
 from lmtrain.errors import LmtrainError, describe_write_error
 from lmtrain.meta import DataMeta, SplitStats, load_prepared
@@ -60,8 +60,7 @@ def prepare(config: Config, force: bool = False, progress: bool = True, echo: Ec
             f"data.dir: {paths.root} exists and is not a finished lmtrain data directory; use --force or another data.dir"
         )
 
-    docs = list_documents(config.data.corpus)
-    splits = split_documents(docs, config.data.valid_fraction, config.data.test_fraction)
+    splits = split_corpus(config.data.corpus, config.data.valid_share, config.data.test_share)
 
     tmp = paths.root.with_name(f"{_TMP_PREFIX.format(paths.root.name)}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -85,10 +84,15 @@ def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, 
     with BlockEncoder(paths.tokenizer, default_workers(all_docs, config.data.workers)) as encoder:
         train_docs = splits["train"]
         bar = tqdm(total=len(train_docs), desc="tokenizer", unit="doc", disable=not progress)
-        sample = sample_lines(train_docs, config.tokenizer.max_sentences, on_document=lambda: bar.update(1))
+        if config.tokenizer.vocab_size is None:  # every word of the training split
+            sample, words = [], count_words(train_docs)
+        else:
+            sample = sample_lines(train_docs, config.tokenizer.max_sentences, on_document=lambda: bar.update(1),
+                                  max_bytes=config.tokenizer.max_sample_bytes)
+            words = None
         bar.close()
-        tokenizer = train_tokenizer(sample, config.tokenizer, paths.tokenizer)
-        del sample
+        tokenizer = train_tokenizer(sample, config.tokenizer, paths.tokenizer, words)
+        del sample, words
         split_meta, counts, replaced = _encode(splits, encoder, tokenizer.vocab_size, config, paths, progress)
 
     if split_meta["train"].tokens < 2:
@@ -116,7 +120,8 @@ def _encode(splits: dict[str, list[Document]], encoder: BlockEncoder, vocab: int
     for split in SPLITS:
         docs = splits[split]
         writer = ShardWriter(paths, split, config.data.shard_tokens)
-        stats = {"documents": len(docs), "tokens": 0, "characters": 0, "bytes": 0, "words": 0}
+        stats = {"documents": len(docs), "parts": sum(doc.is_part for doc in docs), "tokens": 0, "characters": 0,
+                 "bytes": 0, "words": 0}
         bar = tqdm(total=len(docs), desc=f"encode {split}", unit="doc", disable=not progress)
         bad = 0  # characters of the current document replaced for not being UTF-8
         for doc, block in encoder.encode(docs):
@@ -129,9 +134,10 @@ def _encode(splits: dict[str, list[Document]], encoder: BlockEncoder, vocab: int
                 if split == "train":
                     counts += np.bincount(block.ids, minlength=vocab)
                 continue
-            writer.write([EOS_ID])  # the document's end
-            if split == "train":
-                counts[EOS_ID] += 1
+            if doc.ends_document:  # the end of a file (not of a part cut from before its end)
+                writer.write([EOS_ID])
+                if split == "train":
+                    counts[EOS_ID] += 1
             if bad:
                 replaced[str(doc.path)] = bad
                 bar.write(f"warning: {doc.path}: {bad} character(s) not valid UTF-8, replaced with U+FFFD")

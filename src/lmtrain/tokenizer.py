@@ -13,8 +13,9 @@ import io
 import itertools
 import os
 import re
+import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import sentencepiece as spm
@@ -92,7 +93,8 @@ def document_lines(text: str) -> list[str]:
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
-def train_tokenizer(lines: Sequence[str], config: TokenizerConfig, path: Path) -> Tokenizer:
+def train_tokenizer(lines: Sequence[str], config: TokenizerConfig, path: Path,
+                    word_counts: Mapping[str, int] | None = None) -> Tokenizer:
     """Train SentencePiece on the given lines (from the training split only) and load the result.
 
     `prepare` passes a sample it drew with `corpus.sample_lines`, which reads a large corpus
@@ -100,26 +102,46 @@ def train_tokenizer(lines: Sequence[str], config: TokenizerConfig, path: Path) -
     `tokenizer.max_sentences` non-blank lines, drawn here with a seeded generator: its own
     sampler (`input_sentence_size`) draws differently in every process whatever seed it is
     given, so the same corpus gave a different vocabulary on each prepare.
+
+    With `tokenizer.vocab_size: null` (word level) the vocabulary is every word of the training
+    split: `word_counts` (counted by prepare over the whole split, not a sample) is given to
+    SentencePiece as a word/frequency table, with no normalisation of the text, so ids follow
+    frequency and every whitespace word of the text is one token.
     """
-    sample = [line for line in lines if line.strip()]
-    if len(sample) > config.max_sentences:
-        keep = np.random.default_rng(0).choice(len(sample), size=config.max_sentences, replace=False)
-        sample = [sample[i] for i in np.sort(keep)]
     # Whatever else SentencePiece draws comes from its own generator: seed it as well.
     spm.set_random_generator_seed(0)
     # The model comes back in memory and is written here: SentencePiece's own file writer does
     # not report a failed write (a full disk left a truncated model behind).
     model = io.BytesIO()
+    options: dict[str, Any]
+    table = None
+    if config.vocab_size is None:
+        if not word_counts:
+            raise LmtrainError("data.corpus: the training split holds no text")
+        table = tempfile.NamedTemporaryFile("w", suffix=".tsv", encoding="utf-8", delete=False)
+        with table:
+            for word, count in sorted(word_counts.items(), key=lambda wc: (-wc[1], wc[0])):
+                table.write(f"{word}\t{count}\n")
+        longest = max(len(w) for w in word_counts)
+        # + <unk>, </s>, <nl>, and the "▁<nl>" piece the word model always learns (see Tokenizer)
+        options = dict(input=table.name, input_format="tsv", vocab_size=len(word_counts) + 4,
+                       hard_vocab_limit=False, normalization_rule_name="identity",
+                       max_sentencepiece_length=min(max(16, longest + 1), 512))
+    else:
+        sample = [line for line in lines if line.strip()]
+        if len(sample) > config.max_sentences:
+            keep = np.random.default_rng(0).choice(len(sample), size=config.max_sentences, replace=False)
+            sample = [sample[i] for i in np.sort(keep)]
+        options = dict(sentence_iterator=iter(sample), vocab_size=config.vocab_size,
+                       input_sentence_size=0,  # all of `sample`: the sampling is done above
+                       # A character vocabulary is as large as the alphabet, whatever was asked for.
+                       hard_vocab_limit=config.model_type != "char")
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(sample),
+            **options,
             model_writer=model,
             model_type=config.model_type,
-            vocab_size=config.vocab_size,
             character_coverage=config.character_coverage,
-            input_sentence_size=0,  # all of `sample`: the sampling is done above
-            # A character vocabulary is as large as the alphabet, whatever was asked for.
-            hard_vocab_limit=config.model_type != "char",
             unk_id=UNK_ID,
             eos_id=EOS_ID,
             bos_id=-1,
@@ -130,6 +152,9 @@ def train_tokenizer(lines: Sequence[str], config: TokenizerConfig, path: Path) -
         )
     except RuntimeError as exc:
         raise LmtrainError(_explain(str(exc), config)) from None
+    finally:
+        if table is not None:
+            os.unlink(table.name)
     path.write_bytes(model.getvalue())
     return Tokenizer(path)
 
