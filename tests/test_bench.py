@@ -65,7 +65,7 @@ def test_comparison_command_runs(tmp_path):
     # Each sampled run is measured against the full-softmax run of its own setup.
     by_name = {r["name"]: r for r in runs}
     gap = 100 * (by_name["large-sampled-recipe"]["test"] / by_name["large-full-recipe"]["test"] - 1)
-    assert f"| large-sampled-recipe | word:34 | sampled | 12 | " in table and f"| {gap:+.1f}% |" in table
+    assert "| large-sampled-recipe | word:34 | sampled | 12 | " in table and f"| {gap:+.1f}% |" in table
 
     # Run again with one run changed: only that one trains, the others' figures are reused.
     again = subprocess.run(command + ["--sweep", "6"], capture_output=True, text=True, timeout=300)

@@ -3,12 +3,11 @@
 import json
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from lmtrain.cli import app
 
-from conftest import assert_clean_error, tiny_sections, write_config, write_corpus
+from conftest import assert_clean_error, tiny_sections, write_config
 from conftest import cli as run
 
 runner = CliRunner()

@@ -136,7 +136,6 @@ def test_warmup_cosine_schedule():
 
 def test_stateful_training_carries_state_and_resets_each_epoch(tmp_path, corpus, monkeypatch):
     import numpy as np
-    import tensorflow as tf
 
     from lmtrain import train as train_module
     from lmtrain.config import load_config

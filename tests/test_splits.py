@@ -1,8 +1,6 @@
 """Corpora as users have them: one big file, uneven documents, official splits, word level."""
 
-import json
 import random
-from pathlib import Path
 
 import pytest
 

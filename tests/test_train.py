@@ -14,7 +14,7 @@ from lmtrain.prepare import prepare
 from lmtrain.rundir import load_run, weight_key
 from lmtrain.train import fit
 
-from conftest import tiny_sections, write_config, write_corpus
+from conftest import tiny_sections, write_config
 
 
 def _config(tmp_path, corpus, **changes):

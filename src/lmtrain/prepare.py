@@ -27,7 +27,7 @@ from lmtrain.errors import LmtrainError, describe_write_error
 from lmtrain.meta import DataMeta, SplitStats, load_prepared
 from lmtrain.paths import SPLITS, DataPaths
 from lmtrain.shards import ShardWriter
-from lmtrain.tokenizer import EOS_ID, Tokenizer, train_tokenizer
+from lmtrain.tokenizer import EOS_ID, train_tokenizer
 
 _TMP_PREFIX = ".{}.tmp-"  # beside data.dir: a prepare being built (or killed while building)
 _OLD_PREFIX = ".{}.old-"  # beside data.dir: the previous data, while the new data moves in

@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from lmtrain.errors import LmtrainError, first_line
