@@ -111,7 +111,7 @@ def default_workers(docs: Iterable[Document], setting: int | None) -> int:
     size = 0
     for doc in docs:
         try:
-            size += doc.path.stat().st_size
+            size += doc.size  # the part of the file it covers: a file cut into splits counts once
         except OSError:
             pass  # reported when the document is read
     return (os.cpu_count() or 1) if size >= PARALLEL_MIN_BYTES else 1
