@@ -32,9 +32,12 @@ compare: install
 	$(BIN)/python -m pip install --quiet -e ".[demo,test,compare]"
 	$(BIN)/python benchmarks/compare.py
 
-# Training-step and generation benchmarks at two vocabularies (a few minutes; see benchmarks/).
+# Training-step, LSTM (keras vs fused, with `lmtrain fit` on the demo), scoring and generation
+# benchmarks (about 15 minutes on 2 CPU cores; see benchmarks/).
 bench: install
 	$(BIN)/python benchmarks/step_bench.py
+	$(BIN)/lmtrain prepare $(CONFIG) -q
+	$(BIN)/python benchmarks/lstm_bench.py --fit $(CONFIG)
 	$(BIN)/python benchmarks/generate_bench.py
 
 # prepare end to end on generated corpora of 256 MB and 1 GB: MB/s and peak RSS (several minutes).

@@ -84,8 +84,8 @@ def test_generation_cost_grows_linearly(trained):
     short = lm.generate(prompt, max_tokens=25, seed=1, ignore_eos=True)
     long = lm.generate(prompt, max_tokens=50, seed=1, ignore_eos=True)
     assert (short.tokens, long.tokens) == (25, 50)
-    # one call for the prompt, then one per new token (the last needs none): 25 and 50 calls
-    assert (short.model_calls, long.model_calls) == (25, 50)
+    # the prompt at once, then one LSTM step per new token (the last needs none)
+    assert (short.lstm_steps, long.lstm_steps) == (24, 49)
     # ids run through the LSTM: the prompt once, then one per call; re-running the prefix for
     # every token would give P*N + N*(N-1)/2, about 4x for twice the tokens
     assert short.tokens_processed == prompt_len + 24 and long.tokens_processed == prompt_len + 49
@@ -95,6 +95,26 @@ def test_generation_cost_grows_linearly(trained):
                               "--seed", "1", "--ignore-eos"])
     assert cli.exit_code == 0, cli.output
     assert cli.output == str(short) + "\n"
+
+
+def test_num_samples_decodes_streams_together(trained):
+    lm = trained["lm"]
+    many = lm.generate("the king", max_tokens=30, seed=4, num_samples=3)
+    assert isinstance(many, list) and len(many) == 3
+    assert all(g.text.startswith("the king") and 0 <= g.tokens <= 30 for g in many)
+    assert len({g.text for g in many}) > 1  # independent draws per stream
+    again = lm.generate("the king", max_tokens=30, seed=4, num_samples=3)
+    assert [g.text for g in again] == [g.text for g in many]  # same seed, same texts
+    for g in many:  # a stream that reached </s> stopped there, one that did not made 30 tokens
+        assert g.tokens == 30 or g.stopped_at_eos
+    greedy = lm.generate("the king", max_tokens=10, temperature=0, num_samples=2)
+    assert greedy[0].text == greedy[1].text == str(lm.generate("the king", max_tokens=10, temperature=0))
+    cli = runner.invoke(app, ["generate", str(trained["config"]), "--prompt", "the king", "--max-tokens", "30",
+                              "--seed", "4", "--num-samples", "3"])
+    assert cli.exit_code == 0, cli.output
+    assert cli.output == "".join(f"--- sample {i}/3 ---\n{g.text}\n" for i, g in enumerate(many, 1))
+    bad = runner.invoke(app, ["generate", str(trained["config"]), "--num-samples", "0"])
+    assert bad.exit_code == 1 and "--num-samples: must be >= 1, got 0" in bad.output
 
 
 CHILD = textwrap.dedent('''

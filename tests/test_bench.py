@@ -34,9 +34,25 @@ def test_generation_benchmark_runs():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     (result,) = json.loads(out.stdout.strip().splitlines()[-1])["results"]
-    for key in ("generate_tok_s", "generate_2n_over_n", "export_step_tok_s", "export_step_batch_tok_s"):
+    for key in ("generate_tok_s", "generate_2n_over_n", "generate_batch_tok_s", "export_step_tok_s",
+                "export_step_batch_tok_s"):
         assert result[key] > 0, key
     assert result["vocab"] == 300 and result["tokens"] == 6
+
+
+def test_lstm_benchmark_runs():
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("lstm_bench.py")), "--vocab", "300", "--score-vocab", "500",
+         "--batch-size", "2", "--seq-len", "4", "--embedding-dim", "8", "--hidden-dim", "8", "--num-sampled", "16",
+         "--warmup", "1", "--reps", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])["results"]
+    for key in ("lstm_keras_ms", "lstm_fused_ms", "floor_keras_ms", "floor_fused_ms", "sampled_keras_ms",
+                "sampled_fused_ms", "score_chunked_ms", "score_row_blocks_ms", "score_gemm_ms"):
+        assert result[key] > 0, key
+    assert "| LSTM forward + backward |" in out.stdout
 
 
 def test_comparison_command_runs(tmp_path):

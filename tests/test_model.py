@@ -156,3 +156,21 @@ def test_xla_compiled_train_step_matches_the_plain_one():
     tf.function(compiled.train_step, jit_compile=True)((x, y, m))
     for a, b in zip(plain.weights, compiled.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("columns", [7, 50, 64])  # ragged last chunk, exactly V, more than V
+def test_scoring_in_column_chunks_equals_the_cross_entropy(monkeypatch, columns):
+    model = _model()
+    rng = np.random.default_rng(1)
+    model.softmax_b.assign(rng.normal(0, 2, V).astype(np.float32))  # a spread of logits
+    hidden = tf.constant(rng.normal(0, 3, (23, 12)), tf.float32)
+    targets = tf.constant(rng.integers(0, V, 23), tf.int32)
+    monkeypatch.setattr(softmax_module, "SCORE_COLUMNS", columns)
+    expected = softmax_module.block_nll(hidden, targets, model.softmax_w, model.softmax_b)
+    got = softmax_module.score_block(hidden, targets, model.softmax_w, model.softmax_b)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+    # and in row blocks too (3 rows per block at this budget)
+    monkeypatch.setattr(softmax_module, "LOGITS_BUDGET", 3 * min(columns, V))
+    blocked = tf.function(lambda h, t: model.full_nll(h, t),
+                          input_signature=[tf.TensorSpec([None, 12]), tf.TensorSpec([None], tf.int32)])
+    np.testing.assert_allclose(blocked(hidden, targets).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)

@@ -63,14 +63,19 @@ class TrainedModel:
         return evaluate_text(self.model, self.tokenizer, text, self.step)
 
     def generate(self, prompt: str = "", max_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, seed: int = 0, ignore_eos: bool = False) -> Generation:
+                 top_p: float = 1.0, seed: int = 0, ignore_eos: bool = False, num_samples: int | None = None
+                 ) -> Any:
         """Continue `prompt`; `str()` of the result is the prompt and continuation as text.
 
-        Incremental decoding: one LSTM step per new token with the state carried, so the cost
+        Returns one `Generation`, or with `num_samples=N` a list of N of them, decoded together
+        as one batch (about as fast per call as one stream on a CPU). Incremental decoding in
+        one compiled function: one LSTM step per new token with the state carried, so the cost
         grows linearly with `max_tokens`. Stops at the end of a document unless `ignore_eos`.
+        The same seed gives the same text.
         """
         options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed, ignore_eos)
-        return generate_text(self.model, self.tokenizer, prompt, options)
+        out = generate_text(self.model, self.tokenizer, prompt, options, num_samples or 1)
+        return out if num_samples is not None else out[0]
 
     def export(self, out_dir: str | Path | None = None) -> Path:
         """Write a SavedModel (see `lmtrain.export`); default `<run_dir>/export`."""

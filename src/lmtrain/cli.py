@@ -198,6 +198,7 @@ def generate(
     top_p: Annotated[float, typer.Option(help="Sample among the likeliest tokens up to this mass.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same text.")] = 0,
     ignore_eos: Annotated[bool, typer.Option(help="Go on past the end of a document (always --max-tokens).")] = False,
+    num_samples: Annotated[int, typer.Option(help="Continuations to sample, decoded together as one batch.")] = 1,
 ) -> None:
     """Sample text from a prompt with incremental (stateful) decoding."""
 
@@ -208,9 +209,15 @@ def generate(
         from lmtrain.generate import SamplingOptions
 
         options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed, ignore_eos)  # checked first
+        if num_samples < 1:
+            raise LmtrainError(f"--num-samples: must be >= 1, got {num_samples}")
         cfg = _load(config, set_)
-        g = load(cfg.train.run_dir).generate(prompt, **asdict(options))
-        typer.echo(g.text)
+        samples = load(cfg.train.run_dir).generate(prompt, **asdict(options), num_samples=num_samples)
+        if num_samples == 1:
+            typer.echo(samples[0].text)
+            return
+        for i, g in enumerate(samples, 1):
+            typer.echo(f"--- sample {i}/{num_samples} ---\n{g.text}")
 
     _guard(body)
 

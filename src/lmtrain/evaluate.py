@@ -45,7 +45,7 @@ def evaluate(config: Config, split: str = "test", progress: bool = True, batch_s
 
     `batch_size` windows are scored at once (default: the run's `train.batch_size`). Memory does
     not grow with it beyond the hidden states: the full-softmax logits are computed in blocks of
-    at most `model.LOGITS_BUDGET` floats, never batch x time x vocabulary. A stateful run keeps
+    at most `softmax.LOGITS_BUDGET` floats, never batch x time x vocabulary. A stateful run keeps
     its own batch size, which decides how the split is cut into streams.
     """
     trained = load_run(Path(config.train.run_dir))

@@ -1,14 +1,16 @@
-"""`lmtrain generate`: sample text from a prompt with incremental (stateful) decoding.
+"""`lmtrain generate`: sample text from a prompt with incremental (stateful) decoding, in the graph.
 
 The prompt is run through the LSTM once; after that every new token costs one LSTM step, since
-each layer's (h, c) is carried from call to call. Re-running the whole prefix per token would be
-quadratic in the length of the text.
+each layer's (h, c) is carried from step to step (re-running the whole prefix per token would be
+quadratic in the length of the text). Prompt, sampling (temperature, top-k, top-p, seed) and
+the loop run inside one compiled function, for N streams at once (`num_samples`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -43,75 +45,162 @@ class Generation:
     prompt: str
     text: str  # prompt and continuation, decoded together (so a word split across them joins)
     tokens: int  # generated
-    model_calls: int  # one for the prompt, then one per generated token but the last
+    lstm_steps: int  # one-token LSTM steps after the prompt: one per generated token but the last
     tokens_processed: int  # ids run through the LSTM in all: prompt + generated, not quadratic
     stopped_at_eos: bool
-    seconds: float
+    seconds: float  # for the whole call (all streams of a `num_samples` batch together)
 
     def __str__(self) -> str:
         return self.text
 
 
-def generate_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, options: SamplingOptions) -> Generation:
-    """Continue `prompt` with a loaded model (what `lmtrain generate` and the Python API run)."""
+def generate_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, options: SamplingOptions,
+                  num_samples: int = 1) -> list[Generation]:
+    """Continue `prompt` `num_samples` times, as one batch (what `lmtrain generate` and the
+    Python API run)."""
+    if num_samples < 1:
+        raise LmtrainError(f"--num-samples: must be >= 1, got {num_samples}")
     started = time.perf_counter()
     prompt_ids = tokenizer.encode_text(prompt) if prompt else []
-    ids, calls, processed, eos = sample(model, prompt_ids, options)
-    return Generation(prompt, tokenizer.decode(prompt_ids + ids), len(ids), calls, processed, eos,
-                      time.perf_counter() - started)
+    streams = sample(model, prompt_ids, options, num_samples)
+    seconds = time.perf_counter() - started
+    # An empty prompt is run as </s>, one id.
+    processed = max(len(prompt_ids), 1)
+    return [Generation(prompt, tokenizer.decode(prompt_ids + ids), len(ids), steps, processed + steps, eos, seconds)
+            for ids, steps, eos in streams]
 
 
-def sample(model: LanguageModel, prompt_ids: list[int], options: SamplingOptions) -> tuple[list[int], int, int, bool]:
-    """Generated ids, model calls, ids run through the model, and whether `</s>` was reached."""
-    rng = np.random.default_rng(options.seed)
-    step = model.compiled_step()
+def sample(model: LanguageModel, prompt_ids: list[int], options: SamplingOptions, num_samples: int = 1
+           ) -> list[tuple[list[int], int, bool]]:
+    """For each of `num_samples` streams: generated ids, one-token LSTM steps run after the
+    prompt, and whether `</s>` was reached. One call of the compiled decoder does it all."""
     # An empty prompt starts a new document, which is what follows `</s>` in training data.
-    context = tf.constant([prompt_ids or [EOS_ID]], dtype=tf.int32)  # (1, P)
-    log_probs, state = step(context, model.zero_state(1))
-    calls, processed, out = 1, int(context.shape[1]), []
-    for _ in range(options.max_tokens):
-        token = _choose(log_probs[0].numpy(), options, rng)
-        if token == EOS_ID and not options.ignore_eos:
-            return out, calls, processed, True
-        out.append(token)
-        if len(out) == options.max_tokens:
-            break  # the last token needs no distribution after it
-        token_in = tf.constant([[token]], dtype=tf.int32)  # (1, 1): one new id per call
-        log_probs, state = step(token_in, state)
-        calls += 1
-        processed += int(token_in.shape[1])
-    return out, calls, processed, False
+    context = tf.constant([prompt_ids or [EOS_ID]] * num_samples, dtype=tf.int32)  # (N, P)
+    tokens, lengths, steps = decoder(model)(
+        context, tf.constant(options.max_tokens), tf.constant(options.temperature, tf.float32),
+        tf.constant(options.top_k), tf.constant(options.top_p, tf.float32),
+        tf.constant(options.seed, tf.int64), tf.constant(options.ignore_eos))
+    tokens, lengths, steps = tokens.numpy(), lengths.numpy(), int(steps)
+    out = []
+    for row, n in zip(tokens, lengths):
+        eos = int(n) < options.max_tokens and not options.ignore_eos
+        # A stream that ended before the last one stopped running no more steps of its own.
+        out.append((row[:n].tolist(), min(steps, int(n) - (0 if eos else 1)), eos))
+    return out
 
 
-def _choose(log_probs: np.ndarray, options: SamplingOptions, rng: np.random.Generator) -> int:
-    """Pick one id from log-probabilities with temperature, top-k and top-p (nucleus) cuts."""
-    if options.temperature == 0:
-        return int(np.argmax(log_probs))
-    logits = log_probs.astype(np.float64) / options.temperature
-    if options.top_k and options.top_k < logits.size:
-        kth = np.partition(logits, -options.top_k)[-options.top_k]
-        logits = np.where(logits < kth, -np.inf, logits)
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
-    if options.top_p < 1.0:
-        keep = _nucleus(probs, options.top_p)
-        return int(keep[rng.choice(keep.size, p=probs[keep] / probs[keep].sum())])
-    return int(rng.choice(probs.size, p=probs))
+def decoder(model: LanguageModel) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """The whole generation as one compiled function, traced once per model:
 
+        (prompt [N, P], max_tokens, temperature, top_k, top_p, seed, ignore_eos)
+            -> (tokens [N, max_tokens], lengths [N], steps)
 
-def _nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
-    """Ids of the smallest set of likeliest tokens whose mass reaches `top_p`, likeliest first.
-
-    Sorting all V probabilities per token dominated decoding at large vocabularies, so the
-    likeliest m are found with a partial sort (O(V)), doubling m until they hold enough mass.
+    The prompt runs through the LSTM once, then a `tf.while_loop` samples a token per stream
+    and runs one LSTM step on it with the state carried, until `max_tokens` or until every
+    stream has reached `</s>`. Nothing goes back to Python between tokens (one round trip per
+    token was most of the cost at small vocabularies). Draws use stateless random ops keyed by
+    (seed, token index): the same seed gives the same text.
     """
-    m = 256
-    while m < probs.size // 8:  # beyond that, one full sort is cheaper than more rounds
-        top = np.argpartition(-probs, m - 1)[:m]
-        top = top[np.argsort(-probs[top], kind="stable")]
-        cumulative = np.cumsum(probs[top])
-        if cumulative[-1] >= top_p:
-            return top[: int(np.searchsorted(cumulative, top_p)) + 1]
-        m *= 2
-    top = np.argsort(-probs, kind="stable")
-    return top[: int(np.searchsorted(np.cumsum(probs[top]), top_p)) + 1]
+    cache = model.__dict__.setdefault("_compiled_fns", {})
+    if "decode" in cache:
+        return cache["decode"]
+    scalar = tf.TensorSpec([], tf.int32)
+    number = tf.TensorSpec([], tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32), scalar, number, scalar, number,
+                                  tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.bool)])
+    def decode(prompt, max_tokens, temperature, top_k, top_p, seed, ignore_eos):  # type: ignore[no-untyped-def]
+        streams = tf.shape(prompt)[0]
+        output_t = model.output_transposed()  # (H, V), once per generation
+        log_probs, state = model.step(prompt, model.zero_state(streams), output_t)  # (N, V)
+
+        def body(i, log_probs, state, done, lengths, out):  # type: ignore[no-untyped-def]
+            token = pick(log_probs, temperature, top_k, top_p, tf.stack([seed, tf.cast(i, tf.int64)]))
+            ended = tf.logical_and(tf.equal(token, EOS_ID), tf.logical_not(ignore_eos))
+            lengths += tf.cast(tf.logical_not(tf.logical_or(done, ended)), tf.int32)
+            done = tf.logical_or(done, ended)
+            out = out.write(i, token)
+            # The last token needs no distribution after it.
+            log_probs, state = tf.cond(
+                tf.logical_and(i + 1 < max_tokens, tf.logical_not(tf.reduce_all(done))),
+                lambda: model.step(token[:, None], state, output_t), lambda: (log_probs, state))
+            return i + 1, log_probs, state, done, lengths, out
+
+        def running(i, log_probs, state, done, lengths, out):  # type: ignore[no-untyped-def]
+            return tf.logical_and(i < max_tokens, tf.logical_not(tf.reduce_all(done)))
+
+        zeros = tf.zeros([streams], tf.int32)
+        i, _, _, _, lengths, out = tf.while_loop(
+            running, body, (tf.constant(0), log_probs, state, tf.zeros([streams], tf.bool), zeros,
+                            tf.TensorArray(tf.int32, size=max_tokens)))
+        tokens = tf.transpose(out.stack()[:i])  # (N, i); each row valid up to its length
+        return tokens, lengths, tf.maximum(i - 1, 0)
+
+    cache["decode"] = decode
+    return decode
+
+
+def pick(log_probs: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor, seed: tf.Tensor
+         ) -> tf.Tensor:
+    """One id per row of log-probabilities [N, V]: greedy when temperature is 0, else a draw
+    at that temperature from the top-k (0: all) and top-p (1: all) cut, keyed by `seed` [2]."""
+    vocab = tf.shape(log_probs)[1]
+    logits = log_probs / tf.maximum(temperature, 1e-6)
+    logits = tf.cond(tf.logical_and(top_k > 0, top_k < vocab), lambda: _top_k(logits, top_k), lambda: logits)
+    drawn = tf.cond(top_p < 1.0, lambda: _nucleus_draw(logits, top_p, seed),
+                    lambda: tf.cast(tf.random.stateless_categorical(logits, 1, seed)[:, 0], tf.int32))
+    greedy = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+    return tf.where(temperature > 0, drawn, greedy)
+
+
+def _top_k(logits: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+    kth = tf.math.top_k(logits, k, sorted=True).values[:, -1:]  # (N, 1)
+    return tf.where(logits < kth, -np.inf, logits)
+
+
+def _nucleus_draw(logits: tf.Tensor, top_p: tf.Tensor, seed: tf.Tensor, rounds: int = 16) -> tf.Tensor:
+    """One id per row drawn from the nucleus (`_top_p`) of logits [N, V], without sorting.
+
+    By rejection: draw from the whole distribution and keep the draw if the ids strictly
+    likelier than it hold less than `top_p` of the mass (exactly the nucleus's members); else
+    draw again. A kept draw is a draw from the distribution restricted to the nucleus, and a
+    round costs two O(V) passes, where finding the nucleus needs a sort of all V whenever the
+    likeliest few hundred ids hold too little mass (0.6 ms at V = 8k per token here, most of a
+    token's time). About 1 / top_p rounds are needed; rows still refused after `rounds` take
+    the sorted cut (`_top_p`).
+    """
+    probs = tf.nn.softmax(logits)  # (N, V)
+    rows = tf.shape(probs)[0]
+
+    def attempt(r, token, accepted):  # type: ignore[no-untyped-def]
+        draw = tf.cast(tf.random.stateless_categorical(
+            logits, 1, tf.random.experimental.stateless_fold_in(seed, r))[:, 0], tf.int32)  # (N,)
+        p = tf.gather(probs, draw[:, None], batch_dims=1)  # (N, 1)
+        likelier = tf.reduce_sum(tf.where(probs > p, probs, 0.0), axis=1)  # (N,)
+        token = tf.where(accepted, token, draw)
+        return r + 1, token, tf.logical_or(accepted, likelier < top_p)
+
+    _, token, accepted = tf.while_loop(
+        lambda r, token, accepted: tf.logical_and(r < rounds, tf.logical_not(tf.reduce_all(accepted))), attempt,
+        (tf.constant(0), tf.zeros([rows], tf.int32), tf.zeros([rows], tf.bool)))
+    return tf.cond(tf.reduce_all(accepted), lambda: token, lambda: tf.where(accepted, token, tf.cast(
+        tf.random.stateless_categorical(_top_p(logits, top_p), 1, seed)[:, 0], tf.int32)))
+
+
+def _top_p(logits: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
+    """Keep the smallest set of likeliest ids whose mass reaches `top_p` (the nucleus); ties at
+    its edge are kept. The likeliest 256 are found first (O(V)); all V are sorted only when
+    they do not hold enough mass. Decoding uses it only when rejection fails (`_nucleus_draw`).
+    """
+    probs = tf.nn.softmax(logits)
+    vocab = tf.shape(probs)[1]
+
+    def likeliest(m: tf.Tensor) -> tf.Tensor:
+        return tf.math.top_k(probs, m, sorted=True).values  # (N, m), descending
+
+    head = likeliest(tf.minimum(vocab, 256))
+    ranked = tf.cond(tf.reduce_all(tf.reduce_sum(head, 1) >= top_p), lambda: head, lambda: likeliest(vocab))
+    before = tf.cumsum(ranked, axis=1, exclusive=True)  # mass of the ids ranked above each
+    count = tf.maximum(tf.reduce_sum(tf.cast(before < top_p, tf.int32), 1), 1)  # nucleus size per row
+    threshold = tf.gather(ranked, count - 1, batch_dims=1)[:, None]  # (N, 1): its smallest probability
+    return tf.where(probs < threshold, -np.inf, logits)

@@ -1,12 +1,12 @@
 """`lmtrain.keras`: sampled softmax for your own Keras model (the library `lmtrain fit` is built on).
 
     import keras
-    from lmtrain.keras import SampledSoftmax, LazyAdam
+    from lmtrain.keras import LSTM, SampledSoftmax, LazyAdam
 
     head = SampledSoftmax(vocab_size, num_sampled=1000)
     model = keras.Sequential([keras.Input((None,), dtype="int32"),
                               keras.layers.Embedding(vocab_size, 256),
-                              keras.layers.LSTM(1024, return_sequences=True),
+                              LSTM(1024, return_sequences=True),  # or keras.layers.LSTM
                               head])
     model.compile(optimizer=LazyAdam(1e-3), loss=head.loss)
     model.fit(x, y)               # sampled softmax
@@ -17,6 +17,8 @@
 - `LazyAdam`: Adam that updates only the rows a sparse gradient touches.
 - `Embedding`: `keras.layers.Embedding` that reads only the rows it looks up (no whole-matrix
   copy per step once LazyAdam has scatter-updated it).
+- `LSTM`: `keras.layers.LSTM` with `impl="auto" | "keras" | "fused"`; the fused kernel (forward
+  and backward written for the CPU) trains about 2x faster there, with the same weights.
 - `CandidateSampler` and the proposals: the stateless negative sampler, for custom losses.
 
 Needs the TensorFlow backend of Keras 3.
@@ -34,8 +36,9 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover - the project i
     raise ImportError(f"lmtrain.keras needs Keras' TensorFlow backend; KERAS_BACKEND is {_keras.backend.backend()!r}")
 
 from lmtrain.layers import Embedding, SampledSoftmax, SampledSoftmaxLoss  # noqa: E402
+from lmtrain.lstm import LSTM  # noqa: E402
 from lmtrain.optim import LazyAdam  # noqa: E402
 from lmtrain.sampling import CandidateSampler, log_uniform_proposal, uniform_proposal, unigram_proposal  # noqa: E402
 
-__all__ = ["SampledSoftmax", "SampledSoftmaxLoss", "LazyAdam", "Embedding", "CandidateSampler",
+__all__ = ["SampledSoftmax", "SampledSoftmaxLoss", "LazyAdam", "Embedding", "LSTM", "CandidateSampler",
            "unigram_proposal", "log_uniform_proposal", "uniform_proposal"]

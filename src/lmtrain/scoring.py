@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -27,12 +28,20 @@ def perplexity(nats_per_token: float) -> float:
 
 
 def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size: int,
-              progress: bool = False, stream_tokens: int | None = None) -> tuple[float, float]:
+              progress: bool = False, stream_tokens: int | None = None, max_tokens: int | None = None,
+              total_tokens: int | None = None, should_stop: Callable[[], bool] | None = None,
+              ) -> tuple[float, float]:
     """(total exact NLL in nats, number of predicted tokens) over a split, in float64.
 
     By default every window of `seq_len` starts from a zero state. With `stream_tokens` (the
     split's token count; `train.stateful`), the split is read as `batch_size` contiguous rows
     and the state is carried from window to window, as in stateful training.
+
+    `max_tokens` stops after the batch that reaches that many predicted tokens (always the same
+    first batches, so capped validations stay comparable). `total_tokens` (the split's size)
+    gives the progress bar its end. `should_stop` is asked after every batch (one batch takes
+    about a second even at V = 100k): when it says yes the sums so far are returned at once, and
+    the caller, which knows why it asked, decides what they are worth.
     """
     if stream_tokens is None:
         nll_sum = model.compiled_nll_sum()
@@ -42,8 +51,10 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
         batches = iter(stream_rows(files, stream_tokens, batch_size, seq_len, full_only=False).prefetch(2))
         state = model.zero_state(batch_size)
     total = count = 0.0
-    with tqdm(desc="eval", unit="batch", disable=not progress, leave=False) as bar:
-        while True:
+    goal = min(x for x in (max_tokens, total_tokens, math.inf) if x is not None)
+    with tqdm(desc="valid" if should_stop else "eval", total=None if math.isinf(goal) else goal, unit="tok",
+              unit_scale=True, disable=not progress, leave=False, dynamic_ncols=True) as bar:
+        while max_tokens is None or count < max_tokens:
             try:
                 tokens, targets, mask = next(batches)
             except StopIteration:
@@ -57,7 +68,9 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
                 s, c = tf.reduce_sum(nll * mask), tf.reduce_sum(mask)
             total += float(s)
             count += float(c)
-            bar.update(1)
+            bar.update(float(c))
+            if should_stop is not None and should_stop():
+                break
     if count == 0:
         raise LmtrainError("the split to evaluate holds no tokens")
     return total, count

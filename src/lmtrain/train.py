@@ -201,22 +201,28 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                 stop_early = False
                 if valid_files and (step % (t.eval_every or steps_per_epoch) == 0 or step == total_steps):
                     with pending_applied(optimizer, model.trainable_variables):
-                        nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size,
-                                               stream_tokens=valid_tokens)
-                    valid_ppl = perplexity(nll / count)
-                    verdict = validation.record(step, valid_ppl)
-                    with writer.as_default(step=step):
-                        tf.summary.scalar("valid/perplexity", valid_ppl)
-                    line = f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(count)} tokens)"
-                    if verdict.improved and best_store is not None:
-                        save(best_store)  # loading applies the pending LazyAdam steps, as evaluated
-                        line += ", best so far"
-                    if verdict.lower_rate:
-                        rate = _current_rate(optimizer) * t.plateau_factor
-                        optimizer.learning_rate.assign(rate)
-                        line += f"; learning rate lowered to {rate:.3g}"
-                    bar.write(line)
-                    stop_early = verdict.stop
+                        nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size, progress=progress,
+                                               stream_tokens=valid_tokens, max_tokens=t.eval_tokens,
+                                               total_tokens=splits["valid"].tokens,
+                                               should_stop=lambda: stop.signum is not None)
+                    if stop.signum is not None:  # stopped within a batch: the step is kept, not this
+                        bar.write(f"step {step}: validation stopped by {signal.Signals(stop.signum).name} after "
+                                  f"{int(count)} tokens, not recorded")
+                    else:
+                        valid_ppl = perplexity(nll / count)
+                        verdict = validation.record(step, valid_ppl)
+                        with writer.as_default(step=step):
+                            tf.summary.scalar("valid/perplexity", valid_ppl)
+                        line = f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(count)} tokens)"
+                        if verdict.improved and best_store is not None:
+                            save(best_store)  # loading applies the pending LazyAdam steps, as evaluated
+                            line += ", best so far"
+                        if verdict.lower_rate:
+                            rate = _current_rate(optimizer) * t.plateau_factor
+                            optimizer.learning_rate.assign(rate)
+                            line += f"; learning rate lowered to {rate:.3g}"
+                        bar.write(line)
+                        stop_early = verdict.stop
                 # ---- checkpoint
                 if step % t.checkpoint_every == 0 or step == total_steps or stop_early:
                     save()

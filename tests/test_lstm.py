@@ -1,0 +1,134 @@
+"""lmtrain.lstm: the fused LSTM computes what keras.layers.LSTM computes, gradients included,
+with the same weights, and the CLI model can switch between the two."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lmtrain.config import config_from_dict
+from lmtrain.lstm import LSTM, resolve_impl
+from lmtrain.model import create_model
+
+
+def _pair(units, width, **kwargs):
+    """A Keras-loop LSTM and a fused one with the same random weights (bias not zero)."""
+    a = LSTM(units, return_sequences=True, return_state=True, impl="keras", **kwargs)
+    b = LSTM(units, return_sequences=True, return_state=True, impl="fused", **kwargs)
+    a.build((None, None, width))
+    b.build((None, None, width))
+    rng = np.random.default_rng(units * 10 + width)
+    for wa, wb in zip(a.weights, b.weights):
+        value = rng.normal(0, 0.5, wa.shape).astype(np.float32)
+        wa.assign(value)
+        wb.assign(value)
+    return a, b
+
+
+def _run(layer, x, state):
+    with tf.GradientTape() as tape:
+        tape.watch([x, *state])
+        out, h, c = layer(x, initial_state=state)
+        # weights unlike each other, so every output, h and c has its own gradient
+        loss = tf.reduce_sum(out * tf.sin(out)) + tf.reduce_sum(h * 0.3) + tf.reduce_sum(c * c)
+    return [out, h, c, *tape.gradient(loss, [x, *state, *layer.trainable_weights])]
+
+
+@pytest.mark.parametrize("batch,steps,width,units", [(3, 5, 4, 6), (2, 1, 3, 5), (4, 9, 8, 8), (1, 2, 7, 3)])
+def test_fused_equals_keras_outputs_states_and_every_gradient(batch, steps, width, units):
+    keras_lstm, fused = _pair(units, width)
+    rng = np.random.default_rng(batch)
+    x = tf.constant(rng.normal(size=(batch, steps, width)), tf.float32)
+    state = [tf.constant(rng.normal(size=(batch, units)), tf.float32) for _ in range(2)]
+    names = ["outputs", "h", "c", "d_x", "d_h0", "d_c0", "d_kernel", "d_recurrent_kernel", "d_bias"]
+    for name, got, want in zip(names, _run(fused, x, state), _run(keras_lstm, x, state)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_fused_without_initial_state_and_in_a_compiled_step():
+    keras_lstm, fused = _pair(6, 4)
+    x = tf.random.normal([2, 7, 4], seed=1)
+
+    @tf.function
+    def grads(layer):
+        with tf.GradientTape() as tape:
+            out, _, _ = layer(x)
+            loss = tf.reduce_sum(out ** 2)
+        return tape.gradient(loss, layer.trainable_weights)
+
+    for got, want in zip(grads(fused), grads(keras_lstm)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_same_weights_same_names_and_config_round_trip():
+    keras_lstm, fused = _pair(5, 3)
+    assert [w.path.split("/", 1)[1] for w in fused.weights] == [w.path.split("/", 1)[1] for w in keras_lstm.weights]
+    assert [w.shape for w in fused.weights] == [(3, 20), (5, 20), (20,)]
+    config = fused.get_config()
+    assert config["impl"] == "fused"
+    again = LSTM.from_config(config)
+    assert again.impl == "fused" and again.units == 5
+    # everything else is Keras' own configuration
+    assert set(keras.layers.LSTM(5).get_config()) == set(config) - {"impl"}
+
+
+def test_fused_model_saves_and_loads_as_keras_file(tmp_path):
+    model = keras.Sequential([keras.Input((None, 3)), LSTM(4, return_sequences=True, impl="fused")])
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.layers[0].impl == "fused"
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_dropout_on_inputs_and_the_fallbacks():
+    layer = LSTM(4, dropout=0.5, return_sequences=True, impl="fused", seed=1)
+    x = tf.ones([2, 3, 5])
+    assert not np.allclose(layer(x, training=True).numpy(), layer(x, training=False).numpy())
+    # a masked call runs Keras' loop under auto, and is refused by an explicit fused
+    masked = keras.Sequential([keras.Input((None,)), keras.layers.Embedding(10, 3, mask_zero=True),
+                               LSTM(4, impl="auto")])
+    assert masked(tf.constant([[1, 2, 0]])).shape == (1, 4)
+    strict = LSTM(4, impl="fused")
+    with pytest.raises(ValueError, match="does not take a mask"):
+        strict(tf.ones([1, 3, 2]), mask=tf.constant([[True, True, False]]))
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"activation": "relu"}, "activation='relu'"),
+    ({"recurrent_dropout": 0.1}, "recurrent_dropout=0.1"),
+    ({"go_backwards": True}, "go_backwards=True"),
+    ({"use_bias": False}, "use_bias=False"),
+])
+def test_fused_refuses_what_it_cannot_run(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        LSTM(4, impl="fused", **kwargs)
+    assert LSTM(4, impl="auto", **kwargs).impl == "auto"  # auto runs Keras' loop for these
+
+
+def test_impl_choice():
+    with pytest.raises(ValueError, match="impl must be one of auto, keras, fused; got 'cudnn'"):
+        LSTM(4, impl="cudnn")
+    assert resolve_impl("keras") == "keras"
+    assert resolve_impl("auto") == ("keras" if tf.config.list_logical_devices("GPU") else "fused")
+
+
+def test_cli_model_switches_implementation_with_the_same_weights():
+    vocab = 50
+    models = {}
+    for impl in ("keras", "fused"):
+        config = config_from_dict({"tokenizer": {"vocab_size": vocab}, "model": {
+            "embedding_dim": 8, "hidden_dim": 12, "num_layers": 2, "num_sampled": 10, "lstm_impl": impl}})
+        models[impl] = create_model(config, vocab, [1] * vocab)
+    keras_model, fused_model = models["keras"], models["fused"]
+    assert [v.path for v in fused_model.weights] == [v.path for v in keras_model.weights]
+    for a, b in zip(keras_model.weights, fused_model.weights):
+        b.assign(a)
+    tokens = tf.constant(np.random.default_rng(0).integers(0, vocab, (3, 6)), tf.int32)
+    targets = tf.roll(tokens, -1, axis=1)
+    mask = tf.ones([3, 6])
+    for a, b in zip(keras_model.nll_sum(tokens, targets, mask), fused_model.nll_sum(tokens, targets, mask)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
+    with pytest.raises(Exception, match="lstm_impl"):
+        config_from_dict({"model": {"lstm_impl": "cudnn"}})
