@@ -111,7 +111,7 @@ def test_impl_choice():
     with pytest.raises(ValueError, match="impl must be one of auto, keras, fused; got 'cudnn'"):
         LSTM(4, impl="cudnn")
     assert resolve_impl("keras") == "keras"
-    assert resolve_impl("auto") == ("keras" if tf.config.list_logical_devices("GPU") else "fused")
+    assert resolve_impl("auto") == ("keras" if tf.config.get_visible_devices("GPU") else "fused")
 
 
 def test_cli_model_switches_implementation_with_the_same_weights():

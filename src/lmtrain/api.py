@@ -64,7 +64,7 @@ class TrainedModel:
 
     def generate(self, prompt: str = "", max_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, seed: int = 0, ignore_eos: bool = False, num_samples: int | None = None
-                 ) -> Any:
+                 ) -> Generation | list[Generation]:
         """Continue `prompt`; `str()` of the result is the prompt and continuation as text.
 
         Returns one `Generation`, or with `num_samples=N` a list of N of them, decoded together

@@ -36,7 +36,9 @@ def resolve_impl(impl: str) -> str:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}; got {impl!r}")
     if impl != "auto":
         return impl
-    return "keras" if tf.config.list_logical_devices("GPU") else "fused"
+    # Visible devices, not logical ones: listing logical devices would start the runtime, after
+    # which a caller could no longer configure devices (tf.distribute on logical CPUs does).
+    return "keras" if tf.config.get_visible_devices("GPU") else "fused"
 
 
 def fused_lstm(x: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor, recurrent_kernel: tf.Tensor,
