@@ -42,7 +42,7 @@ from lmtrain.config import config_from_dict  # noqa: E402
 from lmtrain.lstm import LSTM  # noqa: E402
 from lmtrain.rundir import logged_scalars  # noqa: E402
 from lmtrain.train import build_trainer  # noqa: E402
-from step_bench import _batch, floor_step, zipf_counts  # noqa: E402
+from step_bench import _batch, _sections, add_shape_arguments, floor_step, zipf_counts  # noqa: E402
 
 IMPLS = ("keras", "fused")
 
@@ -51,13 +51,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vocab", type=int, default=8_000, help="Vocabulary of the sampled step (the demo's).")
     p.add_argument("--score-vocab", type=int, default=60_000, help="Vocabulary of the scoring benchmark.")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=35)
-    p.add_argument("--embedding-dim", type=int, default=256)
-    p.add_argument("--hidden-dim", type=int, default=512)
-    p.add_argument("--num-sampled", type=int, default=1024)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--reps", type=int, default=7)
+    add_shape_arguments(p)
     p.add_argument("--fit", type=Path, default=None, help="Also time `lmtrain fit` on this (prepared) config.")
     p.add_argument("--fit-steps", type=int, default=60)
     args = p.parse_args()
@@ -116,12 +110,8 @@ def step_variants(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     batch = _batch(counts, args)
     out: dict[str, Callable[[], Any]] = {}
     for impl in IMPLS:
-        config = config_from_dict({
-            "tokenizer": {"vocab_size": args.vocab},
-            "model": {"embedding_dim": args.embedding_dim, "hidden_dim": args.hidden_dim, "dropout": 0.0,
-                      "num_sampled": args.num_sampled, "lstm_impl": impl},
-            "train": {"batch_size": args.batch_size, "seq_len": args.seq_len},
-        })
+        sections = _sections(args.vocab, args)  # step_bench's (b), with this LSTM
+        config = config_from_dict({**sections, "model": {**sections["model"], "lstm_impl": impl}})
         model, optimizer, step = build_trainer(config, args.vocab, counts.tolist())
         out[f"sampled_{impl}"] = (lambda s: lambda: float(s(batch)["loss"]))(step)
         floor = floor_step(model, optimizer, batch[0])

@@ -46,13 +46,7 @@ from lmtrain.train import build_trainer  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vocab", type=int, nargs="+", default=[10_000, 100_000])
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=35)
-    p.add_argument("--embedding-dim", type=int, default=256)
-    p.add_argument("--hidden-dim", type=int, default=512)
-    p.add_argument("--num-sampled", type=int, default=1024)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--reps", type=int, default=7)
+    add_shape_arguments(p)
     p.add_argument("--skip-full", action="store_true", help="Leave out (c), the slow full-softmax baseline.")
     p.add_argument("--rss-probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -66,6 +60,17 @@ def main() -> None:
         tf.keras.backend.clear_session()
     print_table(results, args)
     print(json.dumps({"results": results}))
+
+
+def add_shape_arguments(p: argparse.ArgumentParser) -> None:
+    """The step's shapes and the timing repeats (shared with lstm_bench.py)."""
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=35)
+    p.add_argument("--embedding-dim", type=int, default=256)
+    p.add_argument("--hidden-dim", type=int, default=512)
+    p.add_argument("--num-sampled", type=int, default=1024)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--reps", type=int, default=7)
 
 
 def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:

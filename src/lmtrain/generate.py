@@ -189,17 +189,10 @@ def _nucleus_draw(logits: tf.Tensor, top_p: tf.Tensor, seed: tf.Tensor, rounds: 
 
 def _top_p(logits: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
     """Keep the smallest set of likeliest ids whose mass reaches `top_p` (the nucleus); ties at
-    its edge are kept. The likeliest 256 are found first (O(V)); all V are sorted only when
-    they do not hold enough mass. Decoding uses it only when rejection fails (`_nucleus_draw`).
-    """
+    its edge are kept. It sorts all V, so decoding uses it only for the rows that rejection
+    (`_nucleus_draw`) did not settle."""
     probs = tf.nn.softmax(logits)
-    vocab = tf.shape(probs)[1]
-
-    def likeliest(m: tf.Tensor) -> tf.Tensor:
-        return tf.math.top_k(probs, m, sorted=True).values  # (N, m), descending
-
-    head = likeliest(tf.minimum(vocab, 256))
-    ranked = tf.cond(tf.reduce_all(tf.reduce_sum(head, 1) >= top_p), lambda: head, lambda: likeliest(vocab))
+    ranked = tf.sort(probs, axis=1, direction="DESCENDING")  # (N, V)
     before = tf.cumsum(ranked, axis=1, exclusive=True)  # mass of the ids ranked above each
     count = tf.maximum(tf.reduce_sum(tf.cast(before < top_p, tf.int32), 1), 1)  # nucleus size per row
     threshold = tf.gather(ranked, count - 1, batch_dims=1)[:, None]  # (N, 1): its smallest probability

@@ -30,7 +30,7 @@ def perplexity(nats_per_token: float) -> float:
 def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size: int,
               progress: bool = False, stream_tokens: int | None = None, max_tokens: int | None = None,
               total_tokens: int | None = None, should_stop: Callable[[], bool] | None = None,
-              ) -> tuple[float, float]:
+              label: str = "eval") -> tuple[float, float]:
     """(total exact NLL in nats, number of predicted tokens) over a split, in float64.
 
     By default every window of `seq_len` starts from a zero state. With `stream_tokens` (the
@@ -39,7 +39,7 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
 
     `max_tokens` stops after the batch that reaches that many predicted tokens (always the same
     first batches, so capped validations stay comparable). `total_tokens` (the split's size)
-    gives the progress bar its end. `should_stop` is asked after every batch (one batch takes
+    gives the progress bar (titled `label`) its end. `should_stop` is asked after every batch (one batch takes
     about a second even at V = 100k): when it says yes the sums so far are returned at once, and
     the caller, which knows why it asked, decides what they are worth.
     """
@@ -52,7 +52,7 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
         state = model.zero_state(batch_size)
     total = count = 0.0
     goal = min(x for x in (max_tokens, total_tokens, math.inf) if x is not None)
-    with tqdm(desc="valid" if should_stop else "eval", total=None if math.isinf(goal) else goal, unit="tok",
+    with tqdm(desc=label, total=None if math.isinf(goal) else goal, unit="tok",
               unit_scale=True, disable=not progress, leave=False, dynamic_ncols=True) as bar:
         while max_tokens is None or count < max_tokens:
             try:

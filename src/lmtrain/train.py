@@ -204,7 +204,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                         nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size, progress=progress,
                                                stream_tokens=valid_tokens, max_tokens=t.eval_tokens,
                                                total_tokens=splits["valid"].tokens,
-                                               should_stop=lambda: stop.signum is not None)
+                                               should_stop=lambda: stop.signum is not None, label="valid")
                     if stop.signum is not None:  # stopped within a batch: the step is kept, not this
                         bar.write(f"step {step}: validation stopped by {signal.Signals(stop.signum).name} after "
                                   f"{int(count)} tokens, not recorded")
