@@ -80,7 +80,7 @@ def sample(model: LanguageModel, prompt_ids: list[int], options: SamplingOptions
         context, tf.constant(options.max_tokens), tf.constant(options.temperature, tf.float32),
         tf.constant(options.top_k), tf.constant(options.top_p, tf.float32),
         tf.constant(options.seed, tf.int64), tf.constant(options.ignore_eos))
-    tokens, lengths, steps = tokens.numpy(), lengths.numpy(), int(steps)
+    tokens, lengths, steps = tokens.numpy().T, lengths.numpy(), int(steps)  # tokens: (N, T)
     out = []
     for row, n in zip(tokens, lengths):
         eos = int(n) < options.max_tokens and not options.ignore_eos
@@ -93,7 +93,7 @@ def decoder(model: LanguageModel) -> Callable[..., tuple[tf.Tensor, tf.Tensor, t
     """The whole generation as one compiled function, traced once per model:
 
         (prompt [N, P], max_tokens, temperature, top_k, top_p, seed, ignore_eos)
-            -> (tokens [N, max_tokens], lengths [N], steps)
+            -> (tokens [T, N] for T <= max_tokens, lengths [N], steps)
 
     The prompt runs through the LSTM once, then a `tf.while_loop` samples a token per stream
     and runs one LSTM step on it with the state carried, until `max_tokens` or until every
@@ -133,8 +133,9 @@ def decoder(model: LanguageModel) -> Callable[..., tuple[tf.Tensor, tf.Tensor, t
         i, _, _, _, lengths, out = tf.while_loop(
             running, body, (tf.constant(0), log_probs, state, tf.zeros([streams], tf.bool), zeros,
                             tf.TensorArray(tf.int32, size=max_tokens)))
-        tokens = tf.transpose(out.stack()[:i])  # (N, i); each row valid up to its length
-        return tokens, lengths, tf.maximum(i - 1, 0)
+        # (i, N), time-major: an int32 transpose on the device would make oneDNN print a notice
+        # at run time (it is done on the host instead, by the caller)
+        return out.stack()[:i], lengths, tf.maximum(i - 1, 0)
 
     cache["decode"] = decode
     return decode
