@@ -32,10 +32,11 @@ compare: install
 	$(BIN)/python -m pip install --quiet -e ".[demo,test,compare]"
 	$(BIN)/python benchmarks/compare.py
 
-# Training-step, LSTM (keras vs fused, with `lmtrain fit` on the demo), scoring and generation
-# benchmarks (about 15 minutes on 2 CPU cores; see benchmarks/).
+# Training-step, sampled-vs-full step (model.softmax=auto), LSTM (keras vs fused, with `lmtrain fit`
+# on the demo), scoring and generation benchmarks (about 17 minutes on 2 CPU cores; see benchmarks/).
 bench: install
 	$(BIN)/python benchmarks/step_bench.py
+	$(BIN)/python benchmarks/softmax_bench.py
 	$(BIN)/lmtrain prepare $(CONFIG) -q
 	$(BIN)/python benchmarks/lstm_bench.py --fit $(CONFIG)
 	$(BIN)/python benchmarks/generate_bench.py

@@ -1,18 +1,22 @@
-"""Sampled vs full softmax on the demo corpus: perplexity, speed, and perplexity against time.
+"""Sampled vs full softmax on the demo corpus: perplexity at equal steps and at equal time.
 
 Trains, with `lmtrain`'s own prepare / fit / evaluate (the code the CLI runs), the demo model
-for the same number of steps:
-  - with the sampled softmax and with the full softmax, at two vocabularies (default: the
-    demo's unigram 8k, and a word-level vocabulary of 25k, as large as Shakespeare allows);
-  - the same pair again with the regularised recipe (tied weights, warm-up + cosine schedule,
-    dropout) at both vocabularies, which also shows what the recipe gains over the plain setup;
-  - a `num_sampled` sweep at the large vocabulary.
+with the defaults users get, for the same number of steps, with the sampled and with the full
+softmax, at three vocabularies (default: a 2k and the demo's 8k unigram vocabulary, and a
+word-level vocabulary of 25k, as large as Shakespeare allows):
+  - at each, `<label>-sampled` (model.softmax=sampled) against `<label>-full` (full). Where the
+    default model.softmax=auto picks the full softmax (the 2k vocabulary), the sampled run is
+    that choice forced, and the default is the full run itself (it is not trained twice);
+  - a `num_sampled` sweep at the large vocabulary (`--sweep`);
+  - with `--plain`, every pair again with the setup the defaults had before 2026-12-02 (untied,
+    constant rate 0.002), which shows what today's defaults gain.
 Every run validates (full softmax) every `--eval-every` steps; the curves come from the runs'
-TensorBoard logs, whose events carry their wall-clock time. Writes, under `--out`:
-results.md (the table), results.json, and results.png (validation perplexity against
-wall-clock time; needs matplotlib: `pip install 'lmtrain[compare]'`). Each finished run also
-leaves `<run>.json`; running the command again reuses the runs whose config is unchanged
-(`--fresh` retrains them all).
+TensorBoard logs, whose events carry their wall-clock time. Each pair is reported at equal steps
+(the final perplexities) and at equal wall-clock time (each run's best validation perplexity
+when the quicker of the two had finished). Writes, under `--out`: results.md (the tables),
+results.json, and results.png (validation perplexity against wall-clock time; needs matplotlib:
+`pip install 'lmtrain[compare]'`). Each finished run also leaves `<run>.json`; running the
+command again reuses the runs whose config is unchanged (`--fresh` retrains them all).
 
 Usage: python benchmarks/compare.py [--steps 1000] [--out runs/compare] [--sweep 256 4096]
 """
@@ -33,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from lmtrain.config import Config, config_from_dict, load_config  # noqa: E402
 from lmtrain.errors import ConfigError  # noqa: E402
 from lmtrain.evaluate import evaluate  # noqa: E402
+from lmtrain.model import choose_softmax  # noqa: E402
 from lmtrain.prepare import prepare  # noqa: E402
 from lmtrain.rundir import logged_scalars  # noqa: E402
 from lmtrain.train import fit  # noqa: E402
@@ -40,14 +45,13 @@ from lmtrain.train import fit  # noqa: E402
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 # Bumped when lmtrain's training changes in a way a config does not show, so that earlier
 # figures are not reused for it. 2: negatives drawn without replacement (model.sampler_unique,
-# whose default a record written before it would otherwise take).
-RECORD_VERSION = 2
-# The regularised recipe compared with the plain demo setup: tied input and output embeddings
-# (projected from the 512-wide LSTM output to 256), the demo's dropout of 0.1 on the embeddings
-# and before the output, and a short linear warm-up to twice the demo's rate followed by cosine
-# decay to 10% of it (the warm-up is what makes the higher peak rate safe).
-RECIPE = ("model.tie_weights=true", "train.schedule=warmup_cosine", "train.warmup_steps=50",
-          "train.learning_rate=0.004")
+# whose default a record written before it would otherwise take). 3: the fused CPU LSTM
+# (model.lstm_impl=auto), which changes every run's speed.
+RECORD_VERSION = 3
+VOCABS = ("tiny=unigram:2000", "small=unigram:8000", "large=word:25000")
+# The defaults before 2026-12-02, when `make compare`'s "recipe" became them: untied weights and
+# a constant rate of 0.002 (`--plain` runs them).
+PLAIN = ("model.tie_weights=false", "train.schedule=constant", "train.warmup_steps=0", "train.learning_rate=0.002")
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Run:
     num_sampled: int | None
     overrides: list[str]
     reference: str = ""  # the full-softmax run a sampled run is measured against
+    default: bool = False  # what model.softmax=auto trains at this vocabulary
     steps: int = 0
     wall_seconds: float = 0.0
     tokens_per_sec: float = 0.0
@@ -70,14 +75,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=DEMO, help="Base config (default: the demo's).")
     p.add_argument("--corpus", default=None, help="Override data.corpus (default: the config's).")
-    p.add_argument("--small", default="unigram:8000", help="Small vocabulary as model_type:size.")
-    p.add_argument("--large", default="word:25000", help="Large vocabulary as model_type:size.")
+    p.add_argument("--vocab", nargs="+", default=list(VOCABS), metavar="LABEL=KIND:SIZE",
+                   help=f"Vocabularies to compare at (default: {' '.join(VOCABS)}); the last one gets the sweep.")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--sweep", type=int, nargs="*", default=[256, 4096], help="Extra num_sampled values (large vocab).")
-    p.add_argument("--recipe", nargs="*", default=list(RECIPE),
-                   help="Overrides of the regularised recipe, run at both vocabularies with both softmaxes "
-                   "(none: no recipe runs).")
+    p.add_argument("--sweep", type=int, nargs="*", default=[256, 4096], help="Extra num_sampled values (last vocab).")
+    p.add_argument("--plain", action="store_true", help="Also run every pair with the pre-2026-12-02 defaults "
+                   f"({' '.join(PLAIN)}).")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="Extra config override (repeatable).")
     p.add_argument("--out", type=Path, default=Path("runs/compare"))
     p.add_argument("--only", nargs="+", metavar="RUN", help="Train only these runs (e.g. large-full); the others "
@@ -90,22 +94,7 @@ def main() -> None:
             f"train.checkpoint_every={args.steps}", *args.overrides]
     if args.corpus:
         base.append(f"data.corpus={args.corpus}")
-    config = load_config(args.config, base)
-    default_sampled = config.model.num_sampled
-    runs: list[Run] = []
-    for label, spec in (("small", args.small), ("large", args.large)):
-        kind, size = spec.split(":")
-        vocab = [f"tokenizer.model_type={kind}", f"tokenizer.vocab_size={size}", f"data.dir={args.out / ('data-' + label)}"]
-        setups = [("", [])] + ([("-recipe", args.recipe)] if args.recipe else [])
-        for suffix, extra in setups:
-            full = f"{label}-full{suffix}"
-            runs.append(Run(f"{label}-sampled{suffix}", spec, "sampled", default_sampled, vocab + extra, full))
-            runs.append(Run(full, spec, "full", None, vocab + extra + ["model.softmax=full"]))
-        if label == "large":
-            for k in args.sweep:
-                runs.append(Run(f"large-sampled-{k}", spec, "sampled", k, vocab + [f"model.num_sampled={k}"],
-                                "large-full"))
-
+    runs = plan(args, load_config(args.config, base))
     unknown = sorted(set(args.only or []) - {r.name for r in runs})
     if unknown:
         p.error(f"--only: no run named {', '.join(unknown)} (runs: {', '.join(r.name for r in runs)})")
@@ -123,6 +112,31 @@ def main() -> None:
               f"{run.wall_seconds:.0f}s", flush=True)
         done.append(run)
     report(done, args)
+
+
+def plan(args: argparse.Namespace, config: Config) -> list[Run]:
+    """The runs, in training order: per vocabulary a sampled and a full run (and their plain twins)."""
+    runs: list[Run] = []
+    for i, item in enumerate(args.vocab):
+        label, _, spec = item.partition("=")
+        kind, _, size = spec.partition(":")
+        if not (label and "-" not in label and kind and size.isdigit()):
+            raise SystemExit(f"--vocab: expected LABEL=KIND:SIZE (e.g. tiny=unigram:2000), got {item!r}")
+        vocab = [f"tokenizer.model_type={kind}", f"tokenizer.vocab_size={size}",
+                 f"data.dir={args.out / ('data-' + label)}"]
+        auto, _ = choose_softmax(config.model, int(size))
+        setups = [("", [])] + ([("-plain", list(PLAIN))] if args.plain else [])
+        for suffix, extra in setups:
+            full = f"{label}-full{suffix}"
+            runs.append(Run(f"{label}-sampled{suffix}", spec, "sampled", config.model.num_sampled,
+                            vocab + extra + ["model.softmax=sampled"], full, default=not suffix and auto == "sampled"))
+            runs.append(Run(full, spec, "full", None, vocab + extra + ["model.softmax=full"],
+                            default=not suffix and auto == "full"))
+        if i == len(args.vocab) - 1:
+            for k in args.sweep:
+                runs.append(Run(f"{label}-sampled-{k}", spec, "sampled", k,
+                                vocab + ["model.softmax=sampled", f"model.num_sampled={k}"], f"{label}-full"))
+    return runs
 
 
 def _record_path(cfg: Config) -> Path:
@@ -176,32 +190,37 @@ def best_by(curve: list[tuple[float, int, float]], seconds: float) -> float:
 
 def report(runs: list[Run], args: argparse.Namespace) -> None:
     by_name = {r.name: r for r in runs}
+    pairs = [(r, by_name[r.reference]) for r in runs if r.reference in by_name]
     lines = [
-        f"{args.steps} steps each; validation every {args.eval_every} steps; perplexities with the full softmax.",
+        f"{args.steps} steps each; validation every {args.eval_every} steps; perplexities with the full softmax. "
+        "default: what model.softmax=auto trains at that vocabulary.",
         "",
-        "| run | vocabulary | softmax | num_sampled | valid ppl | test ppl | test vs full | tokens/s | fit wall time |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "Equal steps:",
+        "",
+        "| run | vocabulary | softmax | num_sampled | default | valid ppl | valid vs full | test ppl | test vs full "
+        "| tokens/s | fit wall time |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
-        gap = f"{100 * (r.test / by_name[r.reference].test - 1):+.1f}%" if r.reference in by_name else ""
-        lines.append(f"| {r.name} | {r.vocab} | {r.softmax} | {r.num_sampled or '-'} | {r.valid:.2f} | {r.test:.2f} | "
-                     f"{gap} | {r.tokens_per_sec:,.0f} | {r.wall_seconds:.0f} s |")
-    if args.recipe:
-        lines += ["", f"Recipe: {' '.join(args.recipe)}. Test perplexity against the plain demo setup:"]
-        for name in ("small-sampled", "small-full", "large-sampled", "large-full"):
-            if name not in by_name or f"{name}-recipe" not in by_name:
-                continue
-            base, recipe = by_name[name], by_name[f"{name}-recipe"]
-            lines.append(f"- {name}: {recipe.test:.2f} with the recipe vs {base.test:.2f} "
-                         f"({100 * (recipe.test / base.test - 1):+.1f}%)")
-    lines += ["", "Equal wall-clock time at the large vocabulary:"]
-    for suffix in ("", "-recipe") if args.recipe else ("",):
-        if f"large-sampled{suffix}" not in by_name or f"large-full{suffix}" not in by_name:
-            continue
-        sampled, full = by_name[f"large-sampled{suffix}"], by_name[f"large-full{suffix}"]
-        lines.append(f"- large-sampled{suffix} finished in {sampled.wall_seconds:.0f} s with a best validation "
-                     f"perplexity of {best_by(sampled.curve, math.inf):.2f}; large-full{suffix}'s best by then was "
-                     f"{best_by(full.curve, sampled.wall_seconds):.2f}.")
+        ref = by_name.get(r.reference)
+        valid_gap = f"{100 * (r.valid / ref.valid - 1):+.1f}%" if ref else ""
+        test_gap = f"{100 * (r.test / ref.test - 1):+.1f}%" if ref else ""
+        lines.append(f"| {r.name} | {r.vocab} | {r.softmax} | {r.num_sampled or '-'} | {'yes' if r.default else ''} "
+                     f"| {r.valid:.2f} | {valid_gap} | {r.test:.2f} | {test_gap} | {r.tokens_per_sec:,.0f} "
+                     f"| {r.wall_seconds:.0f} s |")
+    lines += ["", "Equal wall-clock time: each run's best validation perplexity when the quicker run of the pair "
+              "had finished.", "",
+              "| pair | at | sampled | full | sampled vs full |", "|---|---:|---:|---:|---:|"]
+    for sampled, full in pairs:
+        at = min(sampled.wall_seconds, full.wall_seconds)
+        a, b = best_by(sampled.curve, at), best_by(full.curve, at)
+        gap = f"{100 * (a / b - 1):+.1f}%" if math.isfinite(a) and math.isfinite(b) else "-"
+        lines.append(f"| {sampled.name} / {full.name} | {at:.0f} s | {a:.2f} | {b:.2f} | {gap} |")
+    plain = [(r, by_name[r.name + "-plain"]) for r in runs if r.name + "-plain" in by_name]
+    if plain:
+        lines += ["", f"Today's defaults against the plain setup ({' '.join(PLAIN)}), test perplexity:"]
+        for r, old in plain:
+            lines.append(f"- {r.name}: {r.test:.2f} vs {old.test:.2f} plain ({100 * (r.test / old.test - 1):+.1f}%)")
     text = "\n".join(lines) + "\n"
     (args.out / "results.md").write_text(text)
     (args.out / "results.json").write_text(json.dumps([r.__dict__ for r in runs], indent=1))
@@ -218,13 +237,15 @@ def plot(runs: list[Run], path: Path) -> None:
     except ImportError:
         print("matplotlib is not installed (pip install 'lmtrain[compare]'): no plot written")
         return
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, label in zip(axes, ("small", "large")):
-        for r in runs:
-            if r.name.startswith(label) and r.curve:
+    labels = list(dict.fromkeys(r.name.split("-")[0] for r in runs))
+    fig, axes = plt.subplots(1, len(labels), figsize=(6 * len(labels), 4.5), squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        mine = [r for r in runs if r.name.split("-")[0] == label]
+        for r in mine:
+            if r.curve:
                 ax.plot([p[0] for p in r.curve], [p[2] for p in r.curve], marker="o", markersize=3, label=r.name,
-                        linestyle="--" if r.name.endswith("-recipe") else "-")
-        ax.set_title(f"{label} vocabulary ({next(r.vocab for r in runs if r.name.startswith(label))})")
+                        linestyle="--" if r.name.endswith("-plain") else "-")
+        ax.set_title(f"{label} vocabulary ({mine[0].vocab})")
         ax.set_xlabel("wall-clock seconds since fit started")
         ax.set_ylabel("validation perplexity (full softmax)")
         ax.set_yscale("log")

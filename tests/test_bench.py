@@ -25,6 +25,20 @@ def test_benchmark_prints_table_and_json():
     assert any(line.startswith("| 600 |") for line in lines)
 
 
+def test_softmax_benchmark_times_both_steps_and_names_autos_choice():
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("softmax_bench.py")), "--ratios", "1", "2", "8", "--batch-size", "2",
+         "--seq-len", "4", "--embedding-dim", "8", "--hidden-dim", "8", "--num-sampled", "16", "--warmup", "1",
+         "--reps", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])["results"]
+    assert [(r["vocab"], r["auto"]) for r in results] == [(17, "full"), (32, "full"), (128, "sampled")]
+    assert all(r["sampled_ms"] > 0 and r["full_ms"] > 0 for r in results)
+    assert "| 128 | 8 |" in out.stdout
+
+
 def test_generation_benchmark_runs():
     bench = BENCH.with_name("generate_bench.py")
     out = subprocess.run(
@@ -60,35 +74,42 @@ def test_comparison_command_runs(tmp_path):
 
     corpus = write_corpus(tmp_path / "corpus", docs=8, lines=40)
     command = [
-        sys.executable, str(BENCH.with_name("compare.py")), "--corpus", str(corpus), "--small", "word:30",
-        "--large", "word:34", "--steps", "4", "--eval-every", "2", "--sweep", "8", "--out", str(tmp_path / "out"),
-        "--set", "model.embedding_dim=8", "--set", "model.hidden_dim=8", "--set", "model.num_sampled=12",
+        sys.executable, str(BENCH.with_name("compare.py")), "--corpus", str(corpus), "--vocab", "tiny=word:20",
+        "large=word:34", "--plain", "--steps", "4", "--eval-every", "2", "--sweep", "5", "--out", str(tmp_path / "out"),
+        "--set", "model.embedding_dim=8", "--set", "model.hidden_dim=8", "--set", "model.num_sampled=10",
         "--set", "train.batch_size=2", "--set", "train.seq_len=4",
         "--set", "data.valid_fraction=0.2", "--set", "data.test_fraction=0.2",
     ]
     out = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     runs = json.loads((tmp_path / "out" / "results.json").read_text())
-    names = ["small-sampled", "small-full", "small-sampled-recipe", "small-full-recipe", "large-sampled", "large-full",
-             "large-sampled-recipe", "large-full-recipe"]
-    assert [r["name"] for r in runs] == names + ["large-sampled-8"]
+    names = ["tiny-sampled", "tiny-full", "tiny-sampled-plain", "tiny-full-plain",
+             "large-sampled", "large-full", "large-sampled-plain", "large-full-plain"]
+    assert [r["name"] for r in runs] == names + ["large-sampled-5"]
     for r in runs:
         assert r["steps"] == 4 and r["valid"] > 1 and r["test"] > 1
         assert [step for _, step, _ in r["curve"]] == [2, 4]  # validation curve read from the logs
-    table = (tmp_path / "out" / "results.md").read_text()
-    assert "| large-sampled-8 | word:34 | sampled | 8 |" in table and "Equal wall-clock time" in table
-    assert "Recipe: model.tie_weights=true" in table and "- large-full: " in table
-    # Each sampled run is measured against the full-softmax run of its own setup.
     by_name = {r["name"]: r for r in runs}
-    gap = 100 * (by_name["large-sampled-recipe"]["test"] / by_name["large-full-recipe"]["test"] - 1)
-    assert "| large-sampled-recipe | word:34 | sampled | 12 | " in table and f"| {gap:+.1f}% |" in table
+    # model.softmax=auto: full at 20 ids (<= 2 x 10 negatives), sampled at 34.
+    assert [n for n in names if by_name[n]["default"]] == ["tiny-full", "large-sampled"]
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| large-sampled-5 | word:34 | sampled | 5 |  |" in table
+    assert "| tiny-full | word:20 | full | - | yes |" in table
+    # Each sampled run is measured against the full-softmax run of its own setup, at equal steps...
+    gap = 100 * (by_name["large-sampled-plain"]["test"] / by_name["large-full-plain"]["test"] - 1)
+    assert "| large-sampled-plain | word:34 | sampled | 10 |  | " in table and f"| {gap:+.1f}% |" in table
+    # ...and at equal wall-clock time, for every pair.
+    for sampled in ("tiny-sampled", "tiny-sampled-plain", "large-sampled", "large-sampled-plain", "large-sampled-5"):
+        full = by_name[sampled]["reference"]
+        assert f"| {sampled} / {full} | " in table
+    assert "- large-sampled: " in table and " plain (" in table
 
     # Run again with one run changed: only that one trains, the others' figures are reused.
-    again = subprocess.run(command + ["--sweep", "6"], capture_output=True, text=True, timeout=300)
+    again = subprocess.run(command + ["--sweep", "4"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     reused = [line.split(":")[0] for line in again.stdout.splitlines() if line.endswith("reusing its figures")]
     assert reused == names
-    assert [r["name"] for r in json.loads((tmp_path / "out" / "results.json").read_text())][-1] == "large-sampled-6"
+    assert [r["name"] for r in json.loads((tmp_path / "out" / "results.json").read_text())][-1] == "large-sampled-4"
 
 
 def test_prepare_benchmark_runs():

@@ -12,7 +12,7 @@ V = 50
 def _model(**model_changes):
     cfg = config_from_dict({"tokenizer": {"vocab_size": V},
                             "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10, "dropout": 0.0,
-                                      **model_changes}})
+                                      "tie_weights": False, **model_changes}})
     return create_model(cfg, V, list(range(V)))
 
 

@@ -65,11 +65,12 @@ def test_projection_without_tying_and_bad_combination(tmp_path, corpus):
     from lmtrain.errors import ConfigError
     from lmtrain.model import create_model
 
-    cfg = config_from_dict(tiny_sections(tmp_path, corpus, model={"projection_dim": 10}))
+    cfg = config_from_dict(tiny_sections(tmp_path, corpus, model={"projection_dim": 10, "tie_weights": False}))
     model = create_model(cfg, 34, [1] * 34)
     assert model.softmax_w.shape == (34, 10) and model.projection.kernel.shape == (24, 10)
-    with pytest.raises(ConfigError, match="model.projection_dim: must equal model.embedding_dim"):
-        config_from_dict(tiny_sections(tmp_path, corpus, model={"tie_weights": True, "projection_dim": 10}))
+    with pytest.raises(ConfigError, match="model.projection_dim: must equal model.embedding_dim .* set "
+                       "model.tie_weights: false to project without tying"):
+        config_from_dict(tiny_sections(tmp_path, corpus, model={"projection_dim": 10}))  # tied by default
 
 
 def _validations(output):
@@ -131,7 +132,94 @@ def test_warmup_cosine_schedule():
     assert values[0] == pytest.approx(0.0, abs=1e-9) and values[5] == pytest.approx(0.005)
     assert values[10] == pytest.approx(0.01) and values[110] == pytest.approx(0.001)
     assert values[10] > values[60] > values[110]
-    assert learning_rate(TrainConfig(learning_rate=0.01), 100) == 0.01
+    assert learning_rate(TrainConfig(learning_rate=0.01, schedule="constant"), 100) == 0.01
+
+
+def test_default_schedule_warms_up_for_a_twentieth_of_the_run_then_decays():
+    from lmtrain.config import TrainConfig
+    from lmtrain.optim import learning_rate
+
+    config = TrainConfig()  # the defaults: warmup_cosine, warmup_steps null, peak 0.004
+    assert config.schedule == "warmup_cosine" and config.warmup_steps is None
+    schedule = learning_rate(config, total_steps=1000)
+    assert float(schedule(25)) == pytest.approx(0.002) and float(schedule(50)) == pytest.approx(0.004)
+    assert float(schedule(1000)) == pytest.approx(0.0004)
+    assert float(learning_rate(config, total_steps=200)(10)) == pytest.approx(0.004)  # 5% of 200
+
+
+def test_library_warmup_cosine_is_fits_schedule_and_rejects_bad_arguments():
+    from lmtrain.config import TrainConfig
+    from lmtrain.keras import warmup_cosine
+    from lmtrain.optim import learning_rate
+
+    ours, fits = warmup_cosine(4e-3, 400), learning_rate(TrainConfig(), 400)
+    assert [float(ours(s)) for s in (0, 10, 20, 200, 400)] == [float(fits(s)) for s in (0, 10, 20, 200, 400)]
+    bad = [((0.0, 10), "peak must be a learning rate > 0"), ((1e-3, 0), "total_steps must be an integer >= 1"),
+           ((1e-3, 10.5), "total_steps must be"), ((1e-3, 10, -1), "warmup_steps must be"),
+           ((1e-3, 10, None, 2.0), "min_ratio must be between 0 and 1")]
+    for args, fragment in bad:
+        with pytest.raises(ValueError, match=fragment):
+            warmup_cosine(*args)
+
+
+def test_schedule_spans_the_epochs_when_max_steps_is_null(tmp_path, corpus):
+    from lmtrain.config import load_config
+    from lmtrain.meta import load_meta
+    from lmtrain.prepare import prepare
+    from lmtrain.rundir import logged_scalars, step_counts
+    from lmtrain.train import fit
+
+    path = write_config(tmp_path / "c.yaml", tiny_sections(
+        tmp_path, corpus, train={"max_steps": None, "epochs": 2, "log_every": 1, "learning_rate": 0.01}))
+    config = load_config(path)
+    prepare(config, progress=False, echo=lambda _: None)
+    per_epoch, total = step_counts(config, load_meta(tmp_path / "data" / "meta.json"))
+    assert total == 2 * per_epoch > 10
+    result = fit(config, progress=False, echo=lambda _: None)
+    assert result.step == total
+    rates = {step: value for _, step, value in logged_scalars(tmp_path / "run" / "logs", "train/learning_rate")}
+    warmup = round(0.05 * total)
+    assert rates[total] == pytest.approx(0.001)  # the decay ends at min_lr_ratio x the peak on the last step
+    assert max(rates.values()) == pytest.approx(rates[max(warmup, 1)], rel=1e-5)
+    assert rates[per_epoch] > rates[total]
+
+
+def test_auto_softmax_is_chosen_by_vocabulary_and_fit_says_why(tmp_path, corpus):
+    from lmtrain.rundir import logged_scalars
+
+    data = tiny_sections(tmp_path, corpus)["data"]
+    for num_sampled, kind in ((16, "sampled"), (17, "full")):  # 34 ids: more than 2 x 16, at most 2 x 17
+        run = tmp_path / f"run-{num_sampled}"
+        cfg = write_config(tmp_path / f"c{num_sampled}.yaml", tiny_sections(
+            tmp_path, corpus, data=data, model={"softmax": "auto", "num_sampled": num_sampled},
+            train={"max_steps": 2, "log_every": 1, "run_dir": str(run)}))
+        assert _cli("prepare", cfg, "-q").exit_code == 0
+        r = _cli("fit", cfg, "-q")
+        assert r.exit_code == 0, r.output
+        why = "more than" if kind == "sampled" else "at most"
+        assert f"softmax: {kind} (model.softmax=auto: 34 ids is {why} 2 x model.num_sampled ({2 * num_sampled}" in r.output
+        assert f"train {kind} loss " in r.output
+        assert [s for _, s, _ in logged_scalars(run / "logs", f"train/{kind}_loss")] == [1, 2]
+
+
+def test_choose_softmax():
+    from lmtrain.config import ModelConfig
+    from lmtrain.model import choose_softmax
+
+    assert choose_softmax(ModelConfig(num_sampled=1024), 2048)[0] == "full"
+    assert choose_softmax(ModelConfig(num_sampled=1024), 2049)[0] == "sampled"
+    assert choose_softmax(ModelConfig(num_sampled=1024), 8000)[0] == "sampled"  # the demo
+    assert choose_softmax(ModelConfig(softmax="sampled", num_sampled=10), 20) == ("sampled", "model.softmax=sampled")
+    assert choose_softmax(ModelConfig(softmax="full"), 10**6)[0] == "full"
+
+
+def test_auto_softmax_accepts_more_negatives_than_ids_and_sampled_does_not(tmp_path, corpus):
+    from lmtrain.config import config_from_dict
+    from lmtrain.errors import ConfigError
+
+    config_from_dict(tiny_sections(tmp_path, corpus, model={"softmax": "auto", "num_sampled": 40}))  # full then
+    with pytest.raises(ConfigError, match="model.num_sampled: must be smaller than tokenizer.vocab_size"):
+        config_from_dict(tiny_sections(tmp_path, corpus, model={"softmax": "sampled", "num_sampled": 40}))
 
 
 def test_stateful_training_carries_state_and_resets_each_epoch(tmp_path, corpus, monkeypatch):
@@ -182,7 +270,9 @@ def test_stateful_resume_is_exact(tmp_path, corpus):
         (tmp_path / name).mkdir(exist_ok=True)
         return load_config(write_config(tmp_path / name / "c.yaml", tiny_sections(
             tmp_path / name, corpus, data={"dir": str(tmp_path / "data")},
-            train={"stateful": True, "epochs": 3, "max_steps": steps, "checkpoint_every": 1000})))
+            # A constant rate: warmup_cosine's decay spans max_steps, which this test raises.
+            train={"stateful": True, "epochs": 3, "max_steps": steps, "checkpoint_every": 1000,
+                   "schedule": "constant"})))
 
     prepare(config("a", 20), progress=False)
     fit(config("a", 20), progress=False, echo=lambda _: None)

@@ -131,7 +131,7 @@ def fit(
         r = run_fit(cfg, force=force, progress=not quiet, echo=_echo_err)
         parts = [f"step {r.step}"]
         if r.train_loss is not None:
-            parts.append(f"train {cfg.model.softmax} loss {r.train_loss:.3f}")
+            parts.append(f"train {r.softmax} loss {r.train_loss:.3f}")
         if r.valid_perplexity is not None:
             parts.append(f"valid perplexity {r.valid_perplexity:.2f}")
         if r.tokens_per_sec is not None:

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from lmtrain import softmax
-from lmtrain.config import Config
+from lmtrain.config import Config, ModelConfig
 from lmtrain.errors import LmtrainError
 from lmtrain.layers import Embedding
 from lmtrain.lstm import LSTM
@@ -379,10 +379,31 @@ def _concat_slices(a: Any, b: tf.IndexedSlices) -> tf.IndexedSlices:
                             tf.concat([tf.cast(a.indices, tf.int64), b.indices], 0), b.dense_shape)
 
 
+# model.softmax=auto trains with the full softmax up to this many ids per negative drawn: there
+# lmtrain fit's full-softmax step cost 0.95-0.98x the sampled one (demo shapes, B 64), against
+# 1.39x at 4x and 1.83x at 8x (benchmarks/softmax_bench.py), and it is exact.
+AUTO_FULL_RATIO = 2
+
+
+def choose_softmax(m: ModelConfig, vocab_size: int) -> tuple[str, str]:
+    """The training loss `model.softmax` stands for at this vocabulary ("sampled" or "full"),
+    and why, in words `fit` prints. Decided from the config and the vocabulary alone, so a
+    resumed run, `eval` and the benchmarks all make the same choice."""
+    if m.softmax != "auto":
+        return m.softmax, f"model.softmax={m.softmax}"
+    limit = AUTO_FULL_RATIO * m.num_sampled
+    if vocab_size <= limit:
+        return "full", (f"model.softmax=auto: {vocab_size:,} ids is at most {AUTO_FULL_RATIO} x model.num_sampled "
+                        f"({limit:,}), where the full softmax costs no more and is exact")
+    return "sampled", (f"model.softmax=auto: {vocab_size:,} ids is more than {AUTO_FULL_RATIO} x model.num_sampled "
+                       f"({limit:,})")
+
+
 def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> LanguageModel:
     """Build the model a config describes, with its weights created (ready to restore or train)."""
     m = config.model
-    if m.softmax == "sampled" and m.num_sampled >= vocab_size:
+    loss, _ = choose_softmax(m, vocab_size)
+    if loss == "sampled" and m.num_sampled >= vocab_size:
         raise LmtrainError(
             f"model.num_sampled: {m.num_sampled} must be smaller than the vocabulary ({vocab_size} ids)"
         )
@@ -390,7 +411,7 @@ def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> 
     sampler = CandidateSampler(q, m.num_sampled, config.train.seed, unique=m.sampler_unique)
     model = LanguageModel(
         vocab_size=vocab_size, embedding_dim=m.embedding_dim, hidden_dim=m.hidden_dim,
-        num_layers=m.num_layers, dropout=m.dropout, softmax=m.softmax, num_sampled=m.num_sampled,
+        num_layers=m.num_layers, dropout=m.dropout, softmax=loss, num_sampled=m.num_sampled,
         clip_norm=config.train.clip_norm, sampler=sampler, precision=config.train.precision,
         tie_weights=m.tie_weights, projection_dim=m.projection_dim, embedding_dropout=m.embedding_dropout,
         lstm_impl=m.lstm_impl, name="lstm_lm",

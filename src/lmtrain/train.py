@@ -30,7 +30,7 @@ from lmtrain.distribute import Distribution, create_distribution
 from lmtrain.distribute import train_step as distributed_step
 from lmtrain.errors import Interrupted, LmtrainError
 from lmtrain.meta import load_prepared
-from lmtrain.model import LanguageModel, State, create_model
+from lmtrain.model import LanguageModel, State, choose_softmax, create_model
 from lmtrain.optim import create_optimizer, pending_applied
 from lmtrain.paths import DataPaths, RunPaths
 from lmtrain.records import damaged_shard_error, split_files, stream_rows, train_dataset
@@ -57,6 +57,7 @@ class FitResult:
     best_perplexity: float | None = None
     stopped_early: bool = False  # train.patience ran out
     wrote_run_dir: bool = True  # False on the workers of a multi-worker run other than the chief
+    softmax: str = "sampled"  # the training loss model.softmax stood for (auto: chosen by vocabulary)
 
 
 def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo = print) -> FitResult:
@@ -91,7 +92,10 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         echo(f"training with {distribution.describe()}; global batch {config.train.batch_size}")
 
     t = config.train
-    if config.model.sampler == "log_uniform" and config.model.softmax == "sampled":
+    loss_kind, why = choose_softmax(config.model, meta.vocab_size)
+    if chief:
+        echo(f"softmax: {loss_kind} ({why})")
+    if config.model.sampler == "log_uniform" and loss_kind == "sampled":
         rho = frequency_order_correlation(meta.unigram_counts)
         if rho < LOG_UNIFORM_MIN_CORRELATION:
             echo(f"warning: model.sampler=log_uniform assumes ids sorted by frequency, but in {data.root} the "
@@ -185,7 +189,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                     tokens_per_sec = interval_tokens / max(elapsed, 1e-9)
                     wait_share = wait / max(elapsed, 1e-9)
                     with writer.as_default(step=step):
-                        tf.summary.scalar(f"train/{config.model.softmax}_loss", train_loss)
+                        tf.summary.scalar(f"train/{loss_kind}_loss", train_loss)
                         tf.summary.scalar("train/tokens_per_sec", tokens_per_sec)
                         tf.summary.scalar("train/data_wait_share", wait_share)
                         tf.summary.scalar("train/learning_rate", _current_rate(optimizer))
@@ -257,7 +261,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         echo(f"already trained to step {step} in {run.root}; raise train.max_steps or train.epochs to continue")
     return FitResult(run.root, step, train_loss, valid_ppl, tokens_per_sec, wait_share,
                      time.perf_counter() - started, skipped, validation.best_step, validation.best_perplexity,
-                     validation.stopped, chief)
+                     validation.stopped, chief, loss_kind)
 
 
 class _StateCarry:
