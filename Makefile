@@ -25,9 +25,9 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# Sampled vs full softmax on the demo corpus at two vocabularies, plain and with the regularised
-# recipe, and a num_sampled sweep: table + plot in runs/compare/ (about 4 hours on 2 CPU cores;
-# finished runs are reused, see benchmarks/compare.py --help).
+# Sampled vs full softmax on the demo corpus with the defaults at 2k, 8k and word-level 25k, at
+# equal steps and equal time, and a num_sampled sweep: table + plot in runs/compare/ (about 1.5
+# hours on 2 CPU cores; finished runs are reused, see benchmarks/compare.py --help).
 compare: install
 	$(BIN)/python -m pip install --quiet -e ".[demo,test,compare]"
 	$(BIN)/python benchmarks/compare.py

@@ -1,11 +1,11 @@
-"""Which softmax to train with: `lmtrain fit`'s step with the sampled and with the full softmax, at
-vocabularies from 1x to 16x num_sampled (the range where model.softmax=auto decides).
+"""What the full softmax costs at small vocabularies: `lmtrain fit`'s step with the sampled and with
+the full softmax, at vocabularies from 1x to 16x num_sampled.
 
 Both steps are `build_trainer`'s (the code `lmtrain fit` runs: LazyAdam, clipping, the defaults'
 tied weights and projection), on the same Zipf-distributed batch, timed side by side in one
-process, round-robin, medians. model.softmax=auto trains the full softmax up to
-model.AUTO_FULL_RATIO x num_sampled ids: this shows what the full softmax costs there, and where
-it stops being cheap. Prints a table and a last line of JSON: {"results": [...]}.
+process, round-robin, medians. Up to about 2x the two cost the same, so there the choice
+(model.softmax=auto, `model.choose_softmax`) rests on the perplexity each trains to, which
+`make compare` measures; the table's last column is what auto picks. Prints a table and a last line of JSON: {"results": [...]}.
 
 Usage: python benchmarks/softmax_bench.py [--ratios 1 2 4 8 16] [--reps 7]
 """

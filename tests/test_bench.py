@@ -34,7 +34,7 @@ def test_softmax_benchmark_times_both_steps_and_names_autos_choice():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])["results"]
-    assert [(r["vocab"], r["auto"]) for r in results] == [(17, "full"), (32, "full"), (128, "sampled")]
+    assert [(r["vocab"], r["auto"]) for r in results] == [(17, "sampled"), (32, "sampled"), (128, "sampled")]
     assert all(r["sampled_ms"] > 0 and r["full_ms"] > 0 for r in results)
     assert "| 128 | 8 |" in out.stdout
 
@@ -90,11 +90,11 @@ def test_comparison_command_runs(tmp_path):
         assert r["steps"] == 4 and r["valid"] > 1 and r["test"] > 1
         assert [step for _, step, _ in r["curve"]] == [2, 4]  # validation curve read from the logs
     by_name = {r["name"]: r for r in runs}
-    # model.softmax=auto: full at 20 ids (<= 2 x 10 negatives), sampled at 34.
-    assert [n for n in names if by_name[n]["default"]] == ["tiny-full", "large-sampled"]
+    # model.softmax=auto: sampled at both (10 negatives are fewer than 20 and 34 ids).
+    assert [n for n in names if by_name[n]["default"]] == ["tiny-sampled", "large-sampled"]
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| large-sampled-5 | word:34 | sampled | 5 |  |" in table
-    assert "| tiny-full | word:20 | full | - | yes |" in table
+    assert "| tiny-full | word:20 | full | - |  |" in table and "| tiny-sampled | word:20 | sampled | 10 | yes |" in table
     # Each sampled run is measured against the full-softmax run of its own setup, at equal steps...
     gap = 100 * (by_name["large-sampled-plain"]["test"] / by_name["large-full-plain"]["test"] - 1)
     assert "| large-sampled-plain | word:34 | sampled | 10 |  | " in table and f"| {gap:+.1f}% |" in table

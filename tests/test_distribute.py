@@ -150,6 +150,13 @@ def _workers(tmp_path: Path, cfg_path: Path, run_dirs: list[Path], tag: str, *ov
     return done
 
 
+# Two worker processes against one device. With tied weights (the default) a row of the shared
+# matrix sums its lookup and output gradients in another order across workers, and Adam's
+# normalisation magnifies that rounding for rows whose gradient is near zero: one weight in 544
+# was seen 5e-6 off after 4 steps (with untied weights this test held 2e-6).
+WORKERS_ATOL = 1e-5
+
+
 def test_multi_worker_two_processes_train_like_one_device_and_resume(tmp_path, corpus):
     cfg_path = _config_file(tmp_path, corpus)
     one = _reference(cfg_path, tmp_path)
@@ -166,7 +173,7 @@ def test_multi_worker_two_processes_train_like_one_device_and_resume(tmp_path, c
         np.testing.assert_allclose(first1[key], first0[key], atol=1e-7, rtol=0, err_msg=key)
     reference = _weights(one, 4)
     for key, value in _weights(chief_dir, 4).items():  # ...and those of one device
-        np.testing.assert_allclose(value, reference[key], atol=2e-6, rtol=0, err_msg=key)
+        np.testing.assert_allclose(value, reference[key], atol=WORKERS_ATOL, rtol=0, err_msg=key)
 
     # Resuming needs one run directory all workers see: with two, both stop with an error.
     w0, w1 = _workers(tmp_path, cfg_path, [chief_dir, other_dir], "bad")
@@ -180,7 +187,7 @@ def test_multi_worker_two_processes_train_like_one_device_and_resume(tmp_path, c
     assert "resuming from" in w0.stdout and "(step 4)" in w1.stdout
     reference = _weights(one, 8)
     for key, value in _weights(chief_dir, 8).items():
-        np.testing.assert_allclose(value, reference[key], atol=2e-6, rtol=0, err_msg=key)
+        np.testing.assert_allclose(value, reference[key], atol=WORKERS_ATOL, rtol=0, err_msg=key)
     np.testing.assert_allclose(_losses(chief_dir), _losses(one), rtol=1e-5)
 
 

@@ -188,7 +188,7 @@ def test_auto_softmax_is_chosen_by_vocabulary_and_fit_says_why(tmp_path, corpus)
     from lmtrain.rundir import logged_scalars
 
     data = tiny_sections(tmp_path, corpus)["data"]
-    for num_sampled, kind in ((16, "sampled"), (17, "full")):  # 34 ids: more than 2 x 16, at most 2 x 17
+    for num_sampled, kind in ((33, "sampled"), (34, "full")):  # 34 ids: sampled needs fewer negatives
         run = tmp_path / f"run-{num_sampled}"
         cfg = write_config(tmp_path / f"c{num_sampled}.yaml", tiny_sections(
             tmp_path, corpus, data=data, model={"softmax": "auto", "num_sampled": num_sampled},
@@ -196,8 +196,9 @@ def test_auto_softmax_is_chosen_by_vocabulary_and_fit_says_why(tmp_path, corpus)
         assert _cli("prepare", cfg, "-q").exit_code == 0
         r = _cli("fit", cfg, "-q")
         assert r.exit_code == 0, r.output
-        why = "more than" if kind == "sampled" else "at most"
-        assert f"softmax: {kind} (model.softmax=auto: 34 ids is {why} 2 x model.num_sampled ({2 * num_sampled}" in r.output
+        why = ("34 ids, 33 distinct negatives a step" if kind == "sampled" else
+               "model.num_sampled (34) is not smaller than the vocabulary (34 ids)")
+        assert f"softmax: {kind} (model.softmax=auto: {why}" in r.output
         assert f"train {kind} loss " in r.output
         assert [s for _, s, _ in logged_scalars(run / "logs", f"train/{kind}_loss")] == [1, 2]
 
@@ -206,8 +207,10 @@ def test_choose_softmax():
     from lmtrain.config import ModelConfig
     from lmtrain.model import choose_softmax
 
-    assert choose_softmax(ModelConfig(num_sampled=1024), 2048)[0] == "full"
-    assert choose_softmax(ModelConfig(num_sampled=1024), 2049)[0] == "sampled"
+    assert choose_softmax(ModelConfig(num_sampled=1024), 1024)[0] == "full"  # nothing left to sample
+    assert choose_softmax(ModelConfig(num_sampled=1024), 259)[0] == "full"  # bytes
+    assert choose_softmax(ModelConfig(num_sampled=1024), 1025)[0] == "sampled"
+    assert choose_softmax(ModelConfig(num_sampled=1024), 2000)[0] == "sampled"
     assert choose_softmax(ModelConfig(num_sampled=1024), 8000)[0] == "sampled"  # the demo
     assert choose_softmax(ModelConfig(softmax="sampled", num_sampled=10), 20) == ("sampled", "model.softmax=sampled")
     assert choose_softmax(ModelConfig(softmax="full"), 10**6)[0] == "full"

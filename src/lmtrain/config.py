@@ -151,8 +151,9 @@ class ModelConfig:
     # Dropout on the embedding output (null: the same as dropout).
     embedding_dropout: float | None = None
     # Training loss: "sampled" (sampled softmax), "full" (full softmax), or "auto": full when
-    # the vocabulary is at most 2 x num_sampled (the full softmax then costs no more, and it is
-    # exact), sampled above that. fit prints which one it chose and why.
+    # num_sampled is not smaller than the vocabulary (a byte- or character-level one, say: there
+    # is nothing to sample from), sampled otherwise (measured as good or better at equal steps,
+    # even at 2,000 ids; see model.choose_softmax). fit prints which one it chose and why.
     softmax: SoftmaxKind = "auto"
     # Negative classes drawn per step for the sampled softmax.
     num_sampled: int = 1024
@@ -166,7 +167,8 @@ class ModelConfig:
     sampler_unique: bool = True
     # Share one matrix between the embedding and the output layer (Press & Wolf 2017); when
     # hidden_dim differs from embedding_dim, the LSTM output is projected to embedding_dim.
-    # On by default: 10-19% lower perplexity in `make compare` (benchmarks/results/).
+    # On by default: with warmup_cosine, 4-19% lower test perplexity than untied with a constant
+    # rate in `make compare` (benchmarks/results/).
     tie_weights: bool = True
     # Project the last LSTM output to this width before the softmax (null: no projection, or
     # embedding_dim when tie_weights needs one). The output matrix is [vocab_size, this].
