@@ -2,8 +2,7 @@
 
 Training uses the sampled softmax (`train_step`; or the full softmax, where `choose_softmax`
 decides for `model.softmax: auto` that the vocabulary is too small to sample from), evaluation
-the exact full softmax
-(`nll_sum`, chunked over rows so memory is bounded by `softmax.LOGITS_BUDGET`, never B*T*V),
+the exact full softmax (`nll_sum`, chunked so memory is bounded by `softmax.LOGITS_BUDGET`, never B*T*V),
 and generation steps one token at a time carrying each LSTM layer's (h, c). The LSTM layers are
 `lmtrain.lstm.LSTM` (`model.lstm_impl`: the fused CPU kernel or Keras' own, same weights). The output layer's
 maths, the sampler, the row-gathering embedding and the optimizer are the library's
