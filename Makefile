@@ -26,7 +26,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # Sampled vs full softmax on the demo corpus with the defaults at 2k, 8k and word-level 25k, at
-# equal steps and equal time, and a num_sampled sweep: table + plot in runs/compare/ (about 1.5
+# equal steps and equal time, and a num_sampled sweep: table + plot in runs/compare/ (40 minutes to 1.5
 # hours on 2 CPU cores; finished runs are reused, see benchmarks/compare.py --help).
 compare: install
 	$(BIN)/python -m pip install --quiet -e ".[demo,test,compare]"

@@ -17,7 +17,7 @@ results.json, and results.png (validation perplexity against wall-clock time; ne
 `pip install 'lmtrain[compare]'`). Each finished run also leaves `<run>.json`; running the
 command again reuses the runs whose config is unchanged (`--fresh` retrains them all).
 
-Usage: python benchmarks/compare.py [--steps 1000] [--out runs/compare] [--sweep 256 4096]
+Usage: python benchmarks/compare.py [--steps 1000] [--out runs/compare] [--sweep 1024 4096]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main() -> None:
                    help=f"Vocabularies to compare at (default: {' '.join(VOCABS)}); the last one gets the sweep.")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--sweep", type=int, nargs="*", default=[256, 4096], help="Extra num_sampled values (last vocab).")
+    p.add_argument("--sweep", type=int, nargs="*", default=[1024, 4096], help="Extra num_sampled values (last vocab; the default there is 3,125).")
     p.add_argument("--plain", action="store_true", help="Also run every pair with the pre-2026-12-02 defaults "
                    f"({' '.join(PLAIN)}).")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="Extra config override (repeatable).")
@@ -131,7 +131,7 @@ def plan(args: argparse.Namespace, config: Config) -> list[Run]:
         setups = [("", [])] + ([("-plain", list(PLAIN))] if args.plain else [])
         for suffix, extra in setups:
             full = f"{label}-full{suffix}"
-            runs.append(Run(f"{label}-sampled{suffix}", spec, "sampled", config.model.num_sampled,
+            runs.append(Run(f"{label}-sampled{suffix}", spec, "sampled", config.model.negatives(int(size)),
                             vocab + extra + ["model.softmax=sampled"], full, default=not suffix and auto == "sampled"))
             runs.append(Run(full, spec, "full", None, vocab + extra + ["model.softmax=full"],
                             default=not suffix and auto == "full"))

@@ -10,19 +10,19 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "step_bench.py"
 
 def test_benchmark_prints_table_and_json():
     out = subprocess.run(
-        [sys.executable, str(BENCH), "--vocab", "300", "600", "--batch-size", "2", "--seq-len", "4",
+        [sys.executable, str(BENCH), "--vocab", "300", "--batch-size", "2", "--seq-len", "4",
          "--embedding-dim", "8", "--hidden-dim", "8", "--num-sampled", "16", "--warmup", "1", "--reps", "2"],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     results = json.loads(lines[-1])["results"]
-    assert [r["vocab"] for r in results] == [300, 600]
+    assert [r["vocab"] for r in results] == [300]
     for r in results:
         for key in ("floor_ms", "sampled_ms", "full_ms", "sampled_stock_adam_ms", "keras_fit_ms",
                     "keras_fit_row_embedding_ms", "peak_rss_gb", "sampled_only_rss_gb"):
             assert r[key] > 0, key
-    assert any(line.startswith("| 600 |") for line in lines)
+    assert any(line.startswith("| 300 |") for line in lines)
 
 
 def test_softmax_benchmark_times_both_steps_and_names_autos_choice():
@@ -74,8 +74,8 @@ def test_comparison_command_runs(tmp_path):
 
     corpus = write_corpus(tmp_path / "corpus", docs=8, lines=40)
     command = [
-        sys.executable, str(BENCH.with_name("compare.py")), "--corpus", str(corpus), "--vocab", "tiny=word:20",
-        "large=word:34", "--plain", "--steps", "4", "--eval-every", "2", "--sweep", "5", "--out", str(tmp_path / "out"),
+        sys.executable, str(BENCH.with_name("compare.py")), "--corpus", str(corpus), "--vocab", "large=word:34",
+        "--plain", "--steps", "4", "--eval-every", "2", "--sweep", "5", "--out", str(tmp_path / "out"),
         "--set", "model.embedding_dim=8", "--set", "model.hidden_dim=8", "--set", "model.num_sampled=10",
         "--set", "train.batch_size=2", "--set", "train.seq_len=4",
         "--set", "data.valid_fraction=0.2", "--set", "data.test_fraction=0.2",
@@ -83,23 +83,22 @@ def test_comparison_command_runs(tmp_path):
     out = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     runs = json.loads((tmp_path / "out" / "results.json").read_text())
-    names = ["tiny-sampled", "tiny-full", "tiny-sampled-plain", "tiny-full-plain",
-             "large-sampled", "large-full", "large-sampled-plain", "large-full-plain"]
+    names = ["large-sampled", "large-full", "large-sampled-plain", "large-full-plain"]
     assert [r["name"] for r in runs] == names + ["large-sampled-5"]
     for r in runs:
         assert r["steps"] == 4 and r["valid"] > 1 and r["test"] > 1
         assert [step for _, step, _ in r["curve"]] == [2, 4]  # validation curve read from the logs
     by_name = {r["name"]: r for r in runs}
-    # model.softmax=auto: sampled at both (10 negatives are fewer than 20 and 34 ids).
-    assert [n for n in names if by_name[n]["default"]] == ["tiny-sampled", "large-sampled"]
+    # model.softmax=auto: sampled (10 negatives are fewer than 34 ids), and only in today's setup.
+    assert [n for n in names if by_name[n]["default"]] == ["large-sampled"]
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| large-sampled-5 | word:34 | sampled | 5 |  |" in table
-    assert "| tiny-full | word:20 | full | - |  |" in table and "| tiny-sampled | word:20 | sampled | 10 | yes |" in table
+    assert "| large-full | word:34 | full | - |  |" in table and "| large-sampled | word:34 | sampled | 10 | yes |" in table
     # Each sampled run is measured against the full-softmax run of its own setup, at equal steps...
     gap = 100 * (by_name["large-sampled-plain"]["test"] / by_name["large-full-plain"]["test"] - 1)
     assert "| large-sampled-plain | word:34 | sampled | 10 |  | " in table and f"| {gap:+.1f}% |" in table
     # ...and at equal wall-clock time, for every pair.
-    for sampled in ("tiny-sampled", "tiny-sampled-plain", "large-sampled", "large-sampled-plain", "large-sampled-5"):
+    for sampled in ("large-sampled", "large-sampled-plain", "large-sampled-5"):
         full = by_name[sampled]["reference"]
         assert f"| {sampled} / {full} | " in table
     assert "- large-sampled: " in table and " plain (" in table
@@ -110,6 +109,26 @@ def test_comparison_command_runs(tmp_path):
     reused = [line.split(":")[0] for line in again.stdout.splitlines() if line.endswith("reusing its figures")]
     assert reused == names
     assert [r["name"] for r in json.loads((tmp_path / "out" / "results.json").read_text())][-1] == "large-sampled-4"
+
+
+def test_comparison_plan_takes_the_default_negatives_and_marks_autos_choice(monkeypatch):
+    """Without running anything: the plan's sampled runs carry the negatives num_sampled: null
+    stands for at each vocabulary, and the default mark follows model.softmax=auto."""
+    import argparse
+    import importlib.util
+
+    from lmtrain.config import load_config
+
+    spec = importlib.util.spec_from_file_location("compare", BENCH.with_name("compare.py"))
+    compare = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "compare", compare)  # dataclasses look their module up there
+    spec.loader.exec_module(compare)
+    args = argparse.Namespace(vocab=["tiny=unigram:2000", "large=word:25000"], plain=False,
+                              sweep=[1024], out=Path("out"))
+    runs = {r.name: r for r in compare.plan(args, load_config(None))}
+    assert [(n, r.num_sampled, r.default) for n, r in runs.items() if r.softmax == "sampled"] == [
+        ("tiny-sampled", 1024, True), ("large-sampled", 3125, True), ("large-sampled-1024", 1024, False)]
+    assert not runs["tiny-full"].default and not runs["large-full"].default
 
 
 def test_prepare_benchmark_runs():

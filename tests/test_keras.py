@@ -168,6 +168,8 @@ def test_unigram_sampler_from_counts_or_adapt():
     for head in (a, b):
         np.testing.assert_array_equal(head.sampler.sample(tf.constant(4, tf.int64)).numpy(), expected.numpy())
     assert SampledSoftmax(V, num_sampled=10).get_config()["sampler"] is None
+    # num_sampled left out: as lmtrain fit draws, an eighth of V within 1,024-4,096, kept in the config
+    assert [SampledSoftmax(v).get_config()["num_sampled"] for v in (2000, 30_000, 100_000)] == [1024, 3750, 4096]
     assert type(SampledSoftmax(V, 10).sampler._log_q) is not None  # log-uniform by default, no counts needed
     model = _lm(b)
     model.compile(optimizer=LazyAdam(1e-2), loss=b.loss)
@@ -210,6 +212,8 @@ def test_bad_uses_give_clear_errors():
     x, y = _data(8)
     with pytest.raises(ValueError, match="num_sampled.*vocab_size"):
         SampledSoftmax(V, num_sampled=V)
+    with pytest.raises(ValueError, match=r"the default num_sampled \(1024\) needs a larger vocabulary; got vocab_size"):
+        SampledSoftmax(V)  # V ids are too few for the default's 1,024 negatives
     with pytest.raises(ValueError, match="sampler must be one of"):
         SampledSoftmax(V, num_sampled=4, sampler="zipf")
 

@@ -196,8 +196,8 @@ def test_auto_softmax_is_chosen_by_vocabulary_and_fit_says_why(tmp_path, corpus)
         assert _cli("prepare", cfg, "-q").exit_code == 0
         r = _cli("fit", cfg, "-q")
         assert r.exit_code == 0, r.output
-        why = ("34 ids, 33 distinct negatives a step" if kind == "sampled" else
-               "model.num_sampled (34) is not smaller than the vocabulary (34 ids)")
+        why = ("34 ids, 33 distinct negatives a step (model.num_sampled); the full softmax only where" if kind == "sampled"
+               else "34 distinct negatives a step (model.num_sampled) would not be fewer than the 34 ids, so")
         assert f"softmax: {kind} (model.softmax=auto: {why}" in r.output
         assert f"train {kind} loss " in r.output
         assert [s for _, s, _ in logged_scalars(run / "logs", f"train/{kind}_loss")] == [1, 2]
@@ -212,8 +212,27 @@ def test_choose_softmax():
     assert choose_softmax(ModelConfig(num_sampled=1024), 1025)[0] == "sampled"
     assert choose_softmax(ModelConfig(num_sampled=1024), 2000)[0] == "sampled"
     assert choose_softmax(ModelConfig(num_sampled=1024), 8000)[0] == "sampled"  # the demo
-    assert choose_softmax(ModelConfig(softmax="sampled", num_sampled=10), 20) == ("sampled", "model.softmax=sampled")
+    assert choose_softmax(ModelConfig(softmax="sampled", num_sampled=10), 20) == (
+        "sampled", "model.softmax=sampled: 10 distinct negatives a step (model.num_sampled)")
     assert choose_softmax(ModelConfig(softmax="full"), 10**6)[0] == "full"
+    # num_sampled null (the default): an eighth of the vocabulary within 1,024-4,096
+    assert choose_softmax(ModelConfig(), 1024)[0] == "full"
+    assert choose_softmax(ModelConfig(), 1025) == ("sampled", (
+        "model.softmax=auto: 1,025 ids, 1,024 distinct negatives a step (model.num_sampled null: an eighth of "
+        "the ids, 1,024-4,096); the full softmax only where the negatives would not be fewer than the ids"))
+    assert choose_softmax(ModelConfig(softmax="sampled"), 25_000)[1] == (
+        "model.softmax=sampled: 3,125 distinct negatives a step (model.num_sampled null: an eighth of the ids, "
+        "1,024-4,096)")
+
+
+def test_default_negatives_grow_with_the_vocabulary():
+    from lmtrain.config import ModelConfig
+
+    m = ModelConfig()
+    assert m.num_sampled is None
+    assert [m.negatives(v) for v in (259, 2000, 8000, 8199, 25_000, 32_768, 100_000)] == [
+        1024, 1024, 1024, 1024, 3125, 4096, 4096]
+    assert ModelConfig(num_sampled=7).negatives(100_000) == 7  # a number given is used as it is
 
 
 def test_auto_softmax_accepts_more_negatives_than_ids_and_sampled_does_not(tmp_path, corpus):
@@ -223,6 +242,9 @@ def test_auto_softmax_accepts_more_negatives_than_ids_and_sampled_does_not(tmp_p
     config_from_dict(tiny_sections(tmp_path, corpus, model={"softmax": "auto", "num_sampled": 40}))  # full then
     with pytest.raises(ConfigError, match="model.num_sampled: must be smaller than tokenizer.vocab_size"):
         config_from_dict(tiny_sections(tmp_path, corpus, model={"softmax": "sampled", "num_sampled": 40}))
+    # the null default stands for 1,024 at a small vocabulary: the error says so
+    with pytest.raises(ConfigError, match=r"got null \(which means 1024 at this vocabulary\); lower it"):
+        config_from_dict(tiny_sections(tmp_path, corpus, model={"softmax": "sampled", "num_sampled": None}))
 
 
 def test_stateful_training_carries_state_and_resets_each_epoch(tmp_path, corpus, monkeypatch):

@@ -118,8 +118,8 @@ def fit(
     force: Annotated[bool, typer.Option("--force", help="Start the run over if train.run_dir holds another one.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the model (sampled softmax; full when model.num_sampled >= the vocabulary); continue from
-    the last checkpoint.
+    """Train the model (sampled softmax; full where the negatives would not be fewer than the
+    vocabulary); continue from the last checkpoint.
 
     Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and exits (130 / 143);
     running the same command again continues exactly where it stopped.

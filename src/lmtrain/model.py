@@ -385,39 +385,51 @@ def choose_softmax(m: ModelConfig, vocab_size: int) -> tuple[str, str]:
     and why, in words `fit` prints. Decided from the config and the vocabulary alone, so a
     resumed run, `eval` and the benchmarks all make the same choice.
 
-    auto is the full softmax only where the sampled one cannot run (num_sampled distinct
-    negatives need more than num_sampled ids), and the sampled softmax everywhere else. The
+    auto is the full softmax only where the sampled one cannot run (k = `m.negatives(V)`
+    distinct negatives need more than k ids), and the sampled softmax everywhere else. The
     full softmax was meant for small vocabularies, where it costs no more (0.95-0.98x the
     sampled step up to 2 x num_sampled ids, benchmarks/softmax_bench.py), but at 2,000 ids the
     sampled model trained with 1024 negatives came out better at equal steps in every run:
     4.9% lower test perplexity at the demo's shapes (make compare), 4.7-5.5% lower validation
     perplexity for a small model after 600 and 6,000 steps.
     """
-    if m.softmax != "auto":
-        return m.softmax, f"model.softmax={m.softmax}"
-    if m.num_sampled >= vocab_size:
-        return "full", (f"model.softmax=auto: model.num_sampled ({m.num_sampled:,}) is not smaller than the "
-                        f"vocabulary ({vocab_size:,} ids), so the sampled softmax cannot run; the full one costs "
-                        f"no more here")
-    return "sampled", (f"model.softmax=auto: {vocab_size:,} ids, {m.num_sampled:,} distinct negatives a step "
-                       f"(the full softmax where model.num_sampled >= the vocabulary)")
+    k = m.negatives(vocab_size)
+    if m.softmax == "sampled":
+        return "sampled", f"model.softmax=sampled: {_negatives_words(m, k)}"
+    if m.softmax == "full":
+        return "full", "model.softmax=full"
+    if k >= vocab_size:
+        return "full", (f"model.softmax=auto: {_negatives_words(m, k)} would not be fewer than the {vocab_size:,} "
+                        f"ids, so the sampled softmax cannot run; the full one costs no more here")
+    return "sampled", (f"model.softmax=auto: {vocab_size:,} ids, {_negatives_words(m, k)}; the full softmax "
+                       f"only where the negatives would not be fewer than the ids")
+
+
+def _negatives_words(m: ModelConfig, k: int) -> str:
+    """How `fit` names the negatives, and where their number came from."""
+    source = "model.num_sampled" if m.num_sampled is not None else \
+        "model.num_sampled null: an eighth of the ids, 1,024-4,096"
+    return f"{k:,} distinct negatives a step ({source})"
 
 
 def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> LanguageModel:
     """Build the model a config describes, with its weights created (ready to restore or train)."""
     m = config.model
     loss, _ = choose_softmax(m, vocab_size)
-    if loss == "sampled" and m.num_sampled >= vocab_size:
+    k = m.negatives(vocab_size)
+    if loss == "sampled" and k >= vocab_size:
+        given = "" if m.num_sampled is not None else " (model.num_sampled null)"
         raise LmtrainError(
-            f"model.num_sampled: {m.num_sampled} must be smaller than the vocabulary ({vocab_size} ids)"
+            f"model.num_sampled: {k}{given} must be smaller than the vocabulary ({vocab_size} ids); "
+            f"set it lower or use model.softmax: full"
         )
     sampler = None  # the full softmax draws no negatives (and num_sampled may exceed the vocabulary)
     if loss == "sampled":
         q = proposal(m.sampler, vocab_size, unigram_counts, m.sampler_distortion)
-        sampler = CandidateSampler(q, m.num_sampled, config.train.seed, unique=m.sampler_unique)
+        sampler = CandidateSampler(q, k, config.train.seed, unique=m.sampler_unique)
     model = LanguageModel(
         vocab_size=vocab_size, embedding_dim=m.embedding_dim, hidden_dim=m.hidden_dim,
-        num_layers=m.num_layers, dropout=m.dropout, softmax=loss, num_sampled=m.num_sampled,
+        num_layers=m.num_layers, dropout=m.dropout, softmax=loss, num_sampled=k,
         clip_norm=config.train.clip_norm, sampler=sampler, precision=config.train.precision,
         tie_weights=m.tie_weights, projection_dim=m.projection_dim, embedding_dropout=m.embedding_dropout,
         lstm_impl=m.lstm_impl, name="lstm_lm",
