@@ -118,7 +118,8 @@ def main() -> None:
 
 
 def plan(args: argparse.Namespace, config: Config) -> list[Run]:
-    """The runs, in training order: per vocabulary a sampled and a full run (and their plain twins)."""
+    """The runs, in training order: per vocabulary a sampled and a full run (and their plain twins;
+    only the full one where the negatives would not be fewer than the ids, a byte vocabulary say)."""
     runs: list[Run] = []
     for i, item in enumerate(args.vocab):
         label, _, spec = item.partition("=")
@@ -129,14 +130,17 @@ def plan(args: argparse.Namespace, config: Config) -> list[Run]:
                  f"data.dir={args.out / ('data-' + label)}"]
         auto, _ = choose_softmax(config.model, int(size))
         setups = [("", [])] + ([("-plain", list(PLAIN))] if args.plain else [])
+        sampled = config.model.negatives(int(size)) < int(size)  # else there is nothing to sample from
         for suffix, extra in setups:
             full = f"{label}-full{suffix}"
-            runs.append(Run(f"{label}-sampled{suffix}", spec, "sampled", config.model.negatives(int(size)),
-                            vocab + extra + ["model.softmax=sampled"], full, default=not suffix and auto == "sampled"))
+            if sampled:
+                runs.append(Run(f"{label}-sampled{suffix}", spec, "sampled", config.model.negatives(int(size)),
+                                vocab + extra + ["model.softmax=sampled"], full,
+                                default=not suffix and auto == "sampled"))
             runs.append(Run(full, spec, "full", None, vocab + extra + ["model.softmax=full"],
                             default=not suffix and auto == "full"))
         if i == len(args.vocab) - 1:
-            for k in args.sweep:
+            for k in (k for k in args.sweep if k < int(size)):
                 runs.append(Run(f"{label}-sampled-{k}", spec, "sampled", k,
                                 vocab + ["model.softmax=sampled", f"model.num_sampled={k}"], f"{label}-full"))
     return runs

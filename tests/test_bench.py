@@ -123,12 +123,15 @@ def test_comparison_plan_takes_the_default_negatives_and_marks_autos_choice(monk
     compare = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "compare", compare)  # dataclasses look their module up there
     spec.loader.exec_module(compare)
-    args = argparse.Namespace(vocab=["tiny=unigram:2000", "large=word:25000"], plain=False,
-                              sweep=[1024], out=Path("out"))
+    args = argparse.Namespace(vocab=["bytes=char:300", "tiny=unigram:2000", "large=word:25000"], plain=False,
+                              sweep=[1024, 30_000], out=Path("out"))
     runs = {r.name: r for r in compare.plan(args, load_config(None))}
     assert [(n, r.num_sampled, r.default) for n, r in runs.items() if r.softmax == "sampled"] == [
         ("tiny-sampled", 1024, True), ("large-sampled", 3125, True), ("large-sampled-1024", 1024, False)]
     assert not runs["tiny-full"].default and not runs["large-full"].default
+    # 300 ids are fewer than the default's 1,024 negatives: only the full run, which auto trains;
+    # and no sweep run with more negatives than ids
+    assert "bytes-sampled" not in runs and runs["bytes-full"].default and "large-sampled-30000" not in runs
 
 
 def test_prepare_benchmark_runs():
