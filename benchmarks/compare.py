@@ -130,17 +130,18 @@ def plan(args: argparse.Namespace, config: Config) -> list[Run]:
                  f"data.dir={args.out / ('data-' + label)}"]
         auto, _ = choose_softmax(config.model, int(size))
         setups = [("", [])] + ([("-plain", list(PLAIN))] if args.plain else [])
-        sampled = config.model.negatives(int(size)) < int(size)  # else there is nothing to sample from
+        ids = int(size)
+        negatives = config.model.negatives(ids)
         for suffix, extra in setups:
             full = f"{label}-full{suffix}"
-            if sampled:
-                runs.append(Run(f"{label}-sampled{suffix}", spec, "sampled", config.model.negatives(int(size)),
+            if negatives < ids:  # else there is nothing to sample from
+                runs.append(Run(f"{label}-sampled{suffix}", spec, "sampled", negatives,
                                 vocab + extra + ["model.softmax=sampled"], full,
                                 default=not suffix and auto == "sampled"))
             runs.append(Run(full, spec, "full", None, vocab + extra + ["model.softmax=full"],
                             default=not suffix and auto == "full"))
         if i == len(args.vocab) - 1:
-            for k in (k for k in args.sweep if k < int(size)):
+            for k in (k for k in args.sweep if k < ids):
                 runs.append(Run(f"{label}-sampled-{k}", spec, "sampled", k,
                                 vocab + ["model.softmax=sampled", f"model.num_sampled={k}"], f"{label}-full"))
     return runs

@@ -39,8 +39,9 @@ ScheduleKind = Literal["constant", "warmup_cosine", "plateau"]
 DistributeKind = Literal["none", "mirrored", "multi_worker"]
 
 
-# The bounds of default_negatives.
+# The bounds of default_negatives, and the rule in the words messages use.
 _MIN_NEGATIVES, _MAX_NEGATIVES = 1024, 4096
+DEFAULT_NEGATIVES_RULE = f"an eighth of the ids, {_MIN_NEGATIVES:,}-{_MAX_NEGATIVES:,}"
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,9 @@ class ModelConfig:
     embedding_dropout: float | None = None
     # Training loss: "sampled" (sampled softmax), "full" (full softmax), or "auto": full when
     # the negatives (num_sampled) would not be fewer than the ids (a byte- or character-level
-    # vocabulary, say: there is nothing to sample from), sampled otherwise (measured as good or better at equal steps,
-    # even at 2,000 ids; see model.choose_softmax). fit prints which one it chose and why.
+    # vocabulary, say: there is nothing to sample from), sampled otherwise (measured as good or
+    # better at equal steps, even at 2,000 ids; see model.choose_softmax). fit prints which one
+    # it chose and why.
     softmax: SoftmaxKind = "auto"
     # Negative classes drawn per step for the sampled softmax (null: from the vocabulary, an
     # eighth of it, at least 1,024 and at most 4,096: 1,024 up to 8k ids, 3,125 at 25k; see
@@ -333,9 +335,11 @@ class Config:
 
     def __post_init__(self) -> None:
         vocab = self.tokenizer.vocab_size
-        if self.model.softmax == "sampled" and vocab is not None and self.model.negatives(vocab) >= vocab:
-            got = (self.model.num_sampled if self.model.num_sampled is not None
-                   else f"null (which means {self.model.negatives(vocab)} at this vocabulary)")
+        if self.model.softmax != "sampled" or vocab is None:
+            return
+        k = self.model.negatives(vocab)
+        if k >= vocab:
+            got = k if self.model.num_sampled is not None else f"null (which means {k} at this vocabulary)"
             raise ConfigError(
                 f"model.num_sampled: must be smaller than tokenizer.vocab_size "
                 f"({self.tokenizer.vocab_size}), got {got}; "

@@ -153,11 +153,12 @@ class SampledSoftmax(keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or not 2 <= vocab_size <= MAX_VOCAB:
             raise ValueError(f"SampledSoftmax: vocab_size must be an integer from 2 to {MAX_VOCAB}; got {vocab_size!r}")
-        if num_sampled is None and default_negatives(vocab_size) >= vocab_size:
-            raise ValueError(f"SampledSoftmax: the default num_sampled ({default_negatives(vocab_size)}) needs a "
-                             f"larger vocabulary; got vocab_size {int(vocab_size)}: pass num_sampled from 1 to "
-                             f"{int(vocab_size) - 1}, or use a full softmax (Dense) at this size")
-        num_sampled = default_negatives(vocab_size) if num_sampled is None else num_sampled
+        if num_sampled is None:
+            num_sampled = default_negatives(vocab_size)
+            if num_sampled >= vocab_size:
+                raise ValueError(f"SampledSoftmax: the default num_sampled ({num_sampled}) needs a larger vocabulary; "
+                                 f"got vocab_size {int(vocab_size)}: pass num_sampled from 1 to "
+                                 f"{int(vocab_size) - 1}, or use a full softmax (Dense) at this size")
         if isinstance(num_sampled, bool) or not isinstance(num_sampled, (int, np.integer)) or not 0 < num_sampled < vocab_size:
             raise ValueError(f"SampledSoftmax: num_sampled must be an integer from 1 to vocab_size - 1 "
                              f"({int(vocab_size) - 1}); got {num_sampled!r}")

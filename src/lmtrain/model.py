@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from lmtrain import softmax
-from lmtrain.config import Config, ModelConfig
+from lmtrain.config import DEFAULT_NEGATIVES_RULE, Config, ModelConfig
 from lmtrain.errors import LmtrainError
 from lmtrain.layers import Embedding
 from lmtrain.lstm import LSTM
@@ -407,8 +407,7 @@ def choose_softmax(m: ModelConfig, vocab_size: int) -> tuple[str, str]:
 
 def _negatives_words(m: ModelConfig, k: int) -> str:
     """How `fit` names the negatives, and where their number came from."""
-    source = "model.num_sampled" if m.num_sampled is not None else \
-        "model.num_sampled null: an eighth of the ids, 1,024-4,096"
+    source = "model.num_sampled" if m.num_sampled is not None else f"model.num_sampled null: {DEFAULT_NEGATIVES_RULE}"
     return f"{k:,} distinct negatives a step ({source})"
 
 
