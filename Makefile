@@ -33,15 +33,18 @@ compare: install
 	$(BIN)/python benchmarks/compare.py
 
 # Training-step, sampled-vs-full step (model.softmax=auto), LSTM (keras vs fused, with `lmtrain fit`
-# on the demo), scoring and generation benchmarks (about 17 minutes on 2 CPU cores; see benchmarks/).
+# on the demo), scoring, generation and eval --per-line benchmarks (about 20 minutes on 2 CPU cores; see
+# benchmarks/).
 bench: install
 	$(BIN)/python benchmarks/step_bench.py
 	$(BIN)/python benchmarks/softmax_bench.py
 	$(BIN)/lmtrain prepare $(CONFIG) -q
 	$(BIN)/python benchmarks/lstm_bench.py --fit $(CONFIG)
 	$(BIN)/python benchmarks/generate_bench.py
+	$(BIN)/python benchmarks/perline_bench.py
 
-# prepare end to end on generated corpora of 256 MB and 1 GB: MB/s and peak RSS (several minutes).
+# prepare end to end on generated corpora of 200 MB and 1 GB, as .txt and as .jsonl.zst: MB/s and peak RSS
+# (about 10 minutes).
 bench-prepare: install
 	$(BIN)/python benchmarks/prepare_bench.py
 

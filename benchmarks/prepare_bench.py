@@ -9,7 +9,12 @@ mark of the largest process (from `wait4`: prepare itself or one encoding worker
 the sum over prepare and all its worker processes (sampled from /proc every 0.1 s), so each size
 is measured on its own. Peak memory flat across sizes is the point.
 
-Usage: python benchmarks/prepare_bench.py [--sizes-mb 256 1024] [--max-sentences 200000]
+Each corpus is also written as JSON Lines compressed with zstd (`--formats txt jsonl.zst`): the
+same lines, cut into records of about `--record-kb` KB of text (`{"text": ..., "id": N}`), in
+files holding as much text as the .txt files. MB/s counts the text in both, so the two rows
+compare the cost of reading the format (decompression and JSON parsing) on the same text.
+
+Usage: python benchmarks/prepare_bench.py [--sizes-mb 200 1024] [--formats txt jsonl.zst] [--max-sentences 200000]
 Prints a Markdown table, then one JSON line.
 """
 
@@ -36,8 +41,10 @@ DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes-mb", type=float, nargs="+", default=[256, 1024])
+    p.add_argument("--sizes-mb", type=float, nargs="+", default=[200, 1024])
     p.add_argument("--doc-mb", type=float, default=32, help="Size of each generated document (file).")
+    p.add_argument("--formats", nargs="+", default=["txt", "jsonl.zst"], choices=["txt", "jsonl.zst"])
+    p.add_argument("--record-kb", type=float, default=4, help="Text per JSON Lines record.")
     p.add_argument("--max-sentences", type=int, default=None,
                    help="tokenizer.max_sentences for the run (default: the config's default, what users get).")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="Extra config override (repeatable).")
@@ -51,19 +58,24 @@ def main() -> None:
         for size in args.sizes_mb:
             corpus = root / f"corpus-{size:g}mb"
             written = generate(corpus, lines, int(size * 2**20), int(args.doc_mb * 2**20))
-            results.append(run_prepare(corpus, root / f"data-{size:g}mb", written, args))
+            for fmt in args.formats:
+                source = corpus if fmt == "txt" else to_jsonl_zst(corpus, root / f"jsonl-{size:g}mb", args.record_kb)
+                results.append({"format": fmt, **run_prepare(source, root / f"data-{size:g}mb", written, args)})
+                shutil.rmtree(root / f"data-{size:g}mb")
+                if source != corpus:
+                    shutil.rmtree(source)
             shutil.rmtree(corpus)
-            shutil.rmtree(root / f"data-{size:g}mb")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     sample = f"{args.max_sentences:,}" if args.max_sentences else f"{TokenizerConfig().max_sentences:,} (default)"
     print(f"\nlmtrain prepare, demo config (unigram 8k), tokenizer.max_sentences={sample}, "
           f"{os.cpu_count()} cores\n")
-    print("| corpus | documents | tokens | wall time | MB/s | peak RSS, largest process | peak RSS, all processes |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| corpus (text) | format | files | tokens | wall time | MB/s of text | peak RSS, largest process | "
+          "peak RSS, all processes |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['corpus_mb']:,.1f} MB | {r['documents']} | {r['tokens']:,} | {r['seconds']:.1f} s | "
+        print(f"| {r['corpus_mb']:,.1f} MB | {r['format']} | {r['documents']} | {r['tokens']:,} | {r['seconds']:.1f} s | "
               f"{r['mb_per_s']:.1f} | {r['peak_rss_gb']:.2f} GB | {r['peak_tree_rss_gb']:.2f} GB |")
     print(json.dumps({"results": results}))
 
@@ -86,6 +98,30 @@ def generate(directory: Path, lines: list[str], total: int, per_doc: int) -> int
         written += size
         doc += 1
     return written
+
+
+def to_jsonl_zst(corpus: Path, out: Path, record_kb: float) -> Path:
+    """The text files of `corpus` as .jsonl.zst files of records of about `record_kb` KB of
+    whole lines each, streamed (one record in memory at a time)."""
+    import zstandard
+
+    out.mkdir(parents=True)
+    limit, n = int(record_kb * 1024), 0
+    for path in sorted(corpus.iterdir()):
+        with open(path, encoding="utf-8") as src, open(out / f"{path.stem}.jsonl.zst", "wb") as raw, \
+                zstandard.ZstdCompressor(level=3).stream_writer(raw) as dst:
+            record: list[str] = []
+            size = 0
+            for line in src:
+                record.append(line)
+                size += len(line)
+                if size >= limit:
+                    dst.write((json.dumps({"text": "".join(record), "id": n}) + "\n").encode())
+                    record, size, n = [], 0, n + 1
+            if record:
+                dst.write((json.dumps({"text": "".join(record), "id": n}) + "\n").encode())
+                n += 1
+    return out
 
 
 def run_prepare(corpus: Path, data: Path, corpus_bytes: int, args: argparse.Namespace) -> dict:

@@ -1,9 +1,11 @@
-"""The step benchmark runs end to end (tiny shapes) and ends with the JSON line tools read."""
+"""The benchmarks run end to end (tiny shapes) and end with the JSON line tools read."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import cli
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "step_bench.py"
 
@@ -134,19 +136,33 @@ def test_comparison_plan_takes_the_default_negatives_and_marks_autos_choice(monk
     assert "bytes-sampled" not in runs and runs["bytes-full"].default and "large-sampled-30000" not in runs
 
 
-def test_prepare_benchmark_runs():
+def test_prepare_benchmark_runs_both_formats():
     out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("prepare_bench.py")), "--sizes-mb", "0.3", "0.6", "--doc-mb", "0.05",
-         "--max-sentences", "2000", "--set", "tokenizer.vocab_size=300", "--set", "model.num_sampled=100"],
+        [sys.executable, str(BENCH.with_name("prepare_bench.py")), "--sizes-mb", "0.3", "--doc-mb", "0.05",
+         "--record-kb", "1", "--max-sentences", "2000", "--set", "tokenizer.vocab_size=300",
+         "--set", "model.num_sampled=100"],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])["results"]
-    assert [round(r["corpus_mb"], 1) for r in results] == [0.3, 0.6]
+    assert [(r["format"], round(r["corpus_mb"], 1)) for r in results] == [("txt", 0.3), ("jsonl.zst", 0.3)]
     for r in results:
         assert r["documents"] >= 6 and r["tokens"] > 10_000 and r["mb_per_s"] > 0 and r["peak_rss_gb"] > 0.05
         assert r["peak_tree_rss_gb"] >= r["peak_rss_gb"]
-    assert "| 0.3 MB |" in out.stdout and "| 0.6 MB |" in out.stdout  # the table is printed
+    # the same text: the records add one </s> each (about 300 of 1 KB), nothing else
+    assert 0 < results[1]["tokens"] - results[0]["tokens"] < 600
+    assert "| 0.3 MB | txt |" in out.stdout and "| 0.3 MB | jsonl.zst |" in out.stdout  # the table is printed
+
+
+def test_per_line_benchmark_scores_the_same_tokens_both_ways(tmp_path, tiny_config):
+    for verb in ("prepare", "fit"):
+        assert cli(verb, tiny_config, "-q").exit_code == 0
+    out = subprocess.run([sys.executable, str(BENCH.with_name("perline_bench.py")), str(tiny_config), "--lines", "300"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["tokens"] > 300 and result["per_line_tokens_per_s"] > 0 and result["eval_tokens_per_s"] > 0
+    assert "| `eval --per-line` |" in out.stdout and "| `eval` (split_nll) |" in out.stdout
 
 
 def test_large_vocabulary_benchmark_runs():

@@ -76,7 +76,7 @@ def test_corpus_line_sample_reads_crlf_markdown_and_blocks(tmp_path, monkeypatch
     monkeypatch.setattr(lmtrain.corpus, "BLOCK_BYTES", 1000)  # many blocks: line numbers carry across them
     path = tmp_path / "d.md"
     path.write_bytes(b"# Title\r\n**A** line\r\nplain\r\n" * 3000)
-    doc = Document("d", path, markdown=True)
+    doc = Document("d", path, kind="markdown")
     sample = sample_lines([doc], 600, seed=0)
     assert set(sample) <= {"A line", "plain"} and 300 < len(sample) < 600  # headings dropped, CR gone
     numbered = tmp_path / "n.txt"

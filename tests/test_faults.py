@@ -220,7 +220,7 @@ def test_non_utf8_and_binary_corpus_files(tmp_path, corpus):
     before = {p.name: p.read_bytes() for p in (tmp_path / "data").iterdir()}
     (corpus / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
     r = cli("prepare", cfg, "-q", "--force", "--set", "tokenizer.vocab_size=30")
-    assert_clean_error(r, 1, str(corpus / "image.txt"), "binary")
+    assert_clean_error(r, 2, str(corpus / "image.txt"), "is not text: NUL bytes")
     assert {p.name: p.read_bytes() for p in (tmp_path / "data").iterdir()} == before  # untouched
 
 

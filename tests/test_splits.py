@@ -167,4 +167,4 @@ def test_a_big_document_is_cut_only_at_line_ends(tmp_path):
     assert sum(d.size for d in pieces) == len(data)
     for d in pieces:
         assert d.start == 0 or data[d.start - 1:d.start] == b"\n"
-        assert b"".join(d.blocks()) == data[d.start:d.end]
+        assert b"".join(b.data for b in d.blocks()) == data[d.start:d.end]

@@ -16,7 +16,7 @@ from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
 
-from lmtrain.errors import ConfigError, Interrupted, LmtrainError
+from lmtrain.errors import ConfigError, InputError, Interrupted, LmtrainError
 
 # Quiet TensorFlow's C++ start-up chatter (CPU feature notices etc.); errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -62,7 +62,7 @@ def _guard(fn: Callable[[], T], tensorflow: bool = True) -> T:
     except Interrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)
         raise typer.Exit(code=exc.exit_code) from None
-    except ConfigError as exc:
+    except (ConfigError, InputError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     except LmtrainError as exc:
@@ -157,16 +157,42 @@ def eval_(
     text: Annotated[Optional[str], typer.Option(
         "--text", help="Score this text file instead of a split ('-': standard input), read as one document.",
         show_default=False)] = None,
+    per_line: Annotated[Optional[Path], typer.Option(
+        "--per-line", help="Score each line of this text file (each record of a JSON Lines file, its "
+        "data.text_field) on its own: one JSON object per line, in order, to standard output or --out. "
+        ".gz/.bz2/.xz/.zst are read.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="With --per-line: write the JSON lines here instead of standard output (complete "
+        "lines even after Ctrl-C).", show_default=False)] = None,
+    id_field: Annotated[Optional[str], typer.Option(
+        "--id-field", help="With --per-line on JSON Lines: copy this field of each record into its line as "
+        "\"id\".", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a summary.")] = False,
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", min=1, help="Windows scored at once (default: the run's train.batch_size); the "
         "same result, memory bounded at any size.", show_default=False)] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Exact perplexity with the full softmax, plus bits per byte and word perplexity."""
+    """Exact perplexity with the full softmax, plus bits per byte and word perplexity; or, with
+    --per-line, of every line of a file on its own."""
 
     def body() -> None:
+        if per_line is None and (out is not None or id_field is not None):
+            raise ConfigError(f"{'--out' if out is not None else '--id-field'}: only with --per-line FILE")
+        if per_line is not None and text is not None:
+            raise ConfigError("--per-line: give either --text or --per-line, not both")
         cfg = _load(config, set_)
+        if per_line is not None:
+            from lmtrain.perline import score_file
+            from lmtrain.rundir import load_run
+
+            run = load_run(Path(cfg.train.run_dir))
+            r = score_file(run, per_line, out, batch_size or run.config.train.batch_size, cfg.data.text_field,
+                           id_field, progress=not quiet)
+            if out is not None:
+                typer.echo(f"scored {r.texts:,} lines ({r.tokens:,} tokens) in {r.seconds:.1f}s "
+                           f"({r.tokens / max(r.seconds, 1e-9):,.0f} tokens/s): {out}", err=True)
+            return
         if text is not None:
             from lmtrain.api import load
 

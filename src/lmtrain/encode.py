@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from lmtrain.corpus import Document, ReadReport, block_lines
+from lmtrain.corpus import Block, Document, ReadReport
 from lmtrain.errors import LmtrainError
 from lmtrain.tokenizer import Tokenizer
 
@@ -37,23 +37,25 @@ PARALLEL_MIN_BYTES = 64 << 20
 class EncodedBlock:
     """One block of a document, encoded, with the counts `prepare` records per split."""
 
-    ids: np.ndarray  # int32: each line's ids followed by <nl>
+    ids: np.ndarray  # int32: each line's ids followed by <nl> (and each record's lines by </s>)
     characters: int  # of the lines, each with its line end, as read
     bytes: int  # UTF-8 bytes of the same
     words: int  # whitespace-separated words
     replaced: int  # characters that were not valid UTF-8 (replaced with U+FFFD)
 
 
-def encode_block(tokenizer: Tokenizer, block: bytes, markdown: bool, threads: int | None = None) -> EncodedBlock:
-    """Decode, split, encode and count one block of raw text."""
+def encode_block(tokenizer: Tokenizer, doc: Document, block: Block, threads: int | None = None) -> EncodedBlock:
+    """Decode, split, encode and count one block of a document."""
     report = ReadReport()
-    lines = block_lines(block, markdown, report)
-    ids = tokenizer.encode_stream(lines, threads)
+    lines, records = doc.decode(block, report)
+    ids = tokenizer.encode_stream(lines, threads, records)
     characters = sum(map(len, lines)) + len(lines)
-    if report.replaced or markdown or b"\r" in block:
+    data = block.data
+    if doc.kind == "text" and not report.replaced and b"\r" not in data:
+        # the lines are the block itself: every byte read, and a line end after the last line
+        size = len(data) + (0 if data.endswith(b"\n") or not data else 1)
+    else:
         size = sum(len(line.encode("utf-8")) for line in lines) + len(lines)
-    else:  # the lines are the block itself: every byte read, and a line end after the last line
-        size = len(block) + (0 if block.endswith(b"\n") or not block else 1)
     words = sum(map(len, map(str.split, lines)))
     return EncodedBlock(ids, characters, size, words, report.replaced)
 
@@ -87,20 +89,20 @@ class BlockEncoder:
         pending: deque[tuple[Document, Future | None]] = deque()
         for doc in docs:
             for block in doc.blocks(self._block_bytes):
-                pending.append((doc, self._submit(block, doc.markdown)))
+                pending.append((doc, self._submit(doc, block)))
                 while len(pending) > self.window:
                     yield _result(pending.popleft())
             pending.append((doc, None))
         while pending:
             yield _result(pending.popleft())
 
-    def _submit(self, block: bytes, markdown: bool) -> Future:
+    def _submit(self, doc: Document, block: Block) -> Future:
         if self._pool is not None:
-            return self._pool.submit(_encode_in_worker, str(self._tokenizer_path), block, markdown)
+            return self._pool.submit(_encode_in_worker, str(self._tokenizer_path), doc, block)
         if self._local is None:
             self._local = Tokenizer(self._tokenizer_path)
         done: Future = Future()
-        done.set_result(encode_block(self._local, block, markdown))
+        done.set_result(encode_block(self._local, doc, block))
         return done
 
 
@@ -137,8 +139,8 @@ def _ready() -> None:
     """A no-op: submitting it makes the pool start a worker (which imports this module)."""
 
 
-def _encode_in_worker(tokenizer_path: str, block: bytes, markdown: bool) -> EncodedBlock:
+def _encode_in_worker(tokenizer_path: str, doc: Document, block: Block) -> EncodedBlock:
     tokenizer = _worker_tokenizers.get(tokenizer_path)
     if tokenizer is None:
         tokenizer = _worker_tokenizers[tokenizer_path] = Tokenizer(Path(tokenizer_path))
-    return encode_block(tokenizer, block, markdown, threads=1)  # parallel across workers
+    return encode_block(tokenizer, doc, block, threads=1)  # parallel across workers

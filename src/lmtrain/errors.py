@@ -23,6 +23,11 @@ class ConfigError(LmtrainError):
     """A config key, value or override that is unknown, of the wrong type, or out of range."""
 
 
+class InputError(LmtrainError):
+    """An input file that cannot be read as what it is taken for (binary data, a JSON Lines
+    record without its text field, ...): like a bad config value, the CLI exits 2."""
+
+
 class Interrupted(LmtrainError):
     """Training stopped on SIGINT/SIGTERM after a checkpoint was written; not a failure of the
     user's input. The CLI exits with 128 + the signal number, as a shell does for a killed job."""

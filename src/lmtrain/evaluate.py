@@ -21,7 +21,8 @@ from lmtrain.paths import DataPaths
 from lmtrain.records import split_files
 from lmtrain.rundir import load_run
 from lmtrain.scoring import perplexity, score_ids, split_nll
-from lmtrain.tokenizer import Tokenizer, document_lines
+from lmtrain.formats import document_lines
+from lmtrain.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

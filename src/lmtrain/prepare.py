@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from lmtrain.config import Config
 from lmtrain.corpus import Document, count_words, sample_lines, split_corpus
@@ -26,6 +25,7 @@ from lmtrain.encode import BlockEncoder, default_workers
 from lmtrain.errors import LmtrainError, describe_write_error
 from lmtrain.meta import DataMeta, SplitStats, load_prepared
 from lmtrain.paths import SPLITS, DataPaths
+from lmtrain.progress import progress_bar
 from lmtrain.shards import ShardWriter
 from lmtrain.tokenizer import EOS_ID, train_tokenizer
 
@@ -60,7 +60,7 @@ def prepare(config: Config, force: bool = False, progress: bool = True, echo: Ec
             f"data.dir: {paths.root} exists and is not a finished lmtrain data directory; use --force or another data.dir"
         )
 
-    splits = split_corpus(config.data.corpus, config.data.valid_share, config.data.test_share)
+    splits = split_corpus(config.data.corpus, config.data.valid_share, config.data.test_share, config.data.text_field)
 
     tmp = paths.root.with_name(f"{_TMP_PREFIX.format(paths.root.name)}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -83,7 +83,7 @@ def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, 
     # The encoding workers start first, so that they are ready when the tokenizer is.
     with BlockEncoder(paths.tokenizer, default_workers(all_docs, config.data.workers)) as encoder:
         train_docs = splits["train"]
-        bar = tqdm(total=len(train_docs), desc="tokenizer", unit="doc", disable=not progress)
+        bar = progress_bar(total=len(train_docs), desc="tokenizer", unit="doc", disable=not progress)
         if config.tokenizer.vocab_size is None:  # every word of the training split
             sample, words = [], count_words(train_docs)
         else:
@@ -122,7 +122,7 @@ def _encode(splits: dict[str, list[Document]], encoder: BlockEncoder, vocab: int
         writer = ShardWriter(paths, split, config.data.shard_tokens)
         stats = {"documents": len(docs), "parts": sum(doc.is_part for doc in docs), "tokens": 0, "characters": 0,
                  "bytes": 0, "words": 0}
-        bar = tqdm(total=len(docs), desc=f"encode {split}", unit="doc", disable=not progress)
+        bar = progress_bar(total=len(docs), desc=f"encode {split}", unit="doc", disable=not progress)
         bad = 0  # characters of the current document replaced for not being UTF-8
         for doc, block in encoder.encode(docs):
             if block is not None:
@@ -134,7 +134,8 @@ def _encode(splits: dict[str, list[Document]], encoder: BlockEncoder, vocab: int
                 if split == "train":
                     counts += np.bincount(block.ids, minlength=vocab)
                 continue
-            if doc.ends_document:  # the end of a file (not of a part cut from before its end)
+            # A file's real end (not a part cut before it) gets </s>; a record's came with its ids.
+            if doc.ends_document and not doc.holds_records:
                 writer.write([EOS_ID])
                 if split == "train":
                     counts[EOS_ID] += 1

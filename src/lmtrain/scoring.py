@@ -1,4 +1,5 @@
-"""Scoring with the exact full softmax: the total NLL of a prepared split or of one text.
+"""Scoring with the exact full softmax: the total NLL of a prepared split, of one text, or of
+each of many texts batched together.
 
 `fit`'s validation, `lmtrain eval` and the Python API's `score` / `evaluate` all score through
 these functions, so their numbers agree.
@@ -8,14 +9,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from lmtrain.errors import LmtrainError
 from lmtrain.model import LanguageModel
+from lmtrain.progress import progress_bar
 from lmtrain.records import damaged_shard_error, eval_dataset, stream_rows
 from lmtrain.tokenizer import EOS_ID
 
@@ -52,8 +53,8 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
         state = model.zero_state(batch_size)
     total = count = 0.0
     goal = min(x for x in (max_tokens, total_tokens, math.inf) if x is not None)
-    with tqdm(desc=label, total=None if math.isinf(goal) else goal, unit="tok",
-              unit_scale=True, disable=not progress, leave=False, dynamic_ncols=True) as bar:
+    with progress_bar(desc=label, total=None if math.isinf(goal) else goal, unit="tok",
+              unit_scale=True, disable=not progress, leave=False) as bar:
         while max_tokens is None or count < max_tokens:
             try:
                 tokens, targets, mask = next(batches)
@@ -93,3 +94,46 @@ def score_ids(model: LanguageModel, ids: list[int]) -> np.ndarray:
         nll, state = fn(stream[None, lo:hi], stream[None, lo + 1:hi + 1], state)
         parts.append(nll.numpy()[0])
     return -np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+
+
+class BatchScorer:
+    """Total log-probability of each of many texts, scored together as one padded batch.
+
+    Each text is given as its ids ending with `</s>` (`Tokenizer.encode_document`) and is read
+    as `score_ids` reads it: from `</s>`, the state carried through it in chunks of
+    `SCORE_CHUNK` positions. Only the positions that hold a token reach the full softmax (the
+    padding is dropped before it, where the time goes), so a batch of mixed lengths costs about
+    what its tokens cost. One compiled function serves every batch shape.
+    """
+
+    def __init__(self, model: LanguageModel) -> None:
+        self._model = model
+        ids = tf.TensorSpec([None, None], tf.int32)
+        self._fn = tf.function(self._masked_nll, input_signature=[ids, ids, tf.TensorSpec([None], tf.int32),
+                                                                  model.state_spec()])
+
+    def _masked_nll(self, tokens: tf.Tensor, targets: tf.Tensor, lengths: tf.Tensor, state: Any
+                    ) -> tuple[tf.Tensor, Any]:
+        hidden, new_state = self._model(tokens, training=False, initial_state=state, return_state=True)  # (B, T, D)
+        mask = tf.sequence_mask(lengths, tf.shape(tokens)[1])  # (B, T)
+        nll = self._model.full_nll(tf.boolean_mask(hidden, mask), tf.boolean_mask(targets, mask))  # (N,) row-major
+        return nll, new_state
+
+    def log_probs(self, texts: Sequence[np.ndarray]) -> np.ndarray:
+        """Sum of natural-log probabilities of each text's ids (float64), in the order given."""
+        rows = len(texts)
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=rows)
+        longest = int(lengths.max()) if rows else 0
+        stream = np.zeros((rows, longest + 1), dtype=np.int32)  # </s>, then the ids, then padding
+        stream[:, 0] = EOS_ID
+        for row, ids in enumerate(texts):
+            stream[row, 1:len(ids) + 1] = ids
+        totals = np.zeros(rows, dtype=np.float64)
+        state = self._model.zero_state(rows)
+        for lo in range(0, longest, SCORE_CHUNK):
+            hi = min(lo + SCORE_CHUNK, longest)
+            valid = np.clip(lengths - lo, 0, hi - lo)
+            nll, state = self._fn(stream[:, lo:hi], stream[:, lo + 1:hi + 1], valid.astype(np.int32), state)
+            totals -= np.bincount(np.repeat(np.arange(rows), valid), weights=nll.numpy().astype(np.float64),
+                                  minlength=rows)
+        return totals

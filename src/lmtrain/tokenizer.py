@@ -22,6 +22,7 @@ import sentencepiece as spm
 
 from lmtrain.config import TokenizerConfig
 from lmtrain.errors import LmtrainError
+from lmtrain.formats import document_lines
 
 UNK_ID, EOS_ID, NL_ID = 0, 1, 2
 _NL_PIECE = "<nl>"
@@ -51,14 +52,21 @@ class Tokenizer:
             ids.append(NL_ID)
         return encoded
 
-    def encode_stream(self, lines: list[str], threads: int | None = None) -> np.ndarray:
+    def encode_stream(self, lines: list[str], threads: int | None = None, records: list[int] | None = None
+                      ) -> np.ndarray:
         """The ids of `lines` as one int32 array, each line followed by `<nl>`: what prepare
-        writes. One batched SentencePiece call (on `threads` threads; default: every core), one
-        flattening and one vectorised insertion of the `<nl>` ids: no Python work per token."""
+        writes. With `records` (how many of the lines each record has, in order), each record's
+        lines are followed by `</s>` as well. One batched SentencePiece call (on `threads`
+        threads; default: every core), one flattening and one vectorised insertion of the
+        `<nl>` (and `</s>`) ids: no Python work per token."""
         encoded = self._sp.encode(lines, num_threads=threads or os.cpu_count() or 1)
         lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int32, count=int(lengths.sum()))
-        return np.insert(flat, np.cumsum(lengths), np.int32(NL_ID))
+        ids = np.insert(flat, np.cumsum(lengths), np.int32(NL_ID))
+        if records is None:
+            return ids
+        line_ends = np.concatenate([[0], np.cumsum(lengths + 1)])  # token offset after each line
+        return np.insert(ids, line_ends[np.cumsum(records, dtype=np.int64)], np.int32(EOS_ID))
 
     def encode_text(self, text: str) -> list[int]:
         """Ids of a text given as one string; a trailing newline adds a final `<nl>`."""
@@ -84,13 +92,6 @@ class Tokenizer:
             else:
                 lines[-1].append(int(i))
         return "\n".join(self._sp.decode(chunk) for chunk in lines)
-
-
-def document_lines(text: str) -> list[str]:
-    """The lines of a text as reading a corpus file gives them (line ends dropped; a final line
-    end does not start another line)."""
-    lines = [line.rstrip("\r") for line in text.split("\n")]
-    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def train_tokenizer(lines: Sequence[str], config: TokenizerConfig, path: Path,

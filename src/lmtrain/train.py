@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ from typing import Any, Callable
 
 import keras
 import tensorflow as tf
-from tqdm import tqdm
 
 from lmtrain.checkpoints import CheckpointStore
 from lmtrain.config import Config, TrainConfig
@@ -33,10 +31,12 @@ from lmtrain.meta import load_prepared
 from lmtrain.model import LanguageModel, State, choose_softmax, create_model
 from lmtrain.optim import create_optimizer, pending_applied
 from lmtrain.paths import DataPaths, RunPaths
+from lmtrain.progress import progress_bar
 from lmtrain.records import damaged_shard_error, split_files, stream_rows, train_dataset
 from lmtrain.rundir import init_run_dir, restore, step_counts, training_checkpoint
 from lmtrain.sampling import frequency_order_correlation
 from lmtrain.scoring import perplexity, split_nll
+from lmtrain.signals import StopSignals
 
 Echo = Callable[[str], None]
 # Below this Spearman correlation of id and frequency rank, ids are not "sorted by frequency".
@@ -154,12 +154,12 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         return path
 
     writer = tf.summary.create_file_writer(str(run.logs)) if chief else tf.summary.create_noop_writer()
-    bar = tqdm(total=total_steps, initial=step, desc="fit", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=total_steps, initial=step, desc="fit", unit="step", disable=not progress)
     train_loss = valid_ppl = tokens_per_sec = wait_share = None
     interval_tokens, interval_start, wait = 0.0, time.perf_counter(), 0.0
     loop_start_step = step
     try:
-        with _StopSignals() as stop:
+        with StopSignals() as stop:
             while step < total_steps:
                 # ---- input (timed: the pipeline must not starve the step)
                 t0 = time.perf_counter()
@@ -353,35 +353,6 @@ class _Validation:
     def summary(self) -> str:
         return (f"no better validation perplexity in {self._patience} validation(s); the best, {self.best_perplexity:.2f} "
                 f"at step {self.best_step}, is kept in checkpoints/best and used by eval, generate and export")
-
-
-class _StopSignals:
-    """While active, SIGINT and SIGTERM ask the loop to stop after the current step.
-
-    The handler only records the signal: the loop finishes the step, writes a checkpoint and
-    raises `Interrupted`. A second signal stops at once (KeyboardInterrupt); the checkpoint
-    store's atomic writes make even that safe. Handlers can only be set from the main thread;
-    elsewhere (a library caller's worker thread) signals keep their usual meaning.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
 
 
 def _nan_message(step: int, latest: str | None, what: str = "loss") -> str:
