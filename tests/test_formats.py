@@ -45,8 +45,11 @@ def _prepare(tmp_path: Path, name: str, corpus, **data) -> dict:
     splits = {name: {k: v for k, v in stats.items() if k not in ("documents", "parts")}
               for name, stats in meta["splits"].items()}
     tokenizer = spm.SentencePieceProcessor(model_file=str(root / "tokenizer.model"))  # (its bytes name a temp file)
-    shards = {p.name: p.read_bytes() for p in root.iterdir() if p.name not in ("meta.json", ".complete", "tokenizer.model")}
-    return shards | {"pieces": [tokenizer.id_to_piece(i) for i in range(tokenizer.get_piece_size())], "splits": splits, "unigram_counts": meta["unigram_counts"], "vocab_size": meta["vocab_size"]}
+    shards = {p.name: p.read_bytes() for p in root.iterdir()
+              if p.name not in ("meta.json", ".complete", "tokenizer.model")}
+    pieces = [tokenizer.id_to_piece(i) for i in range(tokenizer.get_piece_size())]
+    return shards | {"pieces": pieces, "splits": splits, "unigram_counts": meta["unigram_counts"],
+                     "vocab_size": meta["vocab_size"]}
 
 
 def test_every_format_gives_the_ids_of_one_text_file_per_record(tmp_path):

@@ -268,9 +268,10 @@ def sample_lines(docs: Sequence[Document], k: int, seed: int = 0,
 
     Two cheap passes instead of a reservoir over every line: the first counts lines per block
     (`bytes.count`), the second decodes only the chosen lines, found through the positions of
-    the line ends in their block (records: the blocks that hold a chosen one). Lines are chosen among all lines and blank ones dropped after,
-    so a corpus with many blank lines gives somewhat fewer than `k`. A gigabyte costs a few
-    seconds; memory holds the chosen line numbers and lines.
+    the line ends in their block (records: the blocks that hold a chosen one). Lines are chosen
+    among all lines and blank ones dropped after, so a corpus with many blank lines gives
+    somewhat fewer than `k`. A gigabyte costs a few seconds; memory holds the chosen line
+    numbers and lines.
     """
     total, size = 0, 0
     for doc in docs:

@@ -4,7 +4,8 @@ its own and written as one JSON object per line, in the input's order.
 Each text is read as `TrainedModel.score` reads it (one document: its lines, each then `<nl>`,
 then `</s>`), so the numbers are those of `lm.evaluate(text)` line by line. The input is
 streamed `CHUNK_ROWS` texts at a time; within a chunk texts are sorted by length into batches
-(`scoring.BatchScorer`), so padding costs little, and the chunk is written back in input order:
+of about `batch_size` x `train.seq_len` tokens, what `eval` scores per call
+(`scoring.BatchScorer`), so padding costs little and short lines fill wide batches; the chunk is written back in input order:
 memory stays flat whatever the file's size. The whole input is read once before any scoring,
 so a bad record is a one-line error before anything is written. Output goes to a temporary
 file beside `--out`, renamed into place at the end; Ctrl-C stops after the current batch and
@@ -33,7 +34,7 @@ from lmtrain.scoring import BatchScorer, perplexity
 from lmtrain.signals import StopSignals
 from lmtrain.tokenizer import EOS_ID
 
-CHUNK_ROWS = 32  # batches read, encoded and sorted by length at a time
+CHUNK_TEXTS = 8192  # texts read, encoded and sorted by length at a time
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class PerLineResult:
 def score_file(run: TrainedRun, source: Path, out: Path | None, batch_size: int, text_field: str = "text",
                id_field: str | None = None, progress: bool = True, stdout: TextIO | None = None) -> PerLineResult:
     """Score each text of `source` (of a JSON Lines file: each record's `text_field`) and write
-    its JSON object to `out` (None: `stdout`)."""
+    its JSON object to `out` (None: `stdout`), `batch_size` x `train.seq_len` tokens at a time."""
     doc = _document(source, text_field, id_field)
     if out is not None and out.resolve() == source.resolve():
         raise InputError(f"--out: {out} is the input file; choose another path")
@@ -71,8 +72,9 @@ def score_file(run: TrainedRun, source: Path, out: Path | None, batch_size: int,
     finished = False
     try:
         with StopSignals() as stop, progress_bar(total=total, desc="score", unit="line", disable=not progress) as bar:
-            for chunk in _chunks(_texts(doc, id_field), batch_size * CHUNK_ROWS):
-                rows, n_tokens, complete = _score_chunk(run, scorer, chunk, batch_size, lambda: stop.signum is not None)
+            budget = batch_size * run.config.train.seq_len
+            for chunk in _chunks(_texts(doc, id_field), CHUNK_TEXTS):
+                rows, n_tokens, complete = _score_chunk(run, scorer, chunk, budget, lambda: stop.signum is not None)
                 sink.write("".join(rows))
                 sink.flush()
                 scored += len(rows)
@@ -125,7 +127,7 @@ def _chunks(texts: Iterator[_Text], size: int) -> Iterator[list[_Text]]:
         yield chunk
 
 
-def _score_chunk(run: TrainedRun, scorer: BatchScorer, chunk: list[_Text], batch_size: int, should_stop
+def _score_chunk(run: TrainedRun, scorer: BatchScorer, chunk: list[_Text], budget: int, should_stop
                  ) -> tuple[list[str], int, bool]:
     """The JSON lines of the chunk's texts in input order, their tokens, and whether all were
     scored (when `should_stop` says yes after a batch, only the lines before the first text not
@@ -133,18 +135,28 @@ def _score_chunk(run: TrainedRun, scorer: BatchScorer, chunk: list[_Text], batch
     lines = [formats.document_lines(t.text) for t in chunk]
     flat = run.tokenizer.encode_stream([line for text in lines for line in text], records=list(map(len, lines)))
     ids = np.split(flat, np.flatnonzero(flat == EOS_ID)[:-1] + 1)  # each text's ids, its </s> last
-    order = np.argsort([len(x) for x in ids], kind="stable")
     log_probs = np.full(len(chunk), np.nan)
-    complete = True
-    for lo in range(0, len(chunk), batch_size):
-        rows = order[lo:lo + batch_size]
+    batches = list(_batches([len(x) for x in ids], budget))
+    for n, rows in enumerate(batches):
         log_probs[rows] = scorer.log_probs([ids[r] for r in rows])
-        if should_stop() and lo + batch_size < len(chunk):
-            complete = False
+        if should_stop() and n + 1 < len(batches):
             break
-    done = len(chunk) if complete else int(np.argmax(np.isnan(log_probs)))
+    done = int(np.argmax(np.isnan(log_probs))) if np.isnan(log_probs).any() else len(chunk)
     rows_out = [_json_line(chunk[i], lines[i], ids[i], float(log_probs[i])) for i in range(done)]
-    return rows_out, sum(len(ids[i]) for i in range(done)), complete
+    return rows_out, sum(len(ids[i]) for i in range(done)), done == len(chunk)
+
+
+def _batches(lengths: list[int], budget: int) -> Iterator[list[int]]:
+    """Indices of texts in batches of similar lengths, each padded to at most `budget` tokens
+    (one text alone where it is longer)."""
+    batch: list[int] = []
+    for i in np.argsort(lengths, kind="stable"):
+        if batch and lengths[i] * (len(batch) + 1) > budget:  # ascending: the new text is the longest
+            yield batch
+            batch = []
+        batch.append(int(i))
+    if batch:
+        yield batch
 
 
 def _json_line(text: _Text, lines: list[str], ids: np.ndarray, log_prob: float) -> str:

@@ -12,8 +12,9 @@ class StopSignals:
 
     The handler only records the signal: the loop finishes the step (fit: writes a checkpoint;
     `eval --per-line`: writes the lines scored) and raises `Interrupted`. A second signal stops
-    at once (KeyboardInterrupt); fit's atomic checkpoint writes make even that safe. Handlers can only be set from the main thread;
-    elsewhere (a library caller's worker thread) signals keep their usual meaning.
+    at once (KeyboardInterrupt); fit's atomic checkpoint writes make even that safe. Handlers
+    can only be set from the main thread; elsewhere (a library caller's worker thread) signals
+    keep their usual meaning.
     """
 
     def __init__(self) -> None:
