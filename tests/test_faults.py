@@ -372,3 +372,17 @@ def test_eval_tokens_caps_every_validation_at_the_same_batches(tmp_path, corpus)
     assert cut[0][1] != whole[0][1]  # the first 64 tokens only, not the split
     bad = cli("fit", _in_process_config(tmp_path, corpus, eval_tokens=0), "-q")
     assert_clean_error(bad, 2, "train.eval_tokens", "must be >= 1, got 0")
+
+
+def test_a_run_dir_from_before_a_new_config_key_still_resumes(tmp_path, corpus):
+    import yaml
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus))
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    assert cli("fit", cfg, "-q").exit_code == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    del saved["data"]["text_field"]  # as a version without the key wrote it
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
+    r = cli("fit", cfg, "-q", "--set", "train.max_steps=14")
+    assert r.exit_code == 0, r.output
+    assert "step 14" in r.output

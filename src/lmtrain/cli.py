@@ -170,7 +170,8 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a summary.")] = False,
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", min=1, help="Windows scored at once (default: the run's train.batch_size); the "
-        "same result, memory bounded at any size.", show_default=False)] = None,
+        "same result, memory bounded at any size. With --per-line: lines in batches of about this x "
+        "train.seq_len tokens.", show_default=False)] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Exact perplexity with the full softmax, plus bits per byte and word perplexity; or, with

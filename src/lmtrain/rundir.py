@@ -49,6 +49,10 @@ def init_run_dir(run: RunPaths, data: DataPaths, config: Config, force: bool) ->
     """Create the run directory, or check that an existing one was made by a compatible config."""
     if run.config.is_file():
         old = yaml.safe_load(run.config.read_text()) or {}
+        try:  # with today's defaults filled in: a key added since (data.text_field) changes nothing
+            old = config_from_dict(old).to_dict()
+        except LmtrainError:
+            pass  # a config this version cannot read: compared as written, so it differs
         new = config.to_dict()
         changed = [s for s in ("data", "tokenizer", "model") if old.get(s) != new[s]]
         if changed and not force:
