@@ -112,3 +112,18 @@ def test_ctrl_c_keeps_the_lines_scored_each_whole(trained, tmp_path, monkeypatch
     # batches are sorted by length, so what is kept is the lines before the first unscored one
     assert 0 <= len(rows) < 40 and [row["line"] for row in rows] == list(range(1, len(rows) + 1))
     assert len(calls) == 2
+
+
+def test_a_reader_that_stops_early_ends_it_quietly(trained, tmp_path):
+    import subprocess
+    import sys
+
+    _, config = trained
+    (tmp_path / "in.txt").write_text("\n".join(_texts(4000, seed=3)) + "\n")  # far more than a pipe holds
+    proc = subprocess.Popen([sys.executable, "-m", "lmtrain.cli", "eval", str(config), "--per-line",
+                             str(tmp_path / "in.txt"), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(proc.stdout.readline())["line"] == 1  # as `| head -1`
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b"error" not in err and b"Traceback" not in err

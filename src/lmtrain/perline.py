@@ -86,7 +86,15 @@ def score_file(run: TrainedRun, source: Path, out: Path | None, batch_size: int,
         if tmp is not None:
             sink.close()
             os.replace(tmp, out)
+    except BrokenPipeError:
+        if tmp is not None:
+            raise LmtrainError(f"--out: cannot write {out}: broken pipe; {out} is unchanged") from None
+        # The reader of standard output went away (`| head`): stop quietly, as shell tools do.
+        _silence_stdout()
+        return PerLineResult(scored, tokens, None, time.perf_counter() - started)
     except OSError as exc:
+        if tmp is None:
+            raise LmtrainError(f"--per-line: cannot write to standard output: {exc.strerror}") from None
         raise LmtrainError(f"--out: cannot write {out}: {exc.strerror}; {out} is unchanged") from None
     finally:
         if tmp is not None:
@@ -96,6 +104,15 @@ def score_file(run: TrainedRun, source: Path, out: Path | None, batch_size: int,
         where = out if out is not None else "standard output"
         raise Interrupted(f"scored {scored:,} of {total:,} lines; {where} holds them, each complete", stop.signum)
     return PerLineResult(scored, tokens, out, time.perf_counter() - started)
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that flushing it at exit raises no second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test runner's capture)
+        pass
 
 
 def _document(source: Path, text_field: str, id_field: str | None) -> Document:
