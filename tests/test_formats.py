@@ -137,6 +137,11 @@ def test_bad_records_and_binary_files_are_one_line_errors(tmp_path, name, conten
     r = cli("prepare", write_config(tmp_path / "c.yaml", sections), "-q")
     assert_clean_error(r, 2, *fragments)
     assert not (tmp_path / "data").exists()  # nothing written
+    sections["data"]["corpus"] = str(tmp_path / name)  # one file to split: named before any cut is sought
+    r = cli("prepare", write_config(tmp_path / "c.yaml", sections), "-q")
+    if name.startswith("c."):  # the files that are not text
+        assert_clean_error(r, 2, *fragments)
+    assert not (tmp_path / "data").exists()
 
 
 def test_a_bad_record_in_a_held_out_part_is_named_by_its_line_in_the_file(tmp_path):

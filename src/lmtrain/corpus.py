@@ -109,6 +109,8 @@ class Document:
         if self.kind == "parquet":
             at = offset  # every row starts a record
         else:
+            with formats.open_stream(self.path) as fh:  # refuse what is not text before looking for lines in it
+                formats.check_not_binary(self.path, fh.read(formats.SNIFF_BYTES), "data.corpus")
             at = self._line_start(max(offset, self.start), end)
             if at is None:
                 return None

@@ -110,19 +110,20 @@ def read_errors() -> tuple[type[BaseException], ...]:
 
 
 def check_not_binary(path: Path, head: bytes, key: str) -> None:
-    """Refuse data that is not text, naming what it is where the first bytes tell."""
-    if b"\0" not in head:
-        return
+    """Refuse data that is not text (`head`: its first decompressed bytes), naming what it is
+    where the file's first bytes tell (an archive is refused by its magic alone)."""
     with open(path, "rb") as fh:
         raw = fh.read(8)
-    method = compression(path)
     what = next((name for magic, name in _UNREAD.items() if raw.startswith(magic)), None)
     if what is not None:
-        cause = (f"is {what}, which is not read; unpack it, or compress the text as .gz, .bz2, .xz or .zst "
-                 f"(gzip, bzip2, xz and zstd are read)")
-    elif method is not None:
-        cause = f"is {method}-compressed, but what it holds is not text (NUL bytes in its first " \
-                f"{SNIFF_BYTES // 1024} KiB once decompressed); remove it from the corpus"
+        raise InputError(f"{key}: {path} is {what}, which is not read; unpack it, or compress the text as "
+                         f".gz, .bz2, .xz or .zst (gzip, bzip2, xz and zstd are read)")
+    if b"\0" not in head:
+        return
+    method = compression(path)
+    if method is not None:
+        cause = (f"is {method}-compressed, but what it holds is not text (NUL bytes in its first "
+                 f"{SNIFF_BYTES // 1024} KiB once decompressed); remove it from the corpus")
     else:
         cause = (f"is not text: NUL bytes in its first {SNIFF_BYTES // 1024} KiB, and no compression this "
                  f"reads (gzip, bzip2, xz, zstd); remove it from the corpus")
