@@ -1,6 +1,7 @@
 """lmtrain.keras: the sampled-softmax head and LazyAdam in a user's own Keras model."""
 
 import re
+import warnings
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from lmtrain.keras import Embedding, LazyAdam, SampledSoftmax, SampledSoftmaxLoss
-from lmtrain.sampling import CandidateSampler, UNIQUE_SCOPE, log_uniform_proposal, unigram_proposal
+from lmtrain.sampling import CandidateSampler, SAMPLER_SCOPE, log_uniform_proposal, unigram_proposal
 
 V, T = 40, 6
 
@@ -28,10 +29,10 @@ def _data(n=48, seed=0):
     return ids[:, :-1], ids[:, 1:]
 
 
-def _lm(head, embedding=keras.layers.Embedding, mask_zero=False):
+def _lm(head, embedding=keras.layers.Embedding, mask_zero=False, vocab=V):
     keras.utils.set_random_seed(0)
     return keras.Sequential([keras.Input((None,), dtype="int32"),
-                             embedding(V, 16, mask_zero=mask_zero),
+                             embedding(vocab, 16, mask_zero=mask_zero),
                              keras.layers.LSTM(24, return_sequences=True),
                              head])
 
@@ -160,8 +161,6 @@ def test_unigram_sampler_from_counts_or_adapt():
     counts = np.bincount(y.ravel(), minlength=V)
     a = SampledSoftmax(V, num_sampled=10, counts=counts, seed=3)
     b = SampledSoftmax(V, num_sampled=10, sampler="unigram", seed=3)
-    with pytest.raises(ValueError, match="adapt"):
-        _ = b.sampler
     b.adapt(tf.data.Dataset.from_tensor_slices((x, y)).batch(16))  # (x, y) pairs: the targets are counted
     np.testing.assert_array_equal(b.counts, counts)
     expected = CandidateSampler(unigram_proposal(counts), 10, seed=3).sample(tf.constant(4, tf.int64))
@@ -170,7 +169,6 @@ def test_unigram_sampler_from_counts_or_adapt():
     assert SampledSoftmax(V, num_sampled=10).get_config()["sampler"] is None
     # num_sampled left out: as lmtrain fit draws, an eighth of V within 1,024-4,096, kept in the config
     assert [SampledSoftmax(v).get_config()["num_sampled"] for v in (2000, 30_000, 100_000)] == [1024, 3750, 4096]
-    assert type(SampledSoftmax(V, 10).sampler._log_q) is not None  # log-uniform by default, no counts needed
     model = _lm(b)
     model.compile(optimizer=LazyAdam(1e-2), loss=b.loss)
     model.fit(x, y, epochs=1, verbose=0)
@@ -282,7 +280,7 @@ def test_fit_train_step_never_touches_all_vocabulary_rows(embedding):
     model.optimizer.build(model.trainable_variables)
     spec = (tf.TensorSpec([4, 5], tf.int32), tf.TensorSpec([4, 5], tf.int32))
     graph = tf.function(model.train_step).get_concrete_function(spec).graph  # the step model.fit compiles
-    sampler_ops = [op for op in graph.get_operations() if UNIQUE_SCOPE in op.name]
+    sampler_ops = [op for op in graph.get_operations() if SAMPLER_SCOPE in op.name]
     assert sampler_ops
     wide = [(op.type, op.name) for op in graph.get_operations()
             if op.type not in ("Const", "Placeholder") and op not in sampler_ops
@@ -320,3 +318,137 @@ def test_mirrored_strategy_fit_on_two_logical_cpus(tmp_path):
     assert int(replicas) == 2
     assert float(after) < 0.7 * float(before)
     assert int(step) == 6 * 4  # one draw of negatives per global step, shared by the replicas
+
+
+def _zipf_data(n=256, vocab=300, seed=0):
+    """Zipfian ids in an arbitrary order (a permutation of the frequency ranks), as a vocabulary
+    sorted alphabetically has them: what the log-uniform proposal gets wrong."""
+    rng = np.random.default_rng(seed)
+    order = np.random.default_rng(99).permutation(vocab)
+    ranks = np.minimum(rng.zipf(1.2, (n, T + 1)), vocab) - 1
+    ids = order[ranks].astype("int32")
+    return ids[:, :-1], ids[:, 1:]
+
+
+def test_no_setup_head_counts_the_targets_and_trains_as_well_as_adapt():
+    x, y = _zipf_data()
+    x_val, y_val = _zipf_data(64, seed=1)
+    losses = {}
+    for name in ("running", "adapt"):
+        keras.utils.set_random_seed(0)  # the head's initializer takes its seed when it is made
+        head = SampledSoftmax(300, num_sampled=20, seed=0)
+        model = _lm(head, vocab=300)
+        if name == "adapt":
+            head.adapt(y)
+        model.compile(optimizer=LazyAdam(2e-2), loss=head.loss)
+        model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+        losses[name] = model.evaluate(x_val, y_val, verbose=0)
+        # every target of every step was counted (in both modes; only the no-setup one draws from them)
+        np.testing.assert_array_equal(head.target_counts.numpy(), 3 * np.bincount(y.ravel(), minlength=300))
+    assert isinstance(SampledSoftmax(300, 20).get_config()["sampler"], type(None))
+    # (TensorFlow's default proposal, log-uniform, gives 7.9 against 3.5 here: ids are not by frequency)
+    assert losses["running"] < 1.05 * losses["adapt"], losses
+
+
+def test_no_setup_head_resumes_exactly_after_save_and_load(tmp_path):
+    x, y = _zipf_data(128)
+    head = SampledSoftmax(300, num_sampled=20, seed=0)
+    model = _lm(head, vocab=300)
+    model.compile(optimizer=LazyAdam(2e-2), loss=head.loss)
+    model.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
+    model.save(tmp_path / "lm.keras")
+    loaded = keras.models.load_model(tmp_path / "lm.keras")
+    np.testing.assert_array_equal(loaded.layers[-1].target_counts.numpy(), head.target_counts.numpy())
+    for m in (model, loaded):  # the same negatives from the same counts: the same weights
+        m.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # a file written before target_counts existed still loads (its counts start at zero)
+    old = SampledSoftmax(300, num_sampled=20, seed=0)
+    old.build((None, None, 24))
+    old.load_own_variables({"0": head.kernel.numpy(), "1": head.bias.numpy(), "2": np.int64(7)})
+    assert int(old.step.numpy()) == 7 and not old.target_counts.numpy().any()
+
+
+def test_log_uniform_on_ids_not_sorted_by_frequency_warns_once():
+    _, y = _zipf_data()
+    head = SampledSoftmax(300, num_sampled=20, sampler="log_uniform")
+    head.adapt(y)
+    with pytest.warns(UserWarning, match="rank correlation of id and frequency.*only"):
+        _ = head.sampler
+    sorted_ids = SampledSoftmax(300, num_sampled=20, sampler="log_uniform", counts=np.arange(300)[::-1] * 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _ = sorted_ids.sampler
+
+
+def _tied_lm(vocab=V, width=16, project=True, embedding=keras.layers.Embedding, **head_args):
+    keras.utils.set_random_seed(0)
+    emb = embedding(vocab, width, name="tokens")
+    head = SampledSoftmax(vocab, num_sampled=10, seed=0, tied_to=emb, **head_args)
+    layers = [keras.Input((None,), dtype="int32"), emb, keras.layers.LSTM(24, return_sequences=True)]
+    layers += [keras.layers.Dense(width, use_bias=False)] if project else []
+    return keras.Sequential(layers + [head]), emb, head
+
+
+@pytest.mark.parametrize("embedding", [Embedding, keras.layers.Embedding])
+def test_tied_head_shares_the_embedding_matrix_through_save_and_load(tmp_path, embedding):
+    x, y = _data()
+    model, emb, head = _tied_lm(embedding=embedding)
+    assert head.kernel is emb.embeddings
+    names = [v.path for v in model.trainable_variables]
+    assert sum("tokens" in n for n in names) == 1 and not any("kernel" in n and "sampled" in n for n in names)
+    model.compile(optimizer=LazyAdam(3e-2), loss=head.loss)
+    before = model.evaluate(x, y, verbose=0)
+    rows = emb.embeddings.numpy().copy()
+    # one step's gradient reaches the matrix through both uses: the inputs' rows and the targets'
+    model.fit(x[:16, :1], y[:16, :1] * 0 + 5, epochs=1, batch_size=16, verbose=0)
+    changed = np.flatnonzero(np.abs(emb.embeddings.numpy() - rows).sum(1))
+    assert 5 in changed and set(x[:16, 0]) <= set(changed)
+    model.fit(x, y, epochs=10, batch_size=16, verbose=0)
+    assert model.evaluate(x, y, verbose=0) < 0.7 * before
+    model.save(tmp_path / "tied.keras")
+    loaded = keras.models.load_model(tmp_path / "tied.keras")
+    loaded_head = loaded.layers[-1]
+    assert loaded_head.kernel is loaded.layers[0].embeddings  # still one matrix
+    np.testing.assert_allclose(loaded.predict(x[:2], verbose=0), model.predict(x[:2], verbose=0), rtol=1e-6)
+    loaded.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert loaded_head.kernel is loaded.layers[0].embeddings
+
+
+def test_tied_head_needs_inputs_as_wide_as_the_embedding():
+    with pytest.raises(ValueError, match=r"input is 24 wide but the embedding's rows are 16 wide.*Dense\(16\)"):
+        _tied_lm(project=False)
+    with pytest.raises(ValueError, match="that embedding has 40 rows"):
+        keras.Sequential([keras.Input((None,), dtype="int32"), emb := keras.layers.Embedding(V, 16),
+                          SampledSoftmax(V + 1, num_sampled=10, tied_to=emb)])
+    with pytest.raises(ValueError, match="tied_to must be a keras.layers.Embedding"):
+        SampledSoftmax(V, num_sampled=10, tied_to=keras.layers.Dense(3))
+
+
+def test_cli_tied_model_and_library_tied_model_give_the_same_loss():
+    from lmtrain.config import config_from_dict
+    from lmtrain.model import create_model
+
+    x, y = _data(8)
+    counts = np.bincount(y.ravel(), minlength=V) + 1
+    cfg = config_from_dict({"tokenizer": {"vocab_size": V},
+                            "model": {"embedding_dim": 16, "hidden_dim": 24, "dropout": 0.0, "num_sampled": 10,
+                                      "lstm_impl": "keras"},
+                            "train": {"seed": 4}})
+    cli_model = create_model(cfg, V, counts.tolist())
+    assert cli_model.tie_weights  # the CLI's default
+    library, emb, head = _tied_lm(counts=counts)
+    head.seed = 4
+    # the CLI model's weights, put where the library model keeps them
+    emb.embeddings.assign(cli_model.embedding.embeddings)
+    library.layers[1].set_weights(cli_model.lstms[0].get_weights())
+    library.layers[2].set_weights(cli_model.projection.get_weights())
+    head.bias.assign(tf.random.normal([V]))
+    cli_model.softmax_b.assign(head.bias)
+    step = tf.constant(3, tf.int64)
+    head.step.assign(3)
+    hidden = cli_model(tf.constant(x), training=True)
+    expected = cli_model.sampled_nll(tf.reshape(hidden, [-1, 16]), tf.reshape(y, [-1]), step).numpy().mean()
+    got = float(head.loss(tf.constant(y), library(tf.constant(x), training=True)))
+    assert got == pytest.approx(expected, rel=1e-5)

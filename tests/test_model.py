@@ -116,7 +116,7 @@ def test_sampled_loss_equals_tensorflows_own():
 @pytest.mark.parametrize("unique", [True, False])
 def test_sampled_train_step_never_touches_all_vocabulary_rows(unique):
     from lmtrain.optim import LazyAdam
-    from lmtrain.sampling import UNIQUE_SCOPE
+    from lmtrain.sampling import SAMPLER_SCOPE
 
     vocab = 997  # a size no other dimension has
     cfg = config_from_dict({"tokenizer": {"vocab_size": vocab},
@@ -131,7 +131,7 @@ def test_sampled_train_step_never_touches_all_vocabulary_rows(unique):
     # No op may produce a V-sized tensor: not even a whole-variable read (ReadVariableOp), which
     # copies all V rows once a variable has been scatter-updated (TensorFlow's copy-on-read).
     allowed = {"Const", "Placeholder"}  # the sampler's [V] tables, captured as graph inputs
-    sampler_ops = [op for op in graph.get_operations() if UNIQUE_SCOPE in op.name]
+    sampler_ops = [op for op in graph.get_operations() if SAMPLER_SCOPE in op.name]
     assert bool(sampler_ops) == unique
     # The unique draw ranks all ids: [V] numbers from the sampler's own table; of the variables
     # it reads only the step.

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lmtrain.sampling import _uniform, CandidateSampler, inclusion_probabilities, log_uniform_proposal, unigram_proposal
+from lmtrain.sampling import (_uniform, CandidateSampler, RunningUnigramSampler, inclusion_probabilities, log_inclusion,
+                              log_uniform_proposal, unigram_proposal)
 
 
 @pytest.mark.parametrize("unique", [True, False])
@@ -68,3 +69,32 @@ def test_frequency_order_correlation_and_uniform_proposal():
     assert frequency_order_correlation(special + [5, 10, 20, 30, 40, 90]) == pytest.approx(-1.0)
     q = uniform_proposal(8)
     assert q.shape == (8,) and np.allclose(q, 1 / 8)
+
+
+@pytest.mark.parametrize("q, k", [(log_uniform_proposal(5000), 1024), (np.full(300, 1 / 300), 299),
+                                  (unigram_proposal(np.random.default_rng(0).integers(0, 1000, 2000) ** 2), 1500),
+                                  (unigram_proposal([1, 0, 0, 0]), 1)])
+def test_inclusion_solved_in_the_graph_matches_the_bisection(q, k):
+    graph = np.exp(log_inclusion(tf.constant(np.log(q)), k).numpy())
+    np.testing.assert_allclose(graph, inclusion_probabilities(q, k), rtol=1e-7, atol=1e-12)
+    assert graph.sum() == pytest.approx(k, rel=1e-9)
+
+
+@pytest.mark.parametrize("unique", [True, False])
+def test_running_unigram_draws_from_the_counts_it_is_given(unique):
+    counts = tf.Variable(np.zeros(50, np.float32))
+    s = RunningUnigramSampler(counts, num_sampled=10, seed=3, unique=unique)
+    labels = tf.constant([[0], [49]], tf.int64)
+    first = s(labels, tf.constant(0))
+    # No counts yet: the uniform proposal, with its own expected counts
+    uniform = CandidateSampler(np.full(50, 0.02), 10, seed=3, unique=unique)
+    for a, b in zip(first, uniform(labels, tf.constant(0))):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
+    seen = np.random.default_rng(1).integers(0, 7, 400)  # only ids 0..6 have been targets
+    counts.assign(np.bincount(seen, minlength=50).astype(np.float32))
+    fixed = CandidateSampler(unigram_proposal(counts.numpy()), 10, seed=3, unique=unique)
+    for step in (0, 5):  # the same draws and log-Q terms as a fixed sampler of those counts
+        for a, b in zip(s(labels, tf.constant(step)), fixed(labels, tf.constant(step))):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
+    compiled = tf.function(lambda lab, step: s(lab, step), jit_compile=True)
+    np.testing.assert_array_equal(compiled(labels, tf.constant(5, tf.int64))[0], fixed.sample(tf.constant(5)))

@@ -15,6 +15,7 @@ cross-entropy. The maths is `lmtrain.softmax`, the negatives come from
 from __future__ import annotations
 
 import random
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -25,11 +26,15 @@ import tensorflow as tf
 
 from lmtrain import softmax
 from lmtrain.config import default_negatives
-from lmtrain.sampling import SAMPLERS, CandidateSampler, proposal
+from lmtrain.sampling import (SAMPLERS, CandidateSampler, RunningUnigramSampler, frequency_order_correlation,
+                              proposal)
 
 # Keras' losses read targets as float32 (`Loss.__call__` converts them), which holds every
 # integer up to 2**24 exactly.
 MAX_VOCAB = 1 << 24
+# Below this rank correlation of id and frequency, ids are "plainly not sorted by frequency" and
+# a log-uniform proposal is warned about (the CLI's threshold too).
+LOG_UNIFORM_MIN_CORRELATION = 0.9
 
 
 @keras.saving.register_keras_serializable(package="lmtrain")
@@ -56,6 +61,15 @@ class _Output:
     head: "SampledSoftmax"
     training: bool  # True: the output is the hidden states; False: probabilities
     logits: Any = None  # the probabilities' logits (inference only)
+
+
+@dataclass
+class _Tie:
+    """The embedding a tied head shares its matrix with: the layer once known, its name always.
+    A plain holder, so Keras neither tracks the layer as the head's own nor saves it twice."""
+
+    name: str
+    layer: Any = None
 
 
 class _EagerMarks:
@@ -116,11 +130,17 @@ class SampledSoftmax(keras.layers.Layer):
             fewer than `vocab_size`. None (the default): an eighth of `vocab_size`, at least
             1,024 and at most 4,096, as `lmtrain fit` draws (1,024 lost 3.7% to the full softmax
             at 25k words where 3,125 won 7.2%; `lmtrain.config.default_negatives`).
-        sampler: the proposal the negatives are drawn from: "unigram" (in proportion to the
-            targets' counts: `counts=` or `adapt`), "log_uniform" (Zipf, TensorFlow's default:
-            right only when ids are sorted by decreasing frequency, as Keras' `TextVectorization`
-            sorts them) or "uniform". Default: "unigram" when counts are known, else "log_uniform".
+        sampler: the proposal the negatives are drawn from: "unigram" (the default: in proportion
+            to the targets' counts, from `counts=` or `adapt` where given, else counted from the
+            targets as training goes, in the layer's `target_counts` weight; any id order works),
+            "log_uniform" (Zipf, TensorFlow's default: right only when ids are sorted by
+            decreasing frequency, as Keras' `TextVectorization` sorts them; a warning says so when
+            known counts show they are not) or "uniform".
         counts: how often each id occurs as a target in the training data ([V] non-negative).
+        tied_to: a `keras.layers.Embedding` (or `lmtrain.keras.Embedding`) of the same model with
+            `vocab_size` rows, whose [V, D] matrix the head uses as its own (one matrix, trained
+            by both uses: Press & Wolf 2017); the head's inputs must then be D wide (put a
+            `Dense(D)` before it if the layer below is wider). The head keeps its own bias.
         distortion: the unigram proposal is proportional to (count + 1) ** distortion.
         unique: draw `num_sampled` distinct negatives (without replacement); else with replacement.
         seed: seeds the negatives; with the layer's `step` counter it keys a stateless draw, so a
@@ -146,6 +166,7 @@ class SampledSoftmax(keras.layers.Layer):
         distortion: float = 1.0,
         unique: bool = True,
         seed: int | None = None,
+        tied_to: Any = None,
         kernel_initializer: Any = "glorot_uniform",
         bias_initializer: Any = "zeros",
         **kwargs: Any,
@@ -171,6 +192,13 @@ class SampledSoftmax(keras.layers.Layer):
         self.sampler_name, self.distortion, self.unique = sampler, float(distortion), bool(unique)
         self.seed = int(seed) if seed is not None else random.randrange(2**31)
         self.counts = None if counts is None else self._checked_counts(counts)
+        if tied_to is None or isinstance(tied_to, str):
+            self._tie = None if tied_to is None else _Tie(tied_to)
+        elif isinstance(tied_to, keras.layers.Embedding):
+            self._tie = _Tie(tied_to.name, tied_to)
+        else:
+            raise ValueError(f"SampledSoftmax: tied_to must be a keras.layers.Embedding of the same model (or its "
+                             f"name); got {type(tied_to).__name__}")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.supports_masking = True
@@ -186,14 +214,48 @@ class SampledSoftmax(keras.layers.Layer):
         self.input_dim = int(dim)
         # float32 and not autocast: the sampled loss's log-Q correction needs float32, and an
         # autocast read would cast all V rows every step.
-        self.kernel = self.add_weight(shape=(self.vocab_size, self.input_dim), initializer=self.kernel_initializer,
-                                      dtype="float32", autocast=False, name="kernel")
+        if self._tie is None:
+            self._kernel = self.add_weight(shape=(self.vocab_size, self.input_dim),
+                                           initializer=self.kernel_initializer, dtype="float32", autocast=False,
+                                           name="kernel")
+        elif self._tie.layer is not None:
+            self._check_tie()
         self.bias = self.add_weight(shape=(self.vocab_size,), initializer=self.bias_initializer, dtype="float32",
                                     autocast=False, name="bias")
         # Training steps taken: with `seed` it keys the negatives. One per replica's step under
         # tf.distribute (every replica draws the same negatives).
         self.step = self.add_weight(shape=(), initializer="zeros", dtype="int64", trainable=False, autocast=False,
                                     aggregation="only_first_replica", name="step")
+        # How often each id has been a training target: the proposal when no counts are given
+        # (the running unigram), kept in every mode so the weights do not depend on it. Summed
+        # over replicas: each adds its own share of the batch.
+        self.target_counts = self.add_weight(shape=(self.vocab_size,), initializer="zeros", dtype="float32",
+                                             trainable=False, autocast=False, aggregation="sum",
+                                             name="target_counts")
+
+    @property
+    def kernel(self) -> keras.Variable:
+        """The [V, D] output matrix: the head's own, or the tied embedding's."""
+        if self._tie is None:
+            return self._kernel
+        if self._tie.layer is None:
+            raise ValueError(f"SampledSoftmax layer {self.name!r}: tied_to={self._tie.name!r} names no layer that "
+                             f"feeds this head; tie it to an Embedding whose output reaches the head's input")
+        return self._tie.layer.embeddings
+
+    def _check_tie(self) -> None:
+        layer = self._tie.layer
+        if not layer.built:
+            raise ValueError(f"SampledSoftmax(tied_to={layer.name!r}): that embedding must be built (called) before "
+                             f"the head; call the embedding first in the model")
+        rows, width = int(layer.input_dim), int(layer.output_dim)
+        if rows != self.vocab_size:
+            raise ValueError(f"SampledSoftmax(vocab_size={self.vocab_size}, tied_to={layer.name!r}): that embedding "
+                             f"has {rows} rows; a tied head needs one row per class")
+        if width != self.input_dim:
+            raise ValueError(f"SampledSoftmax(tied_to={layer.name!r}): the head's input is {self.input_dim} wide but "
+                             f"the embedding's rows are {width} wide; project the input first, e.g. "
+                             f"keras.layers.Dense({width}) before the head")
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         hidden = tf.cast(inputs, tf.float32)  # (..., D)
@@ -218,6 +280,12 @@ class SampledSoftmax(keras.layers.Layer):
         return (*input_shape[:-1], self.vocab_size)
 
     def compute_output_spec(self, inputs: Any, training: Any = None) -> keras.KerasTensor:
+        if self._tie is not None and self._tie.layer is None:
+            # A head restored from its config knows the embedding by name only: find it among
+            # the layers the symbolic input came through (Keras rebuilds a loaded model this way).
+            self._tie.layer = _upstream_layer(inputs, self._tie.name)
+            if self._tie.layer is not None:
+                self._check_tie()
         return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype="float32")
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
@@ -228,7 +296,7 @@ class SampledSoftmax(keras.layers.Layer):
         config.update(
             vocab_size=self.vocab_size, num_sampled=self.num_sampled, sampler=self.sampler_name,
             counts=None if self.counts is None else self.counts.tolist(), distortion=self.distortion,
-            unique=self.unique, seed=self.seed,
+            unique=self.unique, seed=self.seed, tied_to=None if self._tie is None else self._tie.name,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
         )
@@ -265,17 +333,42 @@ class SampledSoftmax(keras.layers.Layer):
         self._candidates = None
 
     @property
-    def sampler(self) -> CandidateSampler:
+    def sampler(self) -> CandidateSampler | RunningUnigramSampler:
         """The candidate sampler the training loss draws negatives with (built on first use)."""
         if self._candidates is None:
-            kind = self.sampler_name or ("unigram" if self.counts is not None else "log_uniform")
-            if kind == "unigram" and self.counts is None:
-                raise ValueError("SampledSoftmax(sampler='unigram') needs the targets' counts: pass counts= or call "
-                                 "head.adapt(y_train) before training")
+            if self._running:
+                if not self.built:
+                    raise ValueError(f"SampledSoftmax layer {self.name!r}: build the layer (call it) before drawing "
+                                     f"negatives from its running counts")
+                self._candidates = RunningUnigramSampler(self.target_counts.value, self.num_sampled, self.seed,
+                                                         self.distortion, unique=self.unique)
+                return self._candidates
+            kind = self.sampler_name or "unigram"
+            if kind == "log_uniform" and self.counts is not None:
+                rho = frequency_order_correlation(self.counts, skip=0)
+                if rho < LOG_UNIFORM_MIN_CORRELATION:
+                    warnings.warn(f"SampledSoftmax layer {self.name!r}: sampler='log_uniform' assumes ids sorted by "
+                                  f"decreasing frequency, but the rank correlation of id and frequency in its counts "
+                                  f"is only {rho:.2f}; the default sampler (unigram) fits any id order", stacklevel=2)
             with tf.init_scope():  # its tables are constants of no one graph: built eagerly
                 q = proposal(kind, self.vocab_size, self.counts, self.distortion)
                 self._candidates = CandidateSampler(q, self.num_sampled, self.seed, unique=self.unique)
         return self._candidates
+
+    @property
+    def _running(self) -> bool:
+        """True when the proposal is the unigram counted during training (no counts given)."""
+        return (self.sampler_name or "unigram") == "unigram" and self.counts is None
+
+    def load_own_variables(self, store: Any) -> None:
+        """As Keras loads a layer, also from a file written before `target_counts` existed (its
+        counts then start from zero)."""
+        variables = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) == len(variables) - 1 and variables[-1] is self.target_counts:
+            for i, v in enumerate(variables[:-1]):
+                v.assign(store[f"{i}"])
+            return
+        super().load_own_variables(store)
 
     def nll(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Per-position loss of this head's output `y_pred` against integer targets `y_true`."""
@@ -294,8 +387,12 @@ class SampledSoftmax(keras.layers.Layer):
         step = tf.convert_to_tensor(self.step)  # read before the increment below
         rows = softmax.output_rows(self.kernel.value, self.bias.value, flat_labels, self.sampler, step)
         nll = softmax.sampled_nll(hidden, rows)  # (N,)
-        with tf.control_dependencies([nll]):
+        mask = getattr(y_pred, "_keras_mask", None)  # padding is not counted as a target
+        weights = tf.ones_like(flat_labels, tf.float32) if mask is None else tf.reshape(tf.cast(mask, tf.float32), [-1])
+        with tf.control_dependencies([nll]):  # after the draw: a step's proposal never sees its own targets
             self.step.assign_add(1)
+            # A scatter of the N targets (the backend variable's), not a [V]-wide add.
+            self.target_counts.value.scatter_add(tf.IndexedSlices(weights, flat_labels))
         return tf.reshape(nll, tf.shape(labels))
 
     def _labels(self, y_true: Any, y_pred: tf.Tensor) -> tf.Tensor:
@@ -384,3 +481,18 @@ def _is_placeholder(tensor: Any) -> bool:
 def _shape(shape: tf.TensorShape) -> str:
     return "[" + ", ".join("batch" if i == 0 and d is None else ("?" if d is None else str(d))
                            for i, d in enumerate(shape.as_list())) + "]"
+
+
+def _upstream_layer(tensor: Any, name: str) -> Any:
+    """The layer named `name` among those a symbolic tensor was computed through, or None."""
+    seen, stack = set(), [tensor]
+    while stack:
+        history = getattr(stack.pop(), "_keras_history", None)
+        layer = getattr(history, "operation", None)
+        if layer is None or id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if layer.name == name:
+            return layer
+        stack.extend(layer._inbound_nodes[history.node_index].input_tensors)
+    return None

@@ -1,0 +1,206 @@
+"""The defaults on a grid of model widths, run lengths and vocabularies, against a sweep around them.
+
+`make compare` measures the defaults at the demo's shapes; this measures whether they hold away
+from them. At each grid point (embedding/hidden width, steps, vocabulary) it trains, with
+`lmtrain`'s own prepare / fit (the code the CLI runs, validation with the full softmax):
+  - `default`: the config's values, untouched (what a user gets);
+  - the sweep around it: the learning rate x 0.5 and x 2, the other schedule (constant if the
+    default is warm-up + cosine, else warm-up + cosine), and the other tying;
+and reports each point's default against the best run of its sweep, with the unigram model of the
+training split (add-one counts) as the floor no model should lose to. `--full` adds the
+full-softmax references (dense Adam and LazyAdam) at the points that have the demo's width.
+
+Finished runs leave `<run>.json` under `--out` and are reused while their config is unchanged,
+so the grid can be run a point at a time (`--points`) and extended.
+
+Usage: python benchmarks/grid.py [--points NAME ...] [--out runs/grid] [--full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from lmtrain.config import Config, config_from_dict, load_config  # noqa: E402
+from lmtrain.errors import ConfigError  # noqa: E402
+from lmtrain.meta import load_prepared  # noqa: E402
+from lmtrain.paths import DataPaths  # noqa: E402
+from lmtrain.prepare import prepare  # noqa: E402
+from lmtrain.records import split_files  # noqa: E402
+from lmtrain.train import fit  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+RECORD_VERSION = 1
+VOCABS = {"u2k": "unigram:2000", "u8k": "unigram:8000", "w25k": "word:25000"}
+
+
+@dataclass(frozen=True)
+class Point:
+    name: str
+    vocab: str  # a VOCABS key
+    embedding_dim: int
+    hidden_dim: int
+    steps: int
+
+
+# Widths 64/128, 256/512 (the demo's), 512/1024; 150, 1000 and 3000 steps; 2k, 8k and 25k words.
+POINTS = (
+    Point("s64-150", "u8k", 64, 128, 150),
+    Point("s64-1000", "u8k", 64, 128, 1000),
+    Point("s64-3000", "u8k", 64, 128, 3000),
+    Point("m256-150", "u8k", 256, 512, 150),
+    Point("m256-1000", "u8k", 256, 512, 1000),
+    Point("m256-1000-u2k", "u2k", 256, 512, 1000),
+    Point("m256-1000-w25k", "w25k", 256, 512, 1000),
+    Point("l512-150", "u8k", 512, 1024, 150),
+    Point("l512-1000", "u8k", 512, 1024, 1000),
+)
+
+
+@dataclass
+class Run:
+    point: str
+    variant: str
+    overrides: list[str]
+    valid: float = math.nan
+    tokens_per_sec: float = 0.0
+    wall_seconds: float = 0.0
+
+
+def point_config(args: argparse.Namespace, point: Point, extra: list[str]) -> Config:
+    kind, _, size = VOCABS[point.vocab].partition(":")
+    base = [f"tokenizer.model_type={kind}", f"tokenizer.vocab_size={size}",
+            f"data.dir={args.out / ('data-' + point.vocab)}", f"model.embedding_dim={point.embedding_dim}",
+            f"model.hidden_dim={point.hidden_dim}", f"train.max_steps={point.steps}", "train.epochs=1000",
+            f"train.checkpoint_every={point.steps}", "train.eval_every=null", *args.overrides]
+    return load_config(args.config, base + extra)
+
+
+def sweep(cfg: Config) -> dict[str, list[str]]:
+    """The default and the runs around it, as --set overrides of the default config."""
+    t, m = cfg.train, cfg.model
+    rate = t.learning_rate
+    other_schedule = "constant" if t.schedule == "warmup_cosine" else "warmup_cosine"
+    return {
+        "default": [],
+        "rate x0.5": [f"train.learning_rate={rate / 2:g}"],
+        "rate x2": [f"train.learning_rate={rate * 2:g}"],
+        other_schedule: [f"train.schedule={other_schedule}"],
+        "untied" if m.tie_weights else "tied": [f"model.tie_weights={str(not m.tie_weights).lower()}"],
+    }
+
+
+FULL = {"full, lazy_adam": ["model.softmax=full", "train.optimizer=lazy_adam"],
+        "full, adam": ["model.softmax=full", "train.optimizer=adam"]}
+
+
+def record_path(args: argparse.Namespace, point: Point, variant: str) -> Path:
+    slug = "".join(c if c.isalnum() else "-" for c in variant).strip("-")
+    return args.out / f"{point.name}--{slug}.json"
+
+
+def run_one(args: argparse.Namespace, point: Point, variant: str, overrides: list[str]) -> Run:
+    path = record_path(args, point, variant)
+    cfg = point_config(args, point, overrides + [f"train.run_dir={path.with_suffix('')}"])
+    run = Run(point.name, variant, overrides)
+    try:
+        record = json.loads(path.read_text())
+        if record["version"] == RECORD_VERSION and config_from_dict(record["config"]) == cfg and not args.fresh:
+            run.valid, run.tokens_per_sec, run.wall_seconds = (record["run"][k] for k in
+                                                               ("valid", "tokens_per_sec", "wall_seconds"))
+            return run
+    except (OSError, ValueError, KeyError, TypeError, ConfigError):
+        pass
+    prepare(cfg, progress=False, echo=lambda _: None)
+    started = time.perf_counter()
+    result = fit(cfg, force=True, progress=False, echo=lambda _: None)
+    run.valid = float(result.valid_perplexity)
+    run.tokens_per_sec = float(result.tokens_per_sec or 0.0)
+    run.wall_seconds = time.perf_counter() - started
+    path.write_text(json.dumps({"version": RECORD_VERSION, "config": dataclasses.asdict(cfg),
+                                "run": dataclasses.asdict(run)}, indent=1, default=str))
+    return run
+
+
+def unigram_perplexity(cfg: Config) -> float:
+    """Validation perplexity of the training split's add-one unigram model."""
+    data = DataPaths(Path(cfg.data.dir))
+    meta = load_prepared(data)
+    counts = np.asarray(meta.unigram_counts, np.float64) + 1.0
+    log_p = np.log(counts / counts.sum())
+    import tensorflow as tf
+
+    files = split_files(data, "valid", meta.splits["valid"].shard_bytes)
+    records = tf.data.TFRecordDataset([str(f) for f in files]).map(lambda r: tf.io.decode_raw(r, tf.int32))
+    ids = np.concatenate(list(records.as_numpy_iterator()))
+    return float(np.exp(-log_p[ids].mean()))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=DEMO)
+    p.add_argument("--points", nargs="+", default=[q.name for q in POINTS], metavar="POINT",
+                   help=f"Grid points to run (default: all: {' '.join(q.name for q in POINTS)}).")
+    p.add_argument("--variants", nargs="+", metavar="VARIANT", help="Only these variants of the sweep.")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=KEY=VALUE,KEY=VALUE",
+                   help="An extra run at every point, e.g. 'rate 0.01=train.learning_rate=0.01' (repeatable).")
+    p.add_argument("--full", action="store_true", help="Add the full-softmax references at the demo's width.")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="Override for every run.")
+    p.add_argument("--out", type=Path, default=Path("runs/grid"))
+    p.add_argument("--fresh", action="store_true", help="Retrain even runs whose config is unchanged.")
+    args = p.parse_args()
+    by_name = {q.name: q for q in POINTS}
+    unknown = [n for n in args.points if n not in by_name]
+    if unknown:
+        p.error(f"--points: unknown {', '.join(unknown)} (points: {', '.join(by_name)})")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: list[tuple[Point, float, list[Run]]] = []
+    for point in (by_name[n] for n in args.points):
+        plan = sweep(point_config(args, point, []))
+        if args.variants:
+            plan = {k: v for k, v in plan.items() if k in args.variants}
+        for item in args.extra:
+            name, _, sets = item.partition("=")
+            plan[name] = sets.split(",")
+        if args.full and point.embedding_dim == 256:
+            plan.update(FULL)
+        runs = []
+        for variant, overrides in plan.items():
+            run = run_one(args, point, variant, overrides)
+            print(f"{point.name} {variant}: valid {run.valid:.2f}  {run.tokens_per_sec:,.0f} tok/s "
+                  f"{run.wall_seconds:.0f} s", flush=True)
+            runs.append(run)
+        results.append((point, unigram_perplexity(point_config(args, point, [])), runs))
+    report(args, results)
+
+
+def report(args: argparse.Namespace, results: list[tuple[Point, float, list[Run]]]) -> None:
+    lines = ["Validation perplexity (full softmax) at equal steps; `default` is the config as users get it.", "",
+             "| point | vocabulary | E/H | steps | unigram | default | best of sweep | default vs best | runs |",
+             "|---|---|---|---:|---:|---:|---|---:|---|"]
+    for point, unigram, runs in results:
+        default = next((r for r in runs if r.variant == "default"), None)
+        sampled = [r for r in runs if not r.variant.startswith("full")]
+        best = min(sampled, key=lambda r: r.valid)
+        gap = f"{100 * (default.valid / best.valid - 1):+.1f}%" if default else "-"
+        cells = "; ".join(f"{r.variant} {r.valid:.1f}" for r in runs)
+        lines.append(f"| {point.name} | {VOCABS[point.vocab]} | {point.embedding_dim}/{point.hidden_dim} "
+                     f"| {point.steps} | {unigram:.1f} | {default.valid if default else math.nan:.2f} "
+                     f"| {best.variant} {best.valid:.2f} | {gap} | {cells} |")
+    text = "\n".join(lines) + "\n"
+    (args.out / "results.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
