@@ -137,6 +137,7 @@ def test_sampled_train_step_never_touches_all_vocabulary_rows(unique):
     # it reads only the step.
     wide = [(op.type, op.name, [t.shape for t in op.outputs]) for op in sampler_ops
             if any(t.shape.rank != 0 if op.type == "ReadVariableOp" else t.shape.rank not in (0, 1)
+                   and t.shape[:1] != [1]  # searchsorted's own [1, n] reshapes
                    for t in op.outputs)]
     assert not wide, wide
     offenders = [
