@@ -89,7 +89,7 @@ def point_config(args: argparse.Namespace, point: Point, extra: list[str]) -> Co
 def sweep(cfg: Config) -> dict[str, list[str]]:
     """The default and the runs around it, as --set overrides of the default config."""
     t, m = cfg.train, cfg.model
-    rate = t.learning_rate
+    rate = t.rate(m.hidden_dim)
     other_schedule = "constant" if t.schedule == "warmup_cosine" else "warmup_cosine"
     return {
         "default": [],
@@ -109,18 +109,33 @@ def record_path(args: argparse.Namespace, point: Point, variant: str) -> Path:
     return args.out / f"{point.name}--{slug}.json"
 
 
+def _same_runs(cfg: Config) -> Config:
+    """A config with its run directory left out: two runs of equal such configs train alike."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_dir=""))
+
+
+def earlier_record(args: argparse.Namespace, cfg: Config) -> dict | None:
+    """A finished run of the same config under --out, whatever variant name it had."""
+    want = _same_runs(cfg)
+    for path in sorted(args.out.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            if record["version"] == RECORD_VERSION and _same_runs(config_from_dict(record["config"])) == want:
+                return record
+        except (OSError, ValueError, KeyError, TypeError, ConfigError):
+            continue
+    return None
+
+
 def run_one(args: argparse.Namespace, point: Point, variant: str, overrides: list[str]) -> Run:
     path = record_path(args, point, variant)
     cfg = point_config(args, point, overrides + [f"train.run_dir={path.with_suffix('')}"])
     run = Run(point.name, variant, overrides)
-    try:
-        record = json.loads(path.read_text())
-        if record["version"] == RECORD_VERSION and config_from_dict(record["config"]) == cfg and not args.fresh:
-            run.valid, run.tokens_per_sec, run.wall_seconds = (record["run"][k] for k in
-                                                               ("valid", "tokens_per_sec", "wall_seconds"))
-            return run
-    except (OSError, ValueError, KeyError, TypeError, ConfigError):
-        pass
+    record = None if args.fresh else earlier_record(args, cfg)
+    if record is not None:
+        run.valid, run.tokens_per_sec, run.wall_seconds = (record["run"][k] for k in
+                                                           ("valid", "tokens_per_sec", "wall_seconds"))
+        return run
     prepare(cfg, progress=False, echo=lambda _: None)
     started = time.perf_counter()
     result = fit(cfg, force=True, progress=False, echo=lambda _: None)

@@ -139,12 +139,21 @@ def test_default_schedule_warms_up_for_a_twentieth_of_the_run_then_decays():
     from lmtrain.config import TrainConfig
     from lmtrain.optim import learning_rate
 
-    config = TrainConfig()  # the defaults: warmup_cosine, warmup_steps null, peak 0.004
-    assert config.schedule == "warmup_cosine" and config.warmup_steps is None
-    schedule = learning_rate(config, total_steps=1000)
-    assert float(schedule(25)) == pytest.approx(0.002) and float(schedule(50)) == pytest.approx(0.004)
-    assert float(schedule(1000)) == pytest.approx(0.0004)
-    assert float(learning_rate(config, total_steps=200)(10)) == pytest.approx(0.004)  # 5% of 200
+    config = TrainConfig()  # the defaults: warmup_cosine, warmup_steps null, the rate from the width
+    assert config.schedule == "warmup_cosine" and config.warmup_steps is None and config.learning_rate is None
+    schedule = learning_rate(config, total_steps=1000, hidden_dim=512)  # peak 0.01 at 512 units
+    assert float(schedule(25)) == pytest.approx(0.005) and float(schedule(50)) == pytest.approx(0.01)
+    assert float(schedule(1000)) == pytest.approx(0.001)
+    assert float(learning_rate(config, total_steps=200, hidden_dim=512)(10)) == pytest.approx(0.01)  # 5% of 200
+    assert float(learning_rate(config, 1000, hidden_dim=128)(50)) == pytest.approx(0.02)
+
+
+def test_default_learning_rate_falls_with_the_square_root_of_the_width():
+    from lmtrain.config import TrainConfig, default_learning_rate
+
+    assert [default_learning_rate(h) for h in (64, 128, 512, 1024, 2048)] == [0.02, 0.02, 0.01, 0.0071, 0.005]
+    assert TrainConfig(learning_rate=0.003).rate(128) == 0.003  # a given rate is used as it is
+    assert TrainConfig().rate(1024) == 0.0071
 
 
 def test_library_warmup_cosine_is_fits_schedule_and_rejects_bad_arguments():
@@ -152,7 +161,7 @@ def test_library_warmup_cosine_is_fits_schedule_and_rejects_bad_arguments():
     from lmtrain.keras import warmup_cosine
     from lmtrain.optim import learning_rate
 
-    ours, fits = warmup_cosine(4e-3, 400), learning_rate(TrainConfig(), 400)
+    ours, fits = warmup_cosine(1e-2, 400), learning_rate(TrainConfig(), 400, hidden_dim=512)
     assert [float(ours(s)) for s in (0, 10, 20, 200, 400)] == [float(fits(s)) for s in (0, 10, 20, 200, 400)]
     bad = [((0.0, 10), "peak must be a learning rate > 0"), ((1e-3, 0), "total_steps must be an integer >= 1"),
            ((1e-3, 10.5), "total_steps must be"), ((1e-3, 10, -1), "warmup_steps must be"),

@@ -126,7 +126,7 @@ def test_inference_load_applies_pending_steps_from_slots_read_in_blocks(tmp_path
     # The reference: the whole optimizer built and restored, then its pending steps applied.
     meta = load_meta(run_dir / "meta.json")
     model = create_model(cfg, meta.vocab_size, meta.unigram_counts)
-    optimizer = create_optimizer(cfg.train, rundir.step_counts(cfg, meta)[1])
+    optimizer = create_optimizer(cfg.train, rundir.step_counts(cfg, meta)[1], cfg.model.hidden_dim)
     optimizer.build(model.trainable_variables)
     latest = CheckpointStore(run_dir / "checkpoints", keep=3).latest()
     tf.train.Checkpoint(model=rundir._weights(model), optimizer=optimizer).read(latest).expect_partial()

@@ -42,6 +42,9 @@ DistributeKind = Literal["none", "mirrored", "multi_worker"]
 # The bounds of default_negatives, and the rule in the words messages use.
 _MIN_NEGATIVES, _MAX_NEGATIVES = 1024, 4096
 DEFAULT_NEGATIVES_RULE = f"an eighth of the ids, {_MIN_NEGATIVES:,}-{_MAX_NEGATIVES:,}"
+# The default learning rate: REFERENCE_RATE at REFERENCE_WIDTH LSTM units, scaled by the square
+# root of REFERENCE_WIDTH / hidden_dim, at most MAX_DEFAULT_RATE (see default_learning_rate).
+REFERENCE_RATE, REFERENCE_WIDTH, MAX_DEFAULT_RATE = 0.01, 512, 0.02
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,20 @@ def default_negatives(vocab_size: int) -> int:
     return min(_MAX_NEGATIVES, max(_MIN_NEGATIVES, int(vocab_size) // 8))
 
 
+def default_learning_rate(hidden_dim: int) -> float:
+    """Adam's rate when train.learning_rate is null: 0.01 at 512 LSTM units, times
+    sqrt(512 / hidden_dim), at most 0.02.
+
+    Why it depends on the width: Adam moves every weight by about the rate, so the change of a
+    unit's input grows with its fan-in, and a wider LSTM wants a smaller rate (muP's argument).
+    On the grid of benchmarks/grid.py (results in benchmarks/results/), the best constant rate
+    was 0.02 at 128 units and 0.01 at 512 and 1,024; a single 0.004, the old default, was 20-50%
+    worse everywhere but the demo's own point.
+    """
+    rate = REFERENCE_RATE * math.sqrt(REFERENCE_WIDTH / int(hidden_dim))
+    return float(min(MAX_DEFAULT_RATE, float(f"{rate:.2g}")))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # The run directory: resolved config, tokenizer copy, checkpoints and TensorBoard logs.
@@ -240,8 +257,10 @@ class TrainConfig:
     # "lazy_adam": Adam that updates only the rows a sparse gradient touches (fast at large
     # vocabularies); "adam": Keras' dense Adam, which rewrites all V rows every step.
     optimizer: OptimizerKind = "lazy_adam"
-    # Adam learning rate (the peak, under warmup_cosine).
-    learning_rate: float = 0.004
+    # Adam learning rate (the peak, under warmup_cosine). null: from the LSTM's width,
+    # 0.01 * sqrt(512 / model.hidden_dim), at most 0.02 (0.02 at 128 units, 0.01 at 512, 0.007
+    # at 1,024; see default_learning_rate).
+    learning_rate: float | None = None
     # "warmup_cosine": linear warm-up over warmup_steps, then cosine decay to learning_rate *
     # min_lr_ratio at the run's last step (max_steps, or the epochs' steps when it is null; a
     # resumed run with more steps stretches the decay); "constant"; "plateau": multiply by
@@ -297,6 +316,11 @@ class TrainConfig:
     # beyond /cpu:0 are made logical devices of the one CPU (for trying it out, and the tests).
     devices: tuple[str, ...] | None = None
 
+    def rate(self, hidden_dim: int) -> float:
+        """The learning rate (the peak of a schedule): learning_rate, or where it is null
+        `default_learning_rate(hidden_dim)`."""
+        return self.learning_rate if self.learning_rate is not None else default_learning_rate(hidden_dim)
+
     def __post_init__(self) -> None:
         _check_min("train.batch_size", self.batch_size, 1)
         _check_min("train.seq_len", self.seq_len, 2)
@@ -305,8 +329,8 @@ class TrainConfig:
             _check_min("train.max_steps", self.max_steps, 1)
         if self.eval_tokens is not None:
             _check_min("train.eval_tokens", self.eval_tokens, 1)
-        if self.learning_rate <= 0:
-            raise ConfigError(f"train.learning_rate: must be > 0, got {self.learning_rate!r}")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate: must be > 0 or null, got {self.learning_rate!r}")
         if self.clip_norm is not None and self.clip_norm <= 0:
             raise ConfigError(f"train.clip_norm: must be > 0 or null, got {self.clip_norm!r}")
         _check_min("train.checkpoint_every", self.checkpoint_every, 1)

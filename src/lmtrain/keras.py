@@ -9,19 +9,22 @@
                               keras.layers.Embedding(vocab_size, 256),
                               LSTM(1024, return_sequences=True),  # or keras.layers.LSTM
                               head])
-    model.compile(optimizer=LazyAdam(warmup_cosine(4e-3, total_steps=math.ceil(len(x) / 32))), loss=head.loss)
+    model.compile(optimizer=LazyAdam(warmup_cosine(7e-3, total_steps=math.ceil(len(x) / 32))), loss=head.loss)
     model.fit(x, y)               # sampled softmax
     model.evaluate(x_val, y_val)  # exact full-softmax cross-entropy, nats per token
     model.predict(x[:2])          # full-softmax probabilities [2, T, V]
 
-- `SampledSoftmax`: the output layer (owns the [V, D] matrix and the bias) and its loss.
+- `SampledSoftmax`: the output layer (owns the [V, D] matrix and the bias, or shares an
+  Embedding's matrix with `tied_to=`) and its loss. Needs no setup: with no `counts=` and no
+  `adapt`, it draws negatives from the running counts of the targets, on any id order.
 - `LazyAdam`: Adam that updates only the rows a sparse gradient touches.
 - `warmup_cosine`: `lmtrain fit`'s default learning rate (5% linear warm-up, cosine decay).
 - `Embedding`: `keras.layers.Embedding` that reads only the rows it looks up (no whole-matrix
   copy per step once LazyAdam has scatter-updated it).
 - `LSTM`: `keras.layers.LSTM` with `impl="auto" | "keras" | "fused"`; the fused kernel (forward
   and backward written for the CPU) trains about 2x faster there, with the same weights.
-- `CandidateSampler` and the proposals: the stateless negative sampler, for custom losses.
+- `CandidateSampler`, `RunningUnigramSampler` and the proposals: the stateless negative
+  samplers, for custom losses.
 
 Needs the TensorFlow backend of Keras 3.
 """
@@ -40,7 +43,8 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover - the project i
 from lmtrain.layers import Embedding, SampledSoftmax, SampledSoftmaxLoss  # noqa: E402
 from lmtrain.lstm import LSTM  # noqa: E402
 from lmtrain.optim import LazyAdam, warmup_cosine  # noqa: E402
-from lmtrain.sampling import CandidateSampler, log_uniform_proposal, uniform_proposal, unigram_proposal  # noqa: E402
+from lmtrain.sampling import (CandidateSampler, RunningUnigramSampler, log_uniform_proposal,  # noqa: E402
+                              uniform_proposal, unigram_proposal)
 
 __all__ = ["SampledSoftmax", "SampledSoftmaxLoss", "LazyAdam", "warmup_cosine", "Embedding", "LSTM", "CandidateSampler",
-           "unigram_proposal", "log_uniform_proposal", "uniform_proposal"]
+           "RunningUnigramSampler", "unigram_proposal", "log_uniform_proposal", "uniform_proposal"]

@@ -226,14 +226,15 @@ def lazy_adam_of(optimizer: keras.optimizers.Optimizer) -> LazyAdam | None:
     return inner if isinstance(inner, LazyAdam) else None
 
 
-def create_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
+def create_optimizer(config: TrainConfig, total_steps: int, hidden_dim: int) -> keras.optimizers.Optimizer:
     """`train.optimizer`: lazy_adam (row-sparse, the default) or adam (Keras' dense Adam), with
-    the `train.schedule` learning rate over `total_steps`.
+    the `train.schedule` learning rate over `total_steps` (its peak from `hidden_dim` where
+    train.learning_rate is null).
 
     Under mixed_float16 the optimizer is wrapped for dynamic loss scaling (float16 gradients
     underflow without it); bfloat16 has float32's range and needs none.
     """
-    rate = learning_rate(config, total_steps)
+    rate = learning_rate(config, total_steps, hidden_dim)
     if config.optimizer == "adam":
         optimizer: keras.optimizers.Optimizer = Adam(learning_rate=rate)
     else:
@@ -247,11 +248,14 @@ def create_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.
 WARMUP_SHARE = 0.05
 
 
-def learning_rate(config: TrainConfig, total_steps: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """A constant (a variable the plateau schedule lowers during fit) or `warmup_cosine`."""
+def learning_rate(config: TrainConfig, total_steps: int, hidden_dim: int = 512
+                  ) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """A constant (a variable the plateau schedule lowers during fit) or `warmup_cosine`; the
+    rate is `config.rate(hidden_dim)`."""
+    rate = config.rate(hidden_dim)
     if config.schedule != "warmup_cosine":
-        return config.learning_rate
-    return warmup_cosine(config.learning_rate, total_steps, config.warmup_steps, config.min_lr_ratio)
+        return rate
+    return warmup_cosine(rate, total_steps, config.warmup_steps, config.min_lr_ratio)
 
 
 def warmup_cosine(peak: float, total_steps: int, warmup_steps: int | None = None, min_ratio: float = 0.1

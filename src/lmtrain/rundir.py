@@ -115,7 +115,7 @@ def load_run(run_dir: Path) -> TrainedRun:
     if latest is None:
         raise LmtrainError(f"no checkpoint in {run.checkpoints}: run `lmtrain fit` with this config first")
     model = create_model(config, meta.vocab_size, meta.unigram_counts)
-    optimizer = create_optimizer(config.train, step_counts(config, meta)[1])
+    optimizer = create_optimizer(config.train, step_counts(config, meta)[1], config.model.hidden_dim)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     restore(_inference_checkpoint(model, optimizer, step), latest, model, partial=True)
     lazy = lazy_adam_of(optimizer)

@@ -101,6 +101,8 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
             echo(f"warning: model.sampler=log_uniform assumes ids sorted by frequency, but in {data.root} the "
                  f"rank correlation of id and frequency is only {rho:.2f}; model.sampler=unigram fits this tokenizer")
     steps_per_epoch, total_steps = step_counts(config, meta)
+    if chief:
+        echo(f"learning rate: {_rate_words(config)}")
     model, optimizer, train_fn = build_trainer(config, meta.vocab_size, meta.unigram_counts, total_steps,
                                                distribution)
     validation = _Validation(t)
@@ -368,6 +370,16 @@ def _nan_message(step: int, latest: str | None, what: str = "loss") -> str:
     )
 
 
+def _rate_words(config: Config) -> str:
+    """How `fit` names the learning rate and where it came from."""
+    t = config.train
+    rate = t.rate(config.model.hidden_dim)
+    source = ("train.learning_rate" if t.learning_rate is not None
+              else f"train.learning_rate null: 0.01 x sqrt(512 / model.hidden_dim {config.model.hidden_dim})")
+    shape = {"warmup_cosine": "peak of warmup_cosine", "constant": "constant", "plateau": "plateau schedule from"}
+    return f"{rate:g} ({shape[t.schedule]}; {source})"
+
+
 def _current_rate(optimizer: keras.optimizers.Optimizer) -> float:
     """The learning rate now (a mirrored variable under a strategy, so read as a tensor)."""
     return float(tf.convert_to_tensor(optimizer.learning_rate))
@@ -385,7 +397,7 @@ def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int], to
     keras.utils.set_random_seed(config.train.seed)
     with distribution.strategy.scope():
         model = create_model(config, vocab_size, unigram_counts)
-        optimizer = create_optimizer(config.train, total_steps)
+        optimizer = create_optimizer(config.train, total_steps, config.model.hidden_dim)
         model.compile(optimizer=optimizer)
         optimizer.build(model.trainable_variables)
     step_fn = tf.function(distributed_step(distribution, model), jit_compile=resolve_jit(config.train.jit_compile))
