@@ -156,6 +156,22 @@ def test_default_learning_rate_falls_with_the_square_root_of_the_width():
     assert TrainConfig().rate(1024) == 0.0071
 
 
+def test_warmup_stable_decay_holds_the_peak_then_decays_over_the_last_share(tmp_path):
+    from lmtrain.config import TrainConfig
+    from lmtrain.optim import WarmupStableDecay, learning_rate
+
+    schedule = learning_rate(TrainConfig(learning_rate=0.01, schedule="warmup_stable_decay"), total_steps=200)
+    values = {step: float(schedule(step)) for step in (0, 5, 10, 100, 160, 180, 200)}
+    assert values[0] == 0.0 and values[5] == pytest.approx(0.005)  # a 10-step warm-up (5%)
+    assert values[10] == values[100] == values[160] == pytest.approx(0.01)  # held until the last 20%
+    assert values[180] == pytest.approx(0.0055) and values[200] == pytest.approx(0.001)
+    # it saves and loads with a Keras optimizer
+    again = WarmupStableDecay.from_config(schedule.get_config())
+    assert float(again(180)) == pytest.approx(values[180])
+    with pytest.raises(Exception, match="train.decay_share"):
+        TrainConfig(decay_share=1.5)
+
+
 def test_library_warmup_cosine_is_fits_schedule_and_rejects_bad_arguments():
     from lmtrain.config import TrainConfig
     from lmtrain.keras import warmup_cosine

@@ -35,7 +35,7 @@ OptimizerKind = Literal["lazy_adam", "adam"]
 JitKind = Literal["auto", True, False]
 PrecisionKind = Literal["float32", "mixed_bfloat16", "mixed_float16"]
 OnNanKind = Literal["stop", "skip"]
-ScheduleKind = Literal["constant", "warmup_cosine", "plateau"]
+ScheduleKind = Literal["constant", "warmup_cosine", "warmup_stable_decay", "plateau"]
 DistributeKind = Literal["none", "mirrored", "multi_worker"]
 
 
@@ -269,8 +269,11 @@ class TrainConfig:
     # Warm-up steps of warmup_cosine (null: 5% of the run's steps, 50 of the demo's 1000). The
     # warm-up is what makes the higher peak rate safe.
     warmup_steps: int | None = None
-    # Where warmup_cosine ends, as a share of learning_rate.
+    # Where warmup_cosine and warmup_stable_decay end, as a share of learning_rate.
     min_lr_ratio: float = 0.1
+    # warmup_stable_decay: the share of the run spent in its final cosine decay (the peak is
+    # held from the end of the warm-up until then).
+    decay_share: float = 0.2
     # Learning-rate factor of the plateau schedule.
     plateau_factor: float = 0.5
     # Validations without improvement before the plateau schedule lowers the rate.
@@ -340,6 +343,7 @@ class TrainConfig:
         if self.warmup_steps is not None:
             _check_min("train.warmup_steps", self.warmup_steps, 0)
         _check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        _check_range("train.decay_share", self.decay_share, 0.0, 1.0)
         if not 0 < self.plateau_factor < 1:
             raise ConfigError(f"train.plateau_factor: must be between 0 and 1 (exclusive), got {self.plateau_factor!r}")
         _check_min("train.plateau_patience", self.plateau_patience, 1)

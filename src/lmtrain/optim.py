@@ -29,6 +29,7 @@ summing over replicas, and uses the `_SummedGradients` variants below.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Iterator, Sequence
 
 import keras
@@ -253,6 +254,8 @@ def learning_rate(config: TrainConfig, total_steps: int, hidden_dim: int = 512
     """A constant (a variable the plateau schedule lowers during fit) or `warmup_cosine`; the
     rate is `config.rate(hidden_dim)`."""
     rate = config.rate(hidden_dim)
+    if config.schedule == "warmup_stable_decay":
+        return warmup_stable_decay(rate, total_steps, config.warmup_steps, config.decay_share, config.min_lr_ratio)
     if config.schedule != "warmup_cosine":
         return rate
     return warmup_cosine(rate, total_steps, config.warmup_steps, config.min_lr_ratio)
@@ -283,3 +286,42 @@ def warmup_cosine(peak: float, total_steps: int, warmup_steps: int | None = None
         warmup_target=peak if warmup else None,
         warmup_steps=warmup,
     )
+
+
+@keras.saving.register_keras_serializable(package="lmtrain")
+class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `peak`, hold it, then cosine decay to `peak * min_ratio` over the last
+    `decay_steps` of `total_steps` (warmup-stable-decay, as in MiniCPM, Hu et al. 2024)."""
+
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int, decay_steps: int, min_ratio: float) -> None:
+        self.peak, self.total_steps, self.warmup_steps = float(peak), int(total_steps), int(warmup_steps)
+        self.decay_steps, self.min_ratio = int(decay_steps), float(min_ratio)
+
+    def __call__(self, step: Any) -> tf.Tensor:
+        step = tf.cast(step, tf.float32)
+        warm = self.peak * step / max(self.warmup_steps, 1)
+        start = float(self.total_steps - self.decay_steps)
+        t = tf.clip_by_value((step - start) / max(self.decay_steps, 1), 0.0, 1.0)
+        decayed = self.peak * (self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + tf.cos(math.pi * t)))
+        return tf.where(step < self.warmup_steps, warm, decayed)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "decay_steps": self.decay_steps, "min_ratio": self.min_ratio}
+
+
+def warmup_stable_decay(peak: float, total_steps: int, warmup_steps: int | None = None, decay_share: float = 0.2,
+                        min_ratio: float = 0.1) -> WarmupStableDecay:
+    """A linear warm-up over `warmup_steps` (None: 5% of the run), the peak held, then cosine
+    decay to `peak * min_ratio` over the last `decay_share` of the run. A short run spends most
+    of its steps at the peak, where `warmup_cosine` would already be decaying."""
+    if not peak > 0:
+        raise ValueError(f"warmup_stable_decay: peak must be a learning rate > 0, got {peak!r}")
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"warmup_stable_decay: total_steps must be an integer >= 1, got {total_steps!r}")
+    if not 0 <= decay_share <= 1:
+        raise ValueError(f"warmup_stable_decay: decay_share must be between 0 and 1, got {decay_share!r}")
+    steps = warmup_steps if warmup_steps is not None else round(WARMUP_SHARE * total_steps)
+    warmup = min(steps, total_steps - 1)
+    decay = min(round(decay_share * total_steps), total_steps - warmup)
+    return WarmupStableDecay(peak, total_steps, warmup, decay, min_ratio)

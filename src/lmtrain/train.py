@@ -376,7 +376,8 @@ def _rate_words(config: Config) -> str:
     rate = t.rate(config.model.hidden_dim)
     source = ("train.learning_rate" if t.learning_rate is not None
               else f"train.learning_rate null: 0.01 x sqrt(512 / model.hidden_dim {config.model.hidden_dim})")
-    shape = {"warmup_cosine": "peak of warmup_cosine", "constant": "constant", "plateau": "plateau schedule from"}
+    shape = {"warmup_cosine": "peak of warmup_cosine", "warmup_stable_decay": "peak of warmup_stable_decay",
+             "constant": "constant", "plateau": "plateau schedule from"}
     return f"{rate:g} ({shape[t.schedule]}; {source})"
 
 
