@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 
-.PHONY: demo test install bench bench-prepare bench-vocab compare clean
+.PHONY: demo test install bench bench-prepare bench-vocab compare grid clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ compare: install
 	$(BIN)/python -m pip install --quiet -e ".[demo,test,compare]"
 	$(BIN)/python benchmarks/compare.py
 
+# The defaults on a grid of widths (64/128, 256/512, 512/1024), run lengths (150, 1000, 3000 steps) and
+# vocabularies (unigram 2k and 8k, word 25k), each against a sweep around it (rate x0.5 / x2, the other
+# schedule, the other tying) and the full softmax at 256/512: runs/grid/results.md (about 2 hours on 2 CPU
+# cores; finished runs are reused, see benchmarks/grid.py --help).
+grid: install
+	$(BIN)/python benchmarks/grid.py --full
+
 # Training-step, sampled-vs-full step (model.softmax=auto), LSTM (keras vs fused, with `lmtrain fit`
 # on the demo), scoring, generation and eval --per-line benchmarks (about 20 minutes on 2 CPU cores; see
 # benchmarks/).
@@ -42,6 +49,7 @@ bench: install
 	$(BIN)/python benchmarks/lstm_bench.py --fit $(CONFIG)
 	$(BIN)/python benchmarks/generate_bench.py
 	$(BIN)/python benchmarks/perline_bench.py
+	$(BIN)/python benchmarks/library_bench.py
 
 # prepare end to end on generated corpora of 200 MB and 1 GB, as .txt and as .jsonl.zst: MB/s and peak RSS
 # (about 10 minutes).

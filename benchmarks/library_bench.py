@@ -2,9 +2,9 @@
 
 A user who replaces `Dense(V, "softmax")` with `lmtrain.keras.SampledSoftmax` builds their own
 word vocabulary, usually sorted alphabetically (so ids are not frequency-ordered), and copies the
-snippet: `Embedding(V, 64)` -> `LSTM(128)` -> `SampledSoftmax(V, num_sampled=256)`, `LazyAdam(5e-3)`,
+snippet: `Embedding(V, 64)` -> `LSTM(128)` -> `SampledSoftmax(V, num_sampled=256)` (half of V on a tiny corpus), `LazyAdam(5e-3)`,
 `--steps` steps of `model.fit` at batch 32, 35 tokens a row. This trains that model on the demo
-corpus's words (34 plays to train, 2 to validate; words lower-cased, those seen fewer than
+corpus's words (34 plays to train, 2 to validate, as the demo splits them; words lower-cased, those seen fewer than
 `--min-count` times in training become <unk>) and reports the validation perplexity (full
 softmax, `model.evaluate`) of:
   - the snippet as written: no counts, no `adapt` (the running unigram proposal);
@@ -58,7 +58,7 @@ def build(vocab: int, run: str, y: np.ndarray, steps: int) -> keras.Model:
         head = keras.layers.Dense(vocab, activation="softmax")
         loss, optimizer = "sparse_categorical_crossentropy", keras.optimizers.Adam(5e-3)
     else:
-        head = SampledSoftmax(vocab, num_sampled=256, sampler="log_uniform" if "log_uniform" in run else None,
+        head = SampledSoftmax(vocab, num_sampled=min(256, vocab // 2), sampler="log_uniform" if "log_uniform" in run else None,
                               seed=0)
         loss, optimizer = head.loss, LazyAdam(5e-3)
     model = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(vocab, 64),
@@ -74,9 +74,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--min-count", type=int, default=3)
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
+    p.add_argument("--corpus", default="shakespeare", help="Text files or a directory (default: the demo's plays); "
+                   "all but the last 4 documents train, the 2 before the last 2 validate.")
     args = p.parse_args()
-    docs = list_documents(["shakespeare"])
-    train_words, valid_words = words(docs[:34]), words(docs[34:36])
+    docs = list_documents([args.corpus])
+    train_words, valid_words = words(docs[:-4]), words(docs[-4:-2])
     counts = collections.Counter(train_words)
     alphabetical = ["<unk>"] + sorted(w for w, c in counts.items() if c >= args.min_count)
     by_frequency = ["<unk>"] + [w for w, c in counts.most_common() if c >= args.min_count]

@@ -113,6 +113,44 @@ def test_comparison_command_runs(tmp_path):
     assert [r["name"] for r in json.loads((tmp_path / "out" / "results.json").read_text())][-1] == "large-sampled-4"
 
 
+def test_defaults_grid_runs_the_sweep_and_reuses_finished_runs(tmp_path):
+    from conftest import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus", docs=8, lines=40)
+    command = [
+        sys.executable, str(BENCH.with_name("grid.py")), "--points", "s64-150", "--out", str(tmp_path / "grid"),
+        "--variants", "default", "rate x2", "untied", "--extra", "constant 0.01=train.schedule=constant,"
+        "train.learning_rate=0.01",
+        *[arg for kv in ("data.corpus=" + str(corpus), "tokenizer.model_type=word", "tokenizer.vocab_size=34",
+                         "model.embedding_dim=8", "model.hidden_dim=8", "model.num_sampled=10", "train.batch_size=2",
+                         "train.seq_len=4", "train.max_steps=3", "data.valid_fraction=0.2",
+                         "data.test_fraction=0.2") for arg in ("--set", kv)],
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = (tmp_path / "grid" / "results.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| s64-150 |"))
+    # 8 units: the default rate is the rule's cap, 0.02, so "rate x2" trained at 0.04
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "grid").glob("s64-150--*.json"))]
+    assert sorted(r["config"]["train"]["learning_rate"] or 0 for r in records) == [0, 0, 0.01, 0.04]
+    assert all(name in row for name in ("default", "rate x2", "untied", "constant 0.01"))
+    assert all(r["run"]["valid"] > 1 for r in records)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "valid perplexity" not in again.stdout  # nothing trained again
+    assert (tmp_path / "grid" / "results.md").read_text() == table
+
+
+def test_library_benchmark_runs_the_readme_model_on_a_word_vocabulary(tmp_path):
+    from conftest import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus", docs=8, lines=40)
+    out = subprocess.run([sys.executable, str(BENCH.with_name("library_bench.py")), "--corpus", str(corpus),
+                          "--steps", "2", "--min-count", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for run in ("unigram model", "no adapt", "adapt", "log_uniform", "log_uniform, ids by frequency", "Dense + Adam"):
+        assert any(line.startswith(f"| {run}") for line in out.stdout.splitlines()), run
+
+
 def test_comparison_plan_takes_the_default_negatives_and_marks_autos_choice(monkeypatch):
     """Without running anything: the plan's sampled runs carry the negatives num_sampled: null
     stands for at each vocabulary, and the default mark follows model.softmax=auto."""
