@@ -84,7 +84,7 @@ def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
     float(step(batch)["loss"])  # trace now, while LazyAdam is the model's optimizer
     # (d) and (a) train the same model objects (sharing them keeps peak memory down): (d) is the
     # very same train_step traced with Keras' dense Adam as the model's optimizer.
-    stock = keras.optimizers.Adam(learning_rate=config.train.learning_rate)
+    stock = keras.optimizers.Adam(learning_rate=config.train.rate(config.model.hidden_dim))
     model.compile(optimizer=stock)
     stock.build(model.trainable_variables)
     stock_step = tf.function(model.train_step)
