@@ -130,11 +130,13 @@ def earlier_record(args: argparse.Namespace, cfg: Config) -> dict | None:
     return None
 
 
-def run_one(args: argparse.Namespace, point: Point, variant: str, overrides: list[str]) -> Run:
+def run_one(args: argparse.Namespace, point: Point, variant: str, overrides: list[str]) -> Run | None:
     path = record_path(args, point, variant)
     cfg = point_config(args, point, overrides + [f"train.run_dir={path.with_suffix('')}"])
     run = Run(point.name, variant, overrides)
     record = None if args.fresh else earlier_record(args, cfg)
+    if record is None and args.report:
+        return None
     if record is not None:
         run.valid, run.tokens_per_sec, run.wall_seconds = (record["run"][k] for k in
                                                            ("valid", "tokens_per_sec", "wall_seconds"))
@@ -176,6 +178,7 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], help="Override for every run.")
     p.add_argument("--out", type=Path, default=Path("runs/grid"))
     p.add_argument("--fresh", action="store_true", help="Retrain even runs whose config is unchanged.")
+    p.add_argument("--report", action="store_true", help="Train nothing: the table of the runs already finished.")
     args = p.parse_args()
     by_name = {q.name: q for q in POINTS}
     unknown = [n for n in args.points if n not in by_name]
@@ -195,10 +198,13 @@ def main() -> None:
         runs = []
         for variant, overrides in plan.items():
             run = run_one(args, point, variant, overrides)
+            if run is None:
+                continue
             print(f"{point.name} {variant}: valid {run.valid:.2f}  {run.tokens_per_sec:,.0f} tok/s "
                   f"{run.wall_seconds:.0f} s", flush=True)
             runs.append(run)
-        results.append((point, unigram_perplexity(point_config(args, point, [])), runs))
+        if runs:
+            results.append((point, unigram_perplexity(point_config(args, point, [])), runs))
     report(args, results)
 
 
