@@ -26,15 +26,12 @@ import tensorflow as tf
 
 from lmtrain import softmax
 from lmtrain.config import default_negatives
-from lmtrain.sampling import (SAMPLERS, CandidateSampler, RunningUnigramSampler, frequency_order_correlation,
-                              proposal)
+from lmtrain.sampling import (LOG_UNIFORM_MIN_CORRELATION, SAMPLERS, CandidateSampler, RunningUnigramSampler,
+                              frequency_order_correlation, proposal)
 
 # Keras' losses read targets as float32 (`Loss.__call__` converts them), which holds every
 # integer up to 2**24 exactly.
 MAX_VOCAB = 1 << 24
-# Below this rank correlation of id and frequency, ids are "plainly not sorted by frequency" and
-# a log-uniform proposal is warned about (the CLI's threshold too).
-LOG_UNIFORM_MIN_CORRELATION = 0.9
 
 
 @keras.saving.register_keras_serializable(package="lmtrain")

@@ -53,6 +53,11 @@ def uniform_proposal(vocab_size: int) -> np.ndarray:
     return np.full(vocab_size, 1.0 / vocab_size)
 
 
+# Below this rank correlation of id and frequency, ids are "plainly not sorted by frequency" and a
+# log-uniform proposal is warned about (by `lmtrain fit` and by `SampledSoftmax`).
+LOG_UNIFORM_MIN_CORRELATION = 0.9
+
+
 def frequency_order_correlation(counts: Sequence[int], skip: int = 3) -> float:
     """Spearman correlation between id and frequency rank, special ids (the first `skip`) left out.
 

@@ -34,13 +34,11 @@ from lmtrain.paths import DataPaths, RunPaths
 from lmtrain.progress import progress_bar
 from lmtrain.records import damaged_shard_error, split_files, stream_rows, train_dataset
 from lmtrain.rundir import init_run_dir, restore, step_counts, training_checkpoint
-from lmtrain.sampling import frequency_order_correlation
+from lmtrain.sampling import LOG_UNIFORM_MIN_CORRELATION, frequency_order_correlation
 from lmtrain.scoring import perplexity, split_nll
 from lmtrain.signals import StopSignals
 
 Echo = Callable[[str], None]
-# Below this Spearman correlation of id and frequency rank, ids are not "sorted by frequency".
-LOG_UNIFORM_MIN_CORRELATION = 0.9
 
 
 @dataclass(frozen=True)
