@@ -76,7 +76,6 @@ class Run:
     valid: float = math.nan
     tokens_per_sec: float = 0.0
     wall_seconds: float = 0.0
-    of_sweep: int = 0  # how many runs the point's sweep plans (for the table; not recorded)
 
 
 def point_config(args: argparse.Namespace, point: Point, extra: list[str]) -> Config:
@@ -120,17 +119,23 @@ def _same_runs(cfg: Config) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_dir=""))
 
 
+def finished_runs(out: Path) -> list[tuple[Config, dict]]:
+    """The finished runs under `out`, each with its config read back (run directory left out)."""
+    found = []
+    for path in sorted(out.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            if record["version"] == RECORD_VERSION:
+                found.append((_same_runs(config_from_dict(record["config"])), record))
+        except (OSError, ValueError, KeyError, TypeError, ConfigError):
+            continue
+    return found
+
+
 def earlier_record(args: argparse.Namespace, cfg: Config) -> dict | None:
     """A finished run of the same config under --out, whatever variant name it had."""
     want = _same_runs(cfg)
-    for path in sorted(args.out.glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-            if record["version"] == RECORD_VERSION and _same_runs(config_from_dict(record["config"])) == want:
-                return record
-        except (OSError, ValueError, KeyError, TypeError, ConfigError):
-            continue
-    return None
+    return next((record for config, record in args.finished if config == want), None)
 
 
 def run_one(args: argparse.Namespace, point: Point, variant: str, overrides: list[str]) -> Run | None:
@@ -150,8 +155,9 @@ def run_one(args: argparse.Namespace, point: Point, variant: str, overrides: lis
     run.valid = float(result.valid_perplexity)
     run.tokens_per_sec = float(result.tokens_per_sec or 0.0)
     run.wall_seconds = time.perf_counter() - started
-    path.write_text(json.dumps({"version": RECORD_VERSION, "config": dataclasses.asdict(cfg),
-                                "run": dataclasses.asdict(run)}, indent=1, default=str))
+    record = {"version": RECORD_VERSION, "config": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)}
+    path.write_text(json.dumps(record, indent=1, default=str))
+    args.finished.append((_same_runs(cfg), record))
     return run
 
 
@@ -188,7 +194,8 @@ def main() -> None:
     if unknown:
         p.error(f"--points: unknown {', '.join(unknown)} (points: {', '.join(by_name)})")
     args.out.mkdir(parents=True, exist_ok=True)
-    results: list[tuple[Point, float, list[Run]]] = []
+    args.finished = finished_runs(args.out)
+    results: list[tuple[Point, float, list[Run], int]] = []
     for point in (by_name[n] for n in args.points):
         plan = sweep(point_config(args, point, []))
         planned = len(plan)
@@ -208,26 +215,24 @@ def main() -> None:
                   f"{run.wall_seconds:.0f} s", flush=True)
             runs.append(run)
         if runs:
-            for run in runs:
-                run.of_sweep = planned
-            results.append((point, unigram_perplexity(point_config(args, point, [])), runs))
+            results.append((point, unigram_perplexity(point_config(args, point, [])), runs, planned))
     report(args, results)
 
 
-def report(args: argparse.Namespace, results: list[tuple[Point, float, list[Run]]]) -> None:
+def report(args: argparse.Namespace, results: list[tuple[Point, float, list[Run], int]]) -> None:
     lines = ["Validation perplexity (full softmax) at equal steps; `default` is the config as users get it; "
              "the sweep: rate x0.5 and x2, the other schedule, the other tying.", "",
              "| point | vocabulary | E/H | steps | unigram | default | best of sweep | default vs best "
              "| full softmax | default vs full | runs |",
              "|---|---|---|---:|---:|---:|---|---:|---:|---:|---|"]
-    for point, unigram, runs in results:
+    for point, unigram, runs, planned in results:
         default = next((r for r in runs if r.variant == "default"), None)
         full = next((r for r in runs if r.variant == "full"), None)
         swept = [r for r in runs if r.variant in SWEEP_NAMES]
         best = min(swept or runs, key=lambda r: r.valid)
         gap = f"{100 * (default.valid / best.valid - 1):+.1f}%" if default else "-"
-        if len(swept) < runs[0].of_sweep:
-            gap += f" ({len(swept)} of {runs[0].of_sweep} runs)"
+        if len(swept) < planned:
+            gap += f" ({len(swept)} of {planned} runs)"
         full_gap = f"{100 * (default.valid / full.valid - 1):+.1f}%" if default and full else "-"
         cells = "; ".join(f"{r.variant} {r.valid:.1f}" for r in runs)
         lines.append(f"| {point.name} | {VOCABS[point.vocab]} | {point.embedding_dim}/{point.hidden_dim} "
@@ -240,7 +245,7 @@ def report(args: argparse.Namespace, results: list[tuple[Point, float, list[Run]
     plot(results, args.out / "results.png")
 
 
-def plot(results: list[tuple[Point, float, list[Run]]], path: Path) -> None:
+def plot(results: list[tuple[Point, float, list[Run], int]], path: Path) -> None:
     """Each point's runs as bars, relative to the default (below 1: better than the default)."""
     try:
         import matplotlib
@@ -251,11 +256,11 @@ def plot(results: list[tuple[Point, float, list[Run]]], path: Path) -> None:
         print("matplotlib is not installed (pip install 'lmtrain[compare]'): no plot written")
         return
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(results)), 4.5))
-    variants = list(dict.fromkeys(r.variant for _, _, runs in results for r in runs))
+    variants = list(dict.fromkeys(r.variant for _, _, runs, _ in results for r in runs))
     width = 0.8 / max(len(variants), 1)
     for i, variant in enumerate(variants):
         xs, ys = [], []
-        for j, (_, _, runs) in enumerate(results):
+        for j, (_, _, runs, _) in enumerate(results):
             default = next((r for r in runs if r.variant == "default"), None)
             run = next((r for r in runs if r.variant == variant), None)
             if default and run:
@@ -264,7 +269,7 @@ def plot(results: list[tuple[Point, float, list[Run]]], path: Path) -> None:
         ax.bar(xs, ys, width=width, label=variant)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.axhline(0.97, color="grey", linewidth=0.8, linestyle="--")
-    ax.set_xticks(range(len(results)), [p.name for p, _, _ in results], rotation=20)
+    ax.set_xticks(range(len(results)), [p.name for p, _, _, _ in results], rotation=20)
     ax.set_ylabel("validation perplexity / the default's")
     ax.set_title("The defaults against a sweep around them (below the dashed line: >3% better)")
     ax.legend(fontsize=7, ncol=3)

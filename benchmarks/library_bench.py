@@ -52,7 +52,7 @@ def windows(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids[:n * SEQ].reshape(n, SEQ), ids[1:n * SEQ + 1].reshape(n, SEQ)
 
 
-def build(vocab: int, run: str, y: np.ndarray, steps: int) -> keras.Model:
+def build(vocab: int, run: str, y: np.ndarray) -> keras.Model:
     keras.utils.set_random_seed(0)
     if run == "Dense + Adam":
         head = keras.layers.Dense(vocab, activation="softmax")
@@ -93,7 +93,7 @@ def main() -> None:
         x, y = windows(encode(train_words))
         x_val, y_val = windows(encode(valid_words))
         take = np.random.default_rng(0).permutation(len(x))[:args.steps * BATCH]
-        model = build(vocab, run, y[take], args.steps)
+        model = build(vocab, run, y[take])
         started = time.perf_counter()
         model.fit(x[take], y[take], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
         seconds = time.perf_counter() - started
