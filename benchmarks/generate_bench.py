@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from lmtrain.config import config_from_dict  # noqa: E402
+from lmtrain.config import config_from_dict, for_run  # noqa: E402
 from lmtrain.export import export_model  # noqa: E402
 from lmtrain.generate import SamplingOptions, sample  # noqa: E402
 from lmtrain.model import create_model  # noqa: E402
@@ -61,7 +61,7 @@ def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
         "model": {"embedding_dim": args.embedding_dim, "hidden_dim": args.hidden_dim,
                   "num_layers": args.num_layers, "num_sampled": min(1024, vocab // 2)},
     })
-    model = create_model(config, vocab, [1] * vocab)
+    model = create_model(for_run(config, 1000), vocab, [1] * vocab)  # a long run's model (tied)
     # Random weights give a nearly uniform next-token distribution, unlike a trained model, and
     # top-p's cost depends on that shape: give the output bias log-Zipf frequencies (a unigram
     # model's shape) so the nucleus is as small as it is in real use.

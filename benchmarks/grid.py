@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from lmtrain.config import Config, config_from_dict, load_config  # noqa: E402
+from lmtrain.config import Config, config_from_dict, for_run, load_config  # noqa: E402
 from lmtrain.errors import ConfigError  # noqa: E402
 from lmtrain.meta import load_prepared  # noqa: E402
 from lmtrain.paths import DataPaths  # noqa: E402
@@ -57,13 +57,21 @@ class Point:
 # Widths 64/128, 256/512 (the demo's), 512/1024; 150, 1000 and 3000 steps; 2k, 8k and 25k words.
 POINTS = (
     Point("s64-150", "u8k", 64, 128, 150),
+    Point("s64-300", "u8k", 64, 128, 300),
+    Point("s64-600", "u8k", 64, 128, 600),
+    Point("s64-800", "u8k", 64, 128, 800),
     Point("s64-1000", "u8k", 64, 128, 1000),
     Point("s64-3000", "u8k", 64, 128, 3000),
     Point("m256-150", "u8k", 256, 512, 150),
+    Point("m256-300", "u8k", 256, 512, 300),
+    Point("m256-600", "u8k", 256, 512, 600),
+    Point("m256-800", "u8k", 256, 512, 800),
     Point("m256-1000", "u8k", 256, 512, 1000),
     Point("m256-1000-u2k", "u2k", 256, 512, 1000),
     Point("m256-1000-w25k", "w25k", 256, 512, 1000),
     Point("l512-150", "u8k", 512, 1024, 150),
+    Point("l512-300", "u8k", 512, 1024, 300),
+    Point("l512-600", "u8k", 512, 1024, 600),
     Point("l512-1000", "u8k", 512, 1024, 1000),
 )
 
@@ -84,7 +92,9 @@ def point_config(args: argparse.Namespace, point: Point, extra: list[str]) -> Co
             f"data.dir={args.out / ('data-' + point.vocab)}", f"model.embedding_dim={point.embedding_dim}",
             f"model.hidden_dim={point.hidden_dim}", f"train.max_steps={point.steps}", "train.epochs=1000",
             f"train.checkpoint_every={point.steps}", "train.eval_every=null", *args.overrides]
-    return load_config(args.config, base + extra)
+    # With the choices the run's length makes (tying, schedule) made, as `fit` makes them, so a
+    # record's config says what was trained and the sweep goes around what users get.
+    return for_run(load_config(args.config, base + extra), point.steps)
 
 
 def sweep(cfg: Config) -> dict[str, list[str]]:

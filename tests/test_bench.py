@@ -119,7 +119,7 @@ def test_defaults_grid_runs_the_sweep_and_reuses_finished_runs(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", docs=8, lines=40)
     command = [
         sys.executable, str(BENCH.with_name("grid.py")), "--points", "s64-150", "--out", str(tmp_path / "grid"),
-        "--variants", "default", "rate x2", "untied", "--extra", "constant 0.01=train.schedule=constant,"
+        "--variants", "default", "rate x2", "tied", "--extra", "constant 0.01=train.schedule=constant,"
         "train.learning_rate=0.01",
         *[arg for kv in ("data.corpus=" + str(corpus), "tokenizer.model_type=word", "tokenizer.vocab_size=34",
                          "model.embedding_dim=8", "model.hidden_dim=8", "model.num_sampled=10", "train.batch_size=2",
@@ -133,7 +133,10 @@ def test_defaults_grid_runs_the_sweep_and_reuses_finished_runs(tmp_path):
     # 8 units: the default rate is the rule's cap, 0.02, so "rate x2" trained at 0.04
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "grid").glob("s64-150--*.json"))]
     assert sorted(r["config"]["train"]["learning_rate"] or 0 for r in records) == [0, 0, 0.01, 0.04]
-    assert all(name in row for name in ("default", "rate x2", "untied", "constant 0.01"))
+    # 3 steps is a short run: the default trains untied at a constant rate, and its record says so
+    default = json.loads((tmp_path / "grid" / "s64-150--default.json").read_text())["config"]
+    assert (default["model"]["tie_weights"], default["train"]["schedule"]) == (False, "constant")
+    assert all(name in row for name in ("default", "rate x2", "tied", "constant 0.01"))
     assert all(r["run"]["valid"] > 1 for r in records)
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "valid perplexity" not in again.stdout  # nothing trained again

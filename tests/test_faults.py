@@ -308,7 +308,8 @@ def test_run_dir_of_another_config_and_checkpoint_of_another_shape(tmp_path, cor
     (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     for verb in ("eval", "generate"):
         r = cli(verb, cfg)
-        assert_clean_error(r, 1, "weight lstm_lm/lstm_0/lstm_cell/kernel has shape [16, 96]", "gives [16, 80]")
+        # (a tiny run is short, so untied: the output matrix is the first weight whose shape differs)
+        assert_clean_error(r, 1, "weight lstm_lm/softmax_w has shape [34, 24]", "gives [34, 20]")
     assert _snapshot(run_dir / "checkpoints") == before
 
     forced = cli("fit", cfg, "-q", "--force", "--set", "model.hidden_dim=20")

@@ -427,17 +427,17 @@ def test_tied_head_needs_inputs_as_wide_as_the_embedding():
 
 
 def test_cli_tied_model_and_library_tied_model_give_the_same_loss():
-    from lmtrain.config import config_from_dict
+    from lmtrain.config import config_from_dict, for_run
     from lmtrain.model import create_model
 
     x, y = _data(8)
     counts = np.bincount(y.ravel(), minlength=V) + 1
     cfg = config_from_dict({"tokenizer": {"vocab_size": V},
                             "model": {"embedding_dim": 16, "hidden_dim": 24, "dropout": 0.0, "num_sampled": 10,
-                                      "lstm_impl": "keras"},
+                                      "lstm_impl": "keras", "tie_weights": True},
                             "train": {"seed": 4}})
-    cli_model = create_model(cfg, V, counts.tolist())
-    assert cli_model.tie_weights  # the CLI's default
+    cli_model = create_model(for_run(cfg, 1000), V, counts.tolist())
+    assert cli_model.tie_weights
     library, emb, head = _tied_lm(counts=counts)
     head.seed = 4
     # the CLI model's weights, put where the library model keeps them

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from lmtrain import softmax as softmax_module
-from lmtrain.config import config_from_dict
+from lmtrain.config import config_from_dict, for_run
 from lmtrain.model import create_model
 
 V = 50
@@ -13,7 +13,7 @@ def _model(**model_changes):
     cfg = config_from_dict({"tokenizer": {"vocab_size": V},
                             "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10, "dropout": 0.0,
                                       "tie_weights": False, **model_changes}})
-    return create_model(cfg, V, list(range(V)))
+    return create_model(for_run(cfg, 1000), V, list(range(V)))
 
 
 def _batch(b=3, t=5, seed=0):
@@ -122,7 +122,7 @@ def test_sampled_train_step_never_touches_all_vocabulary_rows(unique):
     cfg = config_from_dict({"tokenizer": {"vocab_size": vocab},
                             "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10,
                                       "sampler_unique": unique}})
-    model = create_model(cfg, vocab, list(range(vocab)))
+    model = create_model(for_run(cfg, 1000), vocab, list(range(vocab)))
     optimizer = LazyAdam()
     model.compile(optimizer=optimizer)
     optimizer.build(model.trainable_variables)

@@ -61,16 +61,18 @@ def test_tied_weights_share_one_variable_and_project_when_widths_differ(tmp_path
 
 
 def test_projection_without_tying_and_bad_combination(tmp_path, corpus):
-    from lmtrain.config import config_from_dict
+    from lmtrain.config import config_from_dict, for_run
     from lmtrain.errors import ConfigError
     from lmtrain.model import create_model
 
-    cfg = config_from_dict(tiny_sections(tmp_path, corpus, model={"projection_dim": 10, "tie_weights": False}))
-    model = create_model(cfg, 34, [1] * 34)
-    assert model.softmax_w.shape == (34, 10) and model.projection.kernel.shape == (24, 10)
+    for tie in (False, None):  # null: a projection to another width than the embedding's is not tied
+        cfg = config_from_dict(tiny_sections(tmp_path, corpus, model={"projection_dim": 10, "tie_weights": tie}))
+        model = create_model(for_run(cfg, 1000), 34, [1] * 34)
+        assert model.softmax_w.shape == (34, 10) and model.projection.kernel.shape == (24, 10)
+        assert not model.tie_weights
     with pytest.raises(ConfigError, match="model.projection_dim: must equal model.embedding_dim .* set "
-                       "model.tie_weights: false to project without tying"):
-        config_from_dict(tiny_sections(tmp_path, corpus, model={"projection_dim": 10}))  # tied by default
+                       "model.tie_weights: false \\(or null\\) to project without tying"):
+        config_from_dict(tiny_sections(tmp_path, corpus, model={"projection_dim": 10, "tie_weights": True}))
 
 
 def _validations(output):
@@ -136,16 +138,76 @@ def test_warmup_cosine_schedule():
 
 
 def test_default_schedule_warms_up_for_a_twentieth_of_the_run_then_decays():
-    from lmtrain.config import TrainConfig
+    from lmtrain.config import TrainConfig, short_run_steps
     from lmtrain.optim import learning_rate
 
-    config = TrainConfig()  # the defaults: warmup_cosine, warmup_steps null, the rate from the width
-    assert config.schedule == "warmup_cosine" and config.warmup_steps is None and config.learning_rate is None
+    config = TrainConfig()  # the defaults: schedule and warmup_steps null, the rate from the width
+    assert config.schedule is None and config.warmup_steps is None and config.learning_rate is None
+    assert config.schedule_for(short_run_steps(512), 512) == "warmup_cosine"
     schedule = learning_rate(config, total_steps=1000, hidden_dim=512)  # peak 0.01 at 512 units
     assert float(schedule(25)) == pytest.approx(0.005) and float(schedule(50)) == pytest.approx(0.01)
     assert float(schedule(1000)) == pytest.approx(0.001)
-    assert float(learning_rate(config, total_steps=200, hidden_dim=512)(10)) == pytest.approx(0.01)  # 5% of 200
+    assert float(learning_rate(config, total_steps=2000, hidden_dim=512)(100)) == pytest.approx(0.01)  # 5% of 2000
     assert float(learning_rate(config, 1000, hidden_dim=128)(50)) == pytest.approx(0.02)
+    # a short run: the same peak, held from the first step to the last
+    assert config.schedule_for(short_run_steps(512) - 1, 512) == "constant"
+    assert learning_rate(config, total_steps=short_run_steps(512) - 1, hidden_dim=512) == 0.01
+
+
+def test_a_short_run_trains_untied_at_a_constant_rate_unless_told():
+    import dataclasses
+
+    from lmtrain.config import Config, config_from_dict, for_run, short_run, short_run_steps
+
+    # a wider model is done with the short-run recipe sooner: 650 steps at 512 units
+    assert [short_run_steps(h) for h in (128, 512, 1024)] == [920, 650, 550]
+    assert short_run(649, 512) and not short_run(650, 512) and short_run(900, 128)
+    default = Config()  # 512 units
+    assert default.model.tie_weights is None and default.train.schedule is None
+    short, long = for_run(default, 649), for_run(default, 650)
+    assert (short.model.tie_weights, short.train.schedule) == (False, "constant")
+    assert (long.model.tie_weights, long.train.schedule) == (True, "warmup_cosine")
+    assert for_run(long, 10) == long  # made choices are kept (idempotent)
+    told = config_from_dict({"model": {"tie_weights": True}, "train": {"schedule": "warmup_stable_decay"}})
+    assert for_run(told, 10) == told
+    # a projection to another width than the embedding's cannot be tied: null leaves it untied
+    projected = dataclasses.replace(default, model=dataclasses.replace(default.model, projection_dim=64))
+    assert for_run(projected, 5000).model.tie_weights is False
+    # a run that started short keeps its choices when resumed for longer, and the reverse
+    assert for_run(default, 5000, started=short) == dataclasses.replace(
+        long, model=short.model, train=dataclasses.replace(long.train, schedule="constant"))
+    assert for_run(default, 10, started=long).model.tie_weights is True
+
+
+def test_fit_says_what_the_run_length_chose_and_a_resumed_run_keeps_it(tmp_path, corpus):
+    import yaml
+
+    import lmtrain
+
+    sections = tiny_sections(tmp_path, corpus, train={"max_steps": 6})
+    cfg = write_config(tmp_path / "c.yaml", sections)
+    assert _cli("prepare", cfg, "-q").exit_code == 0
+    r = _cli("fit", cfg)
+    assert r.exit_code == 0, r.output
+    assert ("run length: 6 steps, short (short: under 1,400 at model.hidden_dim 24): untied, schedule constant "
+            "(model.tie_weights and train.schedule null; a resumed run keeps its first choice)") in r.output
+    assert "learning rate: 0.01 (constant; train.learning_rate)" in r.output
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["model"]["tie_weights"] is False and saved["train"]["schedule"] == "constant"
+    assert not lmtrain.load(tmp_path / "run").model.tie_weights
+
+    # A run directory that was started tied (as every run was before the choice existed) goes on
+    # tied when the config leaves it open, however short the rest of the run is.
+    tied = tiny_sections(tmp_path, corpus, model={"tie_weights": True}, train={
+        "run_dir": str(tmp_path / "tied"), "max_steps": 4, "schedule": "warmup_cosine"})
+    assert _cli("fit", write_config(tmp_path / "t.yaml", tied), "-q").exit_code == 0
+    r = _cli("fit", write_config(tmp_path / "t2.yaml", tiny_sections(tmp_path, corpus, train={
+        "run_dir": str(tmp_path / "tied"), "max_steps": 8})))
+    assert r.exit_code == 0, r.output
+    assert "resuming from" in r.output
+    assert ("run length: 8 steps; tied, schedule warmup_cosine (model.tie_weights and train.schedule null: kept "
+            "from the run's start)") in r.output
+    assert lmtrain.load(tmp_path / "tied").model.tie_weights
 
 
 def test_default_learning_rate_falls_with_the_square_root_of_the_width():
@@ -177,7 +239,7 @@ def test_library_warmup_cosine_is_fits_schedule_and_rejects_bad_arguments():
     from lmtrain.keras import warmup_cosine
     from lmtrain.optim import learning_rate
 
-    ours, fits = warmup_cosine(1e-2, 400), learning_rate(TrainConfig(), 400, hidden_dim=512)
+    ours, fits = warmup_cosine(1e-2, 400), learning_rate(TrainConfig(schedule="warmup_cosine"), 400, hidden_dim=512)
     assert [float(ours(s)) for s in (0, 10, 20, 200, 400)] == [float(fits(s)) for s in (0, 10, 20, 200, 400)]
     bad = [((0.0, 10), "peak must be a learning rate > 0"), ((1e-3, 0), "total_steps must be an integer >= 1"),
            ((1e-3, 10.5), "total_steps must be"), ((1e-3, 10, -1), "warmup_steps must be"),
@@ -195,7 +257,8 @@ def test_schedule_spans_the_epochs_when_max_steps_is_null(tmp_path, corpus):
     from lmtrain.train import fit
 
     path = write_config(tmp_path / "c.yaml", tiny_sections(
-        tmp_path, corpus, train={"max_steps": None, "epochs": 2, "log_every": 1, "learning_rate": 0.01}))
+        tmp_path, corpus, train={"max_steps": None, "epochs": 2, "log_every": 1, "learning_rate": 0.01,
+                                 "schedule": "warmup_cosine"}))
     config = load_config(path)
     prepare(config, progress=False, echo=lambda _: None)
     per_epoch, total = step_counts(config, load_meta(tmp_path / "data" / "meta.json"))
@@ -334,14 +397,15 @@ def test_stateful_resume_is_exact(tmp_path, corpus):
 
 
 def test_embedding_dropout_rate_is_its_own(tmp_path, corpus):
-    from lmtrain.config import config_from_dict
+    from lmtrain.config import config_from_dict, for_run
     from lmtrain.model import create_model
 
     def rates(**model):
         cfg = config_from_dict(tiny_sections(tmp_path, corpus, model={"num_layers": 2, **model}))
-        return [d.rate for d in create_model(cfg, 34, [1] * 34).dropouts]
+        return [d.rate for d in create_model(for_run(cfg, 1000), 34, [1] * 34).dropouts]
 
     assert rates(dropout=0.3) == [0.3, 0.3, 0.3]
     assert rates(dropout=0.3, embedding_dropout=0.1) == [0.1, 0.3, 0.3]
     assert all(not lstm.dropout and not lstm.recurrent_dropout for lstm in  # cuDNN-compatible LSTMs
-               create_model(config_from_dict(tiny_sections(tmp_path, corpus, model={"dropout": 0.5})), 34, [1] * 34).lstms)
+               create_model(for_run(config_from_dict(tiny_sections(tmp_path, corpus, model={"dropout": 0.5})), 1000),
+                            34, [1] * 34).lstms)

@@ -45,6 +45,9 @@ DEFAULT_NEGATIVES_RULE = f"an eighth of the ids, {_MIN_NEGATIVES:,}-{_MAX_NEGATI
 # The default learning rate: REFERENCE_RATE at REFERENCE_WIDTH LSTM units, scaled by the square
 # root of REFERENCE_WIDTH / hidden_dim, at most MAX_DEFAULT_RATE (see default_learning_rate).
 REFERENCE_RATE, REFERENCE_WIDTH, MAX_DEFAULT_RATE = 0.01, 512, 0.02
+# A run is short (untied, at a constant rate, by default) below SHORT_RUN_STEPS optimizer steps
+# at REFERENCE_WIDTH LSTM units, times (REFERENCE_WIDTH / hidden_dim) ** SHORT_RUN_EXPONENT.
+SHORT_RUN_STEPS, SHORT_RUN_EXPONENT = 650, 0.25
 
 
 @dataclass(frozen=True)
@@ -183,9 +186,10 @@ class ModelConfig:
     sampler_unique: bool = True
     # Share one matrix between the embedding and the output layer (Press & Wolf 2017); when
     # hidden_dim differs from embedding_dim, the LSTM output is projected to embedding_dim.
-    # On by default: with warmup_cosine, 4-19% lower test perplexity than untied with a constant
-    # rate in `make compare` (benchmarks/results/).
-    tie_weights: bool = True
+    # null: tied, except in a short run (under 650 steps at 512 units, 920 at 128; see
+    # short_run_steps) or with a projection_dim other than embedding_dim. A resumed run keeps
+    # its first choice.
+    tie_weights: bool | None = None
     # Project the last LSTM output to this width before the softmax (null: no projection, or
     # embedding_dim when tie_weights needs one). The output matrix is [vocab_size, this].
     projection_dim: int | None = None
@@ -205,9 +209,16 @@ class ModelConfig:
             if self.tie_weights and self.projection_dim != self.embedding_dim:
                 raise ConfigError(
                     f"model.projection_dim: must equal model.embedding_dim ({self.embedding_dim}) with "
-                    f"model.tie_weights (on by default), got {self.projection_dim}; set model.tie_weights: false "
-                    f"to project without tying"
+                    f"model.tie_weights: true, got {self.projection_dim}; set model.tie_weights: false "
+                    f"(or null) to project without tying"
                 )
+
+    def ties(self, total_steps: int) -> bool:
+        """Whether a run of `total_steps` steps ties: tie_weights, or where it is null, unless
+        the run is short (`short_run`) or projection_dim is not embedding_dim."""
+        if self.tie_weights is not None:
+            return self.tie_weights
+        return not short_run(total_steps, self.hidden_dim) and self.projection_dim in (None, self.embedding_dim)
 
     def negatives(self, vocab_size: int) -> int:
         """The negatives a sampled step draws at this vocabulary: num_sampled, or where it is null
@@ -242,6 +253,45 @@ def default_learning_rate(hidden_dim: int) -> float:
     return float(min(MAX_DEFAULT_RATE, float(f"{rate:.2g}")))
 
 
+def short_run_steps(hidden_dim: int) -> int:
+    """The run length from which a model of `hidden_dim` LSTM units is trained tied, with warm-up
+    + cosine, where the config leaves it open: 650 steps at 512 units, times (512 / hidden_dim)
+    to the 1/4 (920 at 128 units, 550 at 1,024), to 10 steps.
+
+    Why one recipe cannot serve both lengths: on benchmarks/grid.py's grid (demo corpus), up to
+    600 steps an untied model at a constant rate was the best run at every width, 12-50% better
+    than tied + cosine at 150-300 steps (the model is still learning fast, and both the decay and
+    the shared matrix slow it down); from 1,000 steps on tied + cosine was the best, 4-16% better
+    than untied + constant. The two met at about 930 steps at 128 units and 650 at 512 (a narrow
+    model learns more slowly per step); the 1/4 power is fitted to those two crossings.
+    """
+    steps = SHORT_RUN_STEPS * (REFERENCE_WIDTH / int(hidden_dim)) ** SHORT_RUN_EXPONENT
+    return int(round(steps, -1))
+
+
+def short_run(total_steps: int, hidden_dim: int) -> bool:
+    """Whether a run of `total_steps` optimizer steps is short for `hidden_dim` LSTM units: one
+    that, where model.tie_weights and train.schedule are null, trains untied at a constant rate
+    (see `short_run_steps`)."""
+    return int(total_steps) < short_run_steps(hidden_dim)
+
+
+def for_run(config: Config, total_steps: int, started: Config | None = None) -> Config:
+    """`config` with the choices it leaves to the run made for a run of `total_steps` steps:
+    model.tie_weights and train.schedule where they are null (see `short_run`).
+
+    `started`: the config saved by the run when it first started (its run directory). Its
+    choices are kept, so a run resumed with a longer max_steps keeps its architecture and
+    schedule. Idempotent: a config with nothing left open comes back unchanged.
+    """
+    m, t = config.model, config.train
+    if started is not None:
+        m = m if m.tie_weights is not None else dataclasses.replace(m, tie_weights=started.model.tie_weights)
+        t = t if t.schedule is not None else dataclasses.replace(t, schedule=started.train.schedule)
+    return dataclasses.replace(config, model=dataclasses.replace(m, tie_weights=m.ties(total_steps)),
+                               train=dataclasses.replace(t, schedule=t.schedule_for(total_steps, m.hidden_dim)))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # The run directory: resolved config, tokenizer copy, checkpoints and TensorBoard logs.
@@ -265,7 +315,9 @@ class TrainConfig:
     # min_lr_ratio at the run's last step (max_steps, or the epochs' steps when it is null; a
     # resumed run with more steps stretches the decay); "constant"; "plateau": multiply by
     # plateau_factor after plateau_patience validations without a better validation perplexity.
-    schedule: ScheduleKind = "warmup_cosine"
+    # null: warmup_cosine, except in a short run (see short_run_steps): constant. A resumed run
+    # keeps its first choice.
+    schedule: ScheduleKind | None = None
     # Warm-up steps of warmup_cosine (null: 5% of the run's steps, 50 of the demo's 1000). The
     # warm-up is what makes the higher peak rate safe.
     warmup_steps: int | None = None
@@ -318,6 +370,13 @@ class TrainConfig:
     # Devices of "mirrored", e.g. ["/gpu:0", "/gpu:1"] (null: every visible GPU). CPU devices
     # beyond /cpu:0 are made logical devices of the one CPU (for trying it out, and the tests).
     devices: tuple[str, ...] | None = None
+
+    def schedule_for(self, total_steps: int, hidden_dim: int) -> ScheduleKind:
+        """The schedule of a run of `total_steps` steps of a `hidden_dim`-unit model: schedule, or
+        where it is null warmup_cosine, and constant in a short run (`short_run`)."""
+        if self.schedule is not None:
+            return self.schedule
+        return "constant" if short_run(total_steps, hidden_dim) else "warmup_cosine"
 
     def rate(self, hidden_dim: int) -> float:
         """The learning rate (the peak of a schedule): learning_rate, or where it is null

@@ -412,8 +412,13 @@ def _negatives_words(m: ModelConfig, k: int) -> str:
 
 
 def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> LanguageModel:
-    """Build the model a config describes, with its weights created (ready to restore or train)."""
+    """Build the model a config describes, with its weights created (ready to restore or train).
+    The config must have its run's choices made (`lmtrain.config.for_run`): whether to tie
+    depends on the run's length."""
     m = config.model
+    if m.tie_weights is None:
+        raise ValueError("create_model: model.tie_weights is null, which depends on the run's length; "
+                         "pass lmtrain.config.for_run(config, total_steps)")
     loss, _ = choose_softmax(m, vocab_size)
     k = m.negatives(vocab_size)
     if loss == "sampled" and k >= vocab_size:

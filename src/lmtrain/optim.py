@@ -251,12 +251,14 @@ WARMUP_SHARE = 0.05
 
 def learning_rate(config: TrainConfig, total_steps: int, hidden_dim: int = 512
                   ) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """A constant (a variable the plateau schedule lowers during fit) or `warmup_cosine`; the
-    rate is `config.rate(hidden_dim)`."""
+    """A constant (a variable the plateau schedule lowers during fit), `warmup_cosine` or
+    `warmup_stable_decay`, as `config.schedule_for(total_steps, hidden_dim)` says; the rate is
+    `config.rate(hidden_dim)`."""
     rate = config.rate(hidden_dim)
-    if config.schedule == "warmup_stable_decay":
+    schedule = config.schedule_for(total_steps, hidden_dim)
+    if schedule == "warmup_stable_decay":
         return warmup_stable_decay(rate, total_steps, config.warmup_steps, config.decay_share, config.min_lr_ratio)
-    if config.schedule != "warmup_cosine":
+    if schedule != "warmup_cosine":
         return rate
     return warmup_cosine(rate, total_steps, config.warmup_steps, config.min_lr_ratio)
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 import yaml
 
 from lmtrain.checkpoints import CheckpointStore
-from lmtrain.config import Config, config_from_dict, save_config
+from lmtrain.config import Config, config_from_dict, for_run, save_config
 from lmtrain.errors import LmtrainError, first_line
 from lmtrain.meta import DataMeta, load_meta
 from lmtrain.model import LanguageModel, create_model
@@ -45,14 +45,23 @@ class TrainedRun:
     step: int
 
 
+def started_config(run: RunPaths) -> Config | None:
+    """The config a run directory's run was started with (with today's defaults filled in), or
+    None where there is none or this version cannot read it."""
+    if not run.config.is_file():
+        return None
+    try:
+        return config_from_dict(yaml.safe_load(run.config.read_text()) or {})
+    except (LmtrainError, yaml.YAMLError):
+        return None
+
+
 def init_run_dir(run: RunPaths, data: DataPaths, config: Config, force: bool) -> None:
     """Create the run directory, or check that an existing one was made by a compatible config."""
     if run.config.is_file():
-        old = yaml.safe_load(run.config.read_text()) or {}
-        try:  # with today's defaults filled in: a key added since (data.text_field) changes nothing
-            old = config_from_dict(old).to_dict()
-        except LmtrainError:
-            pass  # a config this version cannot read: compared as written, so it differs
+        started = started_config(run)
+        # A config this version cannot read is compared as written, so it differs.
+        old = started.to_dict() if started is not None else (yaml.safe_load(run.config.read_text()) or {})
         new = config.to_dict()
         changed = [s for s in ("data", "tokenizer", "model") if old.get(s) != new[s]]
         if changed and not force:
@@ -114,8 +123,10 @@ def load_run(run_dir: Path) -> TrainedRun:
               or CheckpointStore(run.checkpoints, config.train.keep_checkpoints).latest())
     if latest is None:
         raise LmtrainError(f"no checkpoint in {run.checkpoints}: run `lmtrain fit` with this config first")
+    total_steps = step_counts(config, meta)[1]
+    config = for_run(config, total_steps)  # a run directory's config has them made: unchanged
     model = create_model(config, meta.vocab_size, meta.unigram_counts)
-    optimizer = create_optimizer(config.train, step_counts(config, meta)[1], config.model.hidden_dim)
+    optimizer = create_optimizer(config.train, total_steps, config.model.hidden_dim)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     restore(_inference_checkpoint(model, optimizer, step), latest, model, partial=True)
     lazy = lazy_adam_of(optimizer)

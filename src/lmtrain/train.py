@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from lmtrain.checkpoints import CheckpointStore
-from lmtrain.config import Config, TrainConfig
+from lmtrain.config import Config, TrainConfig, for_run, short_run, short_run_steps
 from lmtrain.distribute import Distribution, create_distribution
 from lmtrain.distribute import train_step as distributed_step
 from lmtrain.errors import Interrupted, LmtrainError
@@ -33,7 +33,7 @@ from lmtrain.optim import create_optimizer, pending_applied
 from lmtrain.paths import DataPaths, RunPaths
 from lmtrain.progress import progress_bar
 from lmtrain.records import damaged_shard_error, split_files, stream_rows, train_dataset
-from lmtrain.rundir import init_run_dir, restore, step_counts, training_checkpoint
+from lmtrain.rundir import init_run_dir, restore, started_config, step_counts, training_checkpoint
 from lmtrain.sampling import LOG_UNIFORM_MIN_CORRELATION, frequency_order_correlation
 from lmtrain.scoring import perplexity, split_nll
 from lmtrain.signals import StopSignals
@@ -82,6 +82,10 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     valid_files = split_files(data, "valid", splits["valid"].shard_bytes) if meta.has_split("valid") else []
     run = RunPaths(Path(config.train.run_dir))
     chief = distribution.is_chief  # only the chief writes the run directory
+    steps_per_epoch, total_steps = step_counts(config, meta)
+    asked, first = config, None if force else started_config(run)
+    # What the config leaves to the run's length; a resumed run keeps what it started with.
+    config = for_run(config, total_steps, first)
     if chief:
         init_run_dir(run, data, config, force)
     else:
@@ -98,8 +102,9 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         if rho < LOG_UNIFORM_MIN_CORRELATION:
             echo(f"warning: model.sampler=log_uniform assumes ids sorted by frequency, but in {data.root} the "
                  f"rank correlation of id and frequency is only {rho:.2f}; model.sampler=unigram fits this tokenizer")
-    steps_per_epoch, total_steps = step_counts(config, meta)
     if chief:
+        if asked.model.tie_weights is None or asked.train.schedule is None:
+            echo(f"run length: {_length_words(asked, config, total_steps, resumed=first is not None)}")
         echo(f"learning rate: {_rate_words(config)}")
     model, optimizer, train_fn = build_trainer(config, meta.vocab_size, meta.unigram_counts, total_steps,
                                                distribution)
@@ -379,6 +384,22 @@ def _rate_words(config: Config) -> str:
     return f"{rate:g} ({shape[t.schedule]}; {source})"
 
 
+def _length_words(asked: Config, config: Config, total_steps: int, resumed: bool) -> str:
+    """How `fit` names the choices the run's length made (model.tie_weights and train.schedule
+    null), and why."""
+    open_keys = [key for key, value in (("model.tie_weights", asked.model.tie_weights),
+                                        ("train.schedule", asked.train.schedule)) if value is None]
+    made = [("tied" if config.model.tie_weights else "untied") if asked.model.tie_weights is None else None,
+            f"schedule {config.train.schedule}" if asked.train.schedule is None else None]
+    choices = f"{', '.join(w for w in made if w)} ({' and '.join(open_keys)} null"
+    if resumed:
+        return f"{total_steps:,} steps; {choices}: kept from the run's start)"
+    hidden = config.model.hidden_dim
+    kind = "short" if short_run(total_steps, hidden) else "not short"
+    return (f"{total_steps:,} steps, {kind} (short: under {short_run_steps(hidden):,} at model.hidden_dim "
+            f"{hidden}): {choices}; a resumed run keeps its first choice)")
+
+
 def _current_rate(optimizer: keras.optimizers.Optimizer) -> float:
     """The learning rate now (a mirrored variable under a strategy, so read as a tensor)."""
     return float(tf.convert_to_tensor(optimizer.learning_rate))
@@ -393,6 +414,7 @@ def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int], to
     Under a strategy, the weights and optimizer slots are created in its scope (mirrored).
     """
     distribution = distribution or create_distribution(config.train)
+    config = for_run(config, total_steps)  # fit's config has them made already: unchanged
     keras.utils.set_random_seed(config.train.seed)
     with distribution.strategy.scope():
         model = create_model(config, vocab_size, unigram_counts)
