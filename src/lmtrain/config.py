@@ -258,12 +258,13 @@ def short_run_steps(hidden_dim: int) -> int:
     + cosine, where the config leaves it open: 650 steps at 512 units, times (512 / hidden_dim)
     to the 1/4 (920 at 128 units, 550 at 1,024), to 10 steps.
 
-    Why one recipe cannot serve both lengths: on benchmarks/grid.py's grid (demo corpus), up to
-    600 steps an untied model at a constant rate was the best run at every width, 12-50% better
-    than tied + cosine at 150-300 steps (the model is still learning fast, and both the decay and
-    the shared matrix slow it down); from 1,000 steps on tied + cosine was the best, 4-16% better
-    than untied + constant. The two met at about 930 steps at 128 units and 650 at 512 (a narrow
-    model learns more slowly per step); the 1/4 power is fitted to those two crossings.
+    Why one recipe cannot serve both lengths: on benchmarks/grid.py's grid (demo corpus), an
+    untied model at a constant rate was the best run at every width up to 300 steps (28-50%
+    better than tied + cosine at 150; the model is still learning fast, and both the decay and
+    the shared matrix slow it down), and tied + cosine the best from 1,000 steps on (4-16% better
+    than untied + constant). The two met at about 930 steps at 128 units, 650 at 512 and between
+    300 and 600 at 1,024: a wider model gets there sooner. The 1/4 power is fitted to the first
+    two crossings (benchmarks/results/short-runs-2026-12-03.md).
     """
     steps = SHORT_RUN_STEPS * (REFERENCE_WIDTH / int(hidden_dim)) ** SHORT_RUN_EXPONENT
     return int(round(steps, -1))
