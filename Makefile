@@ -32,10 +32,10 @@ compare: install
 	$(BIN)/python -m pip install --quiet -e ".[demo,test,compare]"
 	$(BIN)/python benchmarks/compare.py
 
-# The defaults on a grid of widths (64/128, 256/512, 512/1024), run lengths (150, 1000, 3000 steps) and
+# The defaults on a grid of widths (64/128, 256/512, 512/1024), run lengths (150 to 3000 steps) and
 # vocabularies (unigram 2k and 8k, word 25k), each against a sweep around it (rate x0.5 / x2, the other
-# schedule, the other tying) and the full softmax at 256/512: runs/grid/results.md (about 2 hours on 2 CPU
-# cores; finished runs are reused, see benchmarks/grid.py --help).
+# schedule, the other tying) and the full softmax at 256/512: runs/grid/results.md (about 5 hours on 2 CPU
+# cores from nothing; finished runs are reused, so --points runs a part; see benchmarks/grid.py --help).
 grid: install
 	$(BIN)/python benchmarks/grid.py --full
 
