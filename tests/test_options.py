@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from typer.testing import CliRunner
 
@@ -192,6 +194,7 @@ def test_fit_says_what_the_run_length_chose_and_a_resumed_run_keeps_it(tmp_path,
     assert ("run length: 6 steps, short (short: under 1,400 at model.hidden_dim 24): untied, schedule constant "
             "(model.tie_weights and train.schedule null; a resumed run keeps its first choice)") in r.output
     assert "learning rate: 0.01 (constant; train.learning_rate)" in r.output
+    assert re.search(r"[\d,]+ tokens/s \([\d,]+ GFLOP/s of matmuls\)", r.output), r.output
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["model"]["tie_weights"] is False and saved["train"]["schedule"] == "constant"
     assert not lmtrain.load(tmp_path / "run").model.tie_weights
@@ -208,6 +211,19 @@ def test_fit_says_what_the_run_length_chose_and_a_resumed_run_keeps_it(tmp_path,
     assert ("run length: 8 steps; tied, schedule warmup_cosine (model.tie_weights and train.schedule null: kept "
             "from the run's start)") in r.output
     assert lmtrain.load(tmp_path / "tied").model.tie_weights
+
+
+def test_step_flops_count_the_lstm_projection_and_output_matmuls():
+    from lmtrain.config import Config, for_run
+    from lmtrain.flops import forward_flops_per_token, step_flops
+
+    demo = for_run(Config(), 1000)  # E 256, H 512 projected to 256 and tied, 1,024 negatives at 8k
+    lstm, projection, sampled = 2 * 4 * 512 * (256 + 512), 2 * 512 * 256, 2 * 256 * (1024 + 1)
+    assert forward_flops_per_token(demo, 8000, "sampled") == lstm + projection + sampled
+    assert forward_flops_per_token(demo, 8000, "full") == lstm + projection + 2 * 256 * 8000
+    # forward and backward, B 64 x T 35: about 26 GFLOP a step, 21 of them the LSTM's
+    assert step_flops(demo, 8000, "sampled") == 3 * 64 * 35 * (lstm + projection + sampled)
+    assert round(step_flops(demo, 8000, "sampled") / 1e9, 1) == 26.4
 
 
 def test_default_learning_rate_falls_with_the_square_root_of_the_width():

@@ -136,7 +136,8 @@ def fit(
         if r.valid_perplexity is not None:
             parts.append(f"valid perplexity {r.valid_perplexity:.2f}")
         if r.tokens_per_sec is not None:
-            parts.append(f"{r.tokens_per_sec:,.0f} tokens/s")
+            parts.append(f"{r.tokens_per_sec:,.0f} tokens/s"
+                         + (f" ({r.gflops_per_sec:,.0f} GFLOP/s of matmuls)" if r.gflops_per_sec else ""))
         if r.data_wait_share is not None:
             parts.append(f"input wait {r.data_wait_share:.1%}")
         if r.skipped_batches:

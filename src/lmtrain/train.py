@@ -27,6 +27,7 @@ from lmtrain.config import Config, TrainConfig, for_run, short_run, short_run_st
 from lmtrain.distribute import Distribution, create_distribution
 from lmtrain.distribute import train_step as distributed_step
 from lmtrain.errors import Interrupted, LmtrainError
+from lmtrain.flops import step_flops
 from lmtrain.meta import load_prepared
 from lmtrain.model import LanguageModel, State, choose_softmax, create_model
 from lmtrain.optim import create_optimizer, pending_applied
@@ -56,6 +57,7 @@ class FitResult:
     stopped_early: bool = False  # train.patience ran out
     wrote_run_dir: bool = True  # False on the workers of a multi-worker run other than the chief
     softmax: str = "sampled"  # the training loss model.softmax stood for (auto: chosen by vocabulary)
+    gflops_per_sec: float | None = None  # the step's matmul FLOPs (lmtrain.flops) over the step time
 
 
 def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo = print) -> FitResult:
@@ -160,7 +162,9 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
 
     writer = tf.summary.create_file_writer(str(run.logs)) if chief else tf.summary.create_noop_writer()
     bar = progress_bar(total=total_steps, initial=step, desc="fit", unit="step", disable=not progress)
-    train_loss = valid_ppl = tokens_per_sec = wait_share = None
+    train_loss = valid_ppl = tokens_per_sec = wait_share = gflops = None
+    # Matmul FLOPs per training token, forward and backward: what tokens/s is worth in GFLOP/s.
+    flops_per_token = step_flops(config, meta.vocab_size, loss_kind) / (t.batch_size * t.seq_len)
     interval_tokens, interval_start, wait = 0.0, time.perf_counter(), 0.0
     loop_start_step = step
     try:
@@ -192,10 +196,12 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                     model.loss_tracker.reset_state()
                     elapsed = time.perf_counter() - interval_start
                     tokens_per_sec = interval_tokens / max(elapsed, 1e-9)
+                    gflops = tokens_per_sec * flops_per_token / 1e9
                     wait_share = wait / max(elapsed, 1e-9)
                     with writer.as_default(step=step):
                         tf.summary.scalar(f"train/{loss_kind}_loss", train_loss)
                         tf.summary.scalar("train/tokens_per_sec", tokens_per_sec)
+                        tf.summary.scalar("train/gflops_per_sec", gflops)
                         tf.summary.scalar("train/data_wait_share", wait_share)
                         tf.summary.scalar("train/learning_rate", _current_rate(optimizer))
                         tf.summary.scalar("train/skipped_batches", skipped)
@@ -266,7 +272,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         echo(f"already trained to step {step} in {run.root}; raise train.max_steps or train.epochs to continue")
     return FitResult(run.root, step, train_loss, valid_ppl, tokens_per_sec, wait_share,
                      time.perf_counter() - started, skipped, validation.best_step, validation.best_perplexity,
-                     validation.stopped, chief, loss_kind)
+                     validation.stopped, chief, loss_kind, gflops)
 
 
 class _StateCarry:
