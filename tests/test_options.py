@@ -214,16 +214,21 @@ def test_fit_says_what_the_run_length_chose_and_a_resumed_run_keeps_it(tmp_path,
 
 
 def test_step_flops_count_the_lstm_projection_and_output_matmuls():
+    import dataclasses
+
     from lmtrain.config import Config, for_run
     from lmtrain.flops import forward_flops_per_token, step_flops
+    from lmtrain.model import create_model
 
     demo = for_run(Config(), 1000)  # E 256, H 512 projected to 256 and tied, 1,024 negatives at 8k
+    full = dataclasses.replace(demo, model=dataclasses.replace(demo.model, softmax="full"))
+    models = {cfg.model.softmax: create_model(cfg, 8000, [1] * 8000) for cfg in (demo, full)}
     lstm, projection, sampled = 2 * 4 * 512 * (256 + 512), 2 * 512 * 256, 2 * 256 * (1024 + 1)
-    assert forward_flops_per_token(demo, 8000, "sampled") == lstm + projection + sampled
-    assert forward_flops_per_token(demo, 8000, "full") == lstm + projection + 2 * 256 * 8000
+    assert forward_flops_per_token(models["auto"]) == lstm + projection + sampled
+    assert forward_flops_per_token(models["full"]) == lstm + projection + 2 * 256 * 8000
     # forward and backward, B 64 x T 35: about 26 GFLOP a step, 21 of them the LSTM's
-    assert step_flops(demo, 8000, "sampled") == 3 * 64 * 35 * (lstm + projection + sampled)
-    assert round(step_flops(demo, 8000, "sampled") / 1e9, 1) == 26.4
+    assert step_flops(models["auto"], 64 * 35) == 3 * 64 * 35 * (lstm + projection + sampled)
+    assert round(step_flops(models["auto"], 64 * 35) / 1e9, 1) == 26.4
 
 
 def test_default_learning_rate_falls_with_the_square_root_of_the_width():

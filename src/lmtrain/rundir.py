@@ -56,15 +56,17 @@ def started_config(run: RunPaths) -> Config | None:
         return None
 
 
-def init_run_dir(run: RunPaths, data: DataPaths, config: Config, force: bool) -> None:
-    """Create the run directory, or check that an existing one was made by a compatible config."""
-    if run.config.is_file():
-        started = started_config(run)
+def init_run_dir(run: RunPaths, data: DataPaths, config: Config, force: bool, started: Config | None = None
+                 ) -> None:
+    """Create the run directory, or check that an existing one was made by a compatible config.
+    `started`: the directory's config as `started_config` read it (read here when None)."""
+    if run.config.is_file() and not force:
+        started = started or started_config(run)
         # A config this version cannot read is compared as written, so it differs.
         old = started.to_dict() if started is not None else (yaml.safe_load(run.config.read_text()) or {})
         new = config.to_dict()
         changed = [s for s in ("data", "tokenizer", "model") if old.get(s) != new[s]]
-        if changed and not force:
+        if changed:
             raise LmtrainError(
                 f"train.run_dir: {run.root} holds a run made with a different {'/'.join(changed)} config; "
                 f"use --force to start it over, or choose another train.run_dir"

@@ -89,7 +89,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     # What the config leaves to the run's length; a resumed run keeps what it started with.
     config = for_run(config, total_steps, first)
     if chief:
-        init_run_dir(run, data, config, force)
+        init_run_dir(run, data, config, force, first)
     else:
         progress = False
     if distribution.kind != "none":
@@ -164,7 +164,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     bar = progress_bar(total=total_steps, initial=step, desc="fit", unit="step", disable=not progress)
     train_loss = valid_ppl = tokens_per_sec = wait_share = gflops = None
     # Matmul FLOPs per training token, forward and backward: what tokens/s is worth in GFLOP/s.
-    flops_per_token = step_flops(config, meta.vocab_size, loss_kind) / (t.batch_size * t.seq_len)
+    flops_per_token = step_flops(model, 1)
     interval_tokens, interval_start, wait = 0.0, time.perf_counter(), 0.0
     loop_start_step = step
     try:
