@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 
-.PHONY: demo test install bench bench-prepare bench-vocab compare grid clean
+.PHONY: demo test install bench bench-prepare bench-vocab compare compare-word grid clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ compare: install
 	$(BIN)/python -m pip install --quiet -e ".[demo,test,compare]"
 	$(BIN)/python benchmarks/compare.py
 
+# Word level against the adaptive softmax (benchmarks/adaptive.py, the model PyTorch users pick at large
+# vocabularies, written in Keras): one epoch of the demo corpus at B 32 and dropout 0.2, word vocabularies of
+# 25k and 60k, each sampled (the defaults), full and adaptive, plus the sampled run given the adaptive run's
+# training time: runs/compare-word/ (about an hour on 2 CPU cores; finished runs are reused).
+compare-word: install
+	$(BIN)/python -m pip install --quiet -e ".[demo,test,compare]"
+	$(BIN)/python benchmarks/compare.py --out runs/compare-word --vocab large=word:25000 xl=word:60000 --epochs 1 \
+		--eval-every 146 --adaptive --budget --sweep --set train.batch_size=32 --set model.dropout=0.2
+
 # The defaults on a grid of widths (64/128, 256/512, 512/1024), run lengths (150 to 3000 steps) and
 # vocabularies (unigram 2k and 8k, word 25k), each against a sweep around it (rate x0.5 / x2, the other
 # schedule, the other tying) and the full softmax at 256/512: runs/grid/results.md (about 5 hours on 2 CPU
@@ -40,8 +49,8 @@ grid: install
 	$(BIN)/python benchmarks/grid.py --full
 
 # Training-step, sampled-vs-full step (model.softmax=auto), LSTM (keras vs fused, with `lmtrain fit`
-# on the demo), scoring, generation and eval --per-line benchmarks (about 20 minutes on 2 CPU cores; see
-# benchmarks/).
+# on the demo), scoring, generation, eval --per-line and library benchmarks, and the demo step's share of
+# the machine's matmul rate in float32 and bfloat16 (about 25 minutes on 2 CPU cores; see benchmarks/).
 bench: install
 	$(BIN)/python benchmarks/step_bench.py
 	$(BIN)/python benchmarks/softmax_bench.py
@@ -50,6 +59,7 @@ bench: install
 	$(BIN)/python benchmarks/generate_bench.py
 	$(BIN)/python benchmarks/perline_bench.py
 	$(BIN)/python benchmarks/library_bench.py
+	$(BIN)/python benchmarks/utilisation_bench.py
 
 # prepare end to end on generated corpora of 200 MB and 1 GB, as .txt and as .jsonl.zst: MB/s and peak RSS
 # (about 10 minutes).

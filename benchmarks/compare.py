@@ -9,15 +9,22 @@ word-level vocabulary of 25k, as large as Shakespeare allows):
   - a `num_sampled` sweep at the large vocabulary (`--sweep`);
   - with `--plain`, every pair again with the setup the defaults had before 2026-12-02 (untied,
     constant rate 0.002), which shows what today's defaults gain.
+  - with `--adaptive`, at each vocabulary the adaptive softmax (benchmarks/adaptive.py: the model
+    PyTorch users would pick instead, written in Keras) on the same windows, as a second reference;
+    with `--budget` as well, `<label>-sampled-budget`: the sampled run given the adaptive run's
+    training time (its max_steps from the sampled run's speed), perplexity per hour;
+  - with `--epochs N`, every run trains N whole epochs (max_steps null) instead of `--steps`.
 Every run validates (full softmax) every `--eval-every` steps; the curves come from the runs'
-TensorBoard logs, whose events carry their wall-clock time. Each pair is reported at equal steps
-(the final perplexities) and at equal wall-clock time (each run's best validation perplexity
-when the quicker of the two had finished). Writes, under `--out`: results.md (the tables),
+TensorBoard logs (`valid/train_seconds`: seconds spent training, validations left out). Each
+pair is reported at equal steps (the final perplexities) and at equal training time (each run's
+best validation perplexity when the quicker of the two had finished). Times and tokens/s are of
+training alone: a full-softmax validation at 60k words costs as much as a third of the training. Writes, under `--out`: results.md (the tables),
 results.json, and results.png (validation perplexity against wall-clock time; needs matplotlib:
 `pip install 'lmtrain[compare]'`). Each finished run also leaves `<run>.json`; running the
 command again reuses the runs whose config is unchanged (`--fresh` retrains them all).
 
-Usage: python benchmarks/compare.py [--steps 1000] [--out runs/compare] [--sweep 1024 4096]
+Usage: python benchmarks/compare.py [--steps 1000 | --epochs 1] [--out runs/compare] [--sweep 1024 4096]
+       [--adaptive [--budget]]
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +49,16 @@ from lmtrain.prepare import prepare  # noqa: E402
 from lmtrain.rundir import logged_scalars  # noqa: E402
 from lmtrain.train import fit  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when imported by a test
+from adaptive import train_adaptive  # noqa: E402
+
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 # Bumped when lmtrain's training changes in a way a config does not show, so that earlier
 # figures are not reused for it. 2: negatives drawn without replacement (model.sampler_unique,
 # whose default a record written before it would otherwise take). 3: the fused CPU LSTM
-# (model.lstm_impl=auto), which changes every run's speed.
-RECORD_VERSION = 3
+# (model.lstm_impl=auto), which changes every run's speed. 4: times are of training alone
+# (validation left out), curves too.
+RECORD_VERSION = 4
 VOCABS = ("tiny=unigram:2000", "small=unigram:8000", "large=word:25000")
 # The defaults before 2026-12-02, when `make compare`'s "recipe" became them: untied weights and
 # a constant rate of 0.002 (`--plain` runs them).
@@ -81,8 +93,13 @@ def main() -> None:
     p.add_argument("--vocab", nargs="+", default=list(VOCABS), metavar="LABEL=KIND:SIZE",
                    help=f"Vocabularies to compare at (default: {' '.join(VOCABS)}); the last one gets the sweep.")
     p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=None, help="Train this many whole epochs instead of --steps.")
+    p.add_argument("--adaptive", action="store_true", help="Also train the adaptive softmax (benchmarks/adaptive.py) "
+                   "at each vocabulary.")
+    p.add_argument("--budget", action="store_true", help="With --adaptive: also the sampled run given the adaptive "
+                   "run's training time.")
     p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--sweep", type=int, nargs="*", default=[1024, 4096], help="Extra num_sampled values (last vocab; the default there is 3,125).")
+    p.add_argument("--sweep", type=int, nargs="*", default=[1024, 4096], help="Extra num_sampled values (last vocab; the default there is 2,048).")
     p.add_argument("--plain", action="store_true", help="Also run every pair with the pre-2026-12-02 defaults "
                    f"({' '.join(PLAIN)}).")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="Extra config override (repeatable).")
@@ -93,8 +110,9 @@ def main() -> None:
                    "(after changing lmtrain's code, say).")
     args = p.parse_args()
 
-    base = [f"train.max_steps={args.steps}", "train.epochs=1000", f"train.eval_every={args.eval_every}",
-            f"train.checkpoint_every={args.steps}", *args.overrides]
+    length = ([f"train.max_steps={args.steps}", "train.epochs=1000", f"train.checkpoint_every={args.steps}"]
+              if args.epochs is None else ["train.max_steps=null", f"train.epochs={args.epochs}"])
+    base = [*length, f"train.eval_every={args.eval_every}", *args.overrides]
     if args.corpus:
         base.append(f"data.corpus={args.corpus}")
     runs = plan(args, load_config(args.config, base))
@@ -104,6 +122,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     done: list[Run] = []
     for run in runs:
+        if run.softmax == "budget":  # the sampled run given the adaptive run's training time
+            finished = {r.name: r for r in done}
+            label = run.name.split("-")[0]
+            sampled, adaptive = finished.get(f"{label}-sampled"), finished.get(f"{label}-adaptive")
+            if sampled is None or adaptive is None:
+                continue
+            steps = round(adaptive.wall_seconds / sampled.wall_seconds * sampled.steps)
+            run.softmax = "sampled"
+            run.overrides += [f"train.max_steps={steps}", "train.epochs=1000", f"train.checkpoint_every={steps}"]
         cfg = load_config(args.config, base + run.overrides + [f"train.run_dir={args.out / run.name}"])
         if args.only and run.name not in args.only:
             if not reuse(run, cfg):
@@ -140,6 +167,11 @@ def plan(args: argparse.Namespace, config: Config) -> list[Run]:
                                 default=not suffix and auto == "sampled"))
             runs.append(Run(full, spec, "full", None, vocab + extra + ["model.softmax=full"],
                             default=not suffix and auto == "full"))
+        if getattr(args, "adaptive", False):
+            runs.append(Run(f"{label}-adaptive", spec, "adaptive", None, vocab))
+            if args.budget and negatives < ids:
+                runs.append(Run(f"{label}-sampled-budget", spec, "budget", negatives,
+                                vocab + ["model.softmax=sampled"], f"{label}-adaptive"))
         if i == len(args.vocab) - 1:
             for k in (k for k in args.sweep if k < ids):
                 runs.append(Run(f"{label}-sampled-{k}", spec, "sampled", k,
@@ -175,20 +207,25 @@ def reuse(run: Run, cfg: Config) -> bool:
 
 def train(run: Run, cfg: Config) -> None:
     prepare(cfg, progress=False, echo=lambda _: None)
-    started = time.time()
-    result = fit(cfg, force=True, progress=False, echo=lambda _: None)
-    run.steps, run.wall_seconds = result.step, result.wall_seconds
-    run.tokens_per_sec = result.tokens_per_sec or 0.0
-    run.valid = evaluate(cfg, "valid", progress=False).perplexity
-    run.test = evaluate(cfg, "test", progress=False).perplexity
-    run.curve = validation_curve(Path(cfg.train.run_dir) / "logs", started)
+    if run.softmax == "adaptive":
+        result = train_adaptive(cfg, cfg.train.eval_every or 100, echo=lambda _: None)
+        for key in ("steps", "wall_seconds", "tokens_per_sec", "valid", "test", "curve"):
+            setattr(run, key, result[key])
+    else:
+        result = fit(cfg, force=True, progress=False, echo=lambda _: None)
+        run.steps, run.wall_seconds = result.step, result.train_seconds
+        run.tokens_per_sec = result.step * cfg.train.batch_size * cfg.train.seq_len / result.train_seconds
+        run.valid = evaluate(cfg, "valid", progress=False).perplexity
+        run.test = evaluate(cfg, "test", progress=False).perplexity
+        run.curve = validation_curve(Path(cfg.train.run_dir) / "logs")
     record = {"version": RECORD_VERSION, "config": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)}
     _record_path(cfg).write_text(json.dumps(record, indent=1, default=str))
 
 
-def validation_curve(logs: Path, started: float) -> list[tuple[float, int, float]]:
-    """(seconds since fit started, step, validation perplexity) from the run's event files."""
-    return [(t - started, step, ppl) for t, step, ppl in logged_scalars(logs, "valid/perplexity")]
+def validation_curve(logs: Path) -> list[tuple[float, int, float]]:
+    """(seconds spent training, step, validation perplexity) from the run's event files."""
+    seconds = {step: value for _, step, value in logged_scalars(logs, "valid/train_seconds")}
+    return [(seconds[step], step, ppl) for _, step, ppl in logged_scalars(logs, "valid/perplexity")]
 
 
 def best_by(curve: list[tuple[float, int, float]], seconds: float) -> float:
@@ -200,14 +237,20 @@ def best_by(curve: list[tuple[float, int, float]], seconds: float) -> float:
 def report(runs: list[Run], args: argparse.Namespace) -> None:
     by_name = {r.name: r for r in runs}
     pairs = [(r, by_name[r.reference]) for r in runs if r.reference in by_name]
+    # Every sampled run that is not a budget run against its vocabulary's adaptive softmax, too.
+    pairs += [(r, by_name[r.name.split("-")[0] + "-adaptive"]) for r in runs
+              if r.softmax == "sampled" and not r.name.endswith("-budget")
+              and r.name.split("-")[0] + "-adaptive" in by_name]
+    length = f"{args.epochs} epoch(s)" if getattr(args, "epochs", None) else f"{args.steps} steps"
     lines = [
-        f"{args.steps} steps each; validation every {args.eval_every} steps; perplexities with the full softmax. "
-        "default: what model.softmax=auto trains at that vocabulary.",
+        f"{length} each; validation every {args.eval_every} steps; perplexities with the full softmax (the adaptive "
+        "softmax's own exact ones). default: what model.softmax=auto trains at that vocabulary. Times and tokens/s "
+        "are of training alone.",
         "",
         "Equal steps:",
         "",
-        "| run | vocabulary | softmax | num_sampled | default | valid ppl | valid vs full | test ppl | test vs full "
-        "| tokens/s | fit wall time |",
+        "| run | vocabulary | softmax | num_sampled | default | valid ppl | valid vs ref | test ppl | test vs ref "
+        "| tokens/s | training time |",
         "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
@@ -217,9 +260,19 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
         lines.append(f"| {r.name} | {r.vocab} | {r.softmax} | {r.num_sampled or '-'} | {'yes' if r.default else ''} "
                      f"| {r.valid:.2f} | {valid_gap} | {r.test:.2f} | {test_gap} | {r.tokens_per_sec:,.0f} "
                      f"| {r.wall_seconds:.0f} s |")
-    lines += ["", "Equal wall-clock time: each run's best validation perplexity when the quicker run of the pair "
+    lines += ["", "ref: the run's reference, the full softmax of its setup (for a budget run, the adaptive softmax)."]
+    against = [(r, ref) for r, ref in pairs if ref.softmax == "adaptive"]
+    if against:
+        lines += ["", "Against the adaptive softmax (the same windows; tokens/s of training):", "",
+                  "| run | adaptive | valid | test | valid vs adaptive | test vs adaptive | tokens/s vs adaptive |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for r, ref in against:
+            lines.append(f"| {r.name} | {ref.name} | {r.valid:.2f} / {ref.valid:.2f} | {r.test:.2f} / {ref.test:.2f} "
+                         f"| {100 * (r.valid / ref.valid - 1):+.1f}% | {100 * (r.test / ref.test - 1):+.1f}% "
+                         f"| {r.tokens_per_sec / ref.tokens_per_sec:.2f}x |")
+    lines += ["", "Equal training time: each run's best validation perplexity when the quicker run of the pair "
               "had finished.", "",
-              "| pair | at | sampled | full | sampled vs full |", "|---|---:|---:|---:|---:|"]
+              "| pair | at | run | reference | run vs reference |", "|---|---:|---:|---:|---:|"]
     for sampled, full in pairs:
         at = min(sampled.wall_seconds, full.wall_seconds)
         a, b = best_by(sampled.curve, at), best_by(full.curve, at)

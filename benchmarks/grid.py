@@ -43,7 +43,7 @@ from lmtrain.train import fit  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 RECORD_VERSION = 1
-VOCABS = {"u2k": "unigram:2000", "u8k": "unigram:8000", "w25k": "word:25000"}
+VOCABS = {"u2k": "unigram:2000", "u8k": "unigram:8000", "w25k": "word:25000", "b8k": "bpe:8000"}
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ class Point:
 
 
 # Widths 64/128, 256/512 (the demo's), 512/1024; 150 to 3000 steps (300, 600 and 800 place the
-# switch from the short-run recipe, config.short_run_steps); 2k, 8k and 25k words.
+# switch from the short-run recipe, config.short_run_steps); 2k, 8k and 25k words; BPE 8k, whose ids
+# are not sorted by frequency.
 POINTS = (
     Point("s64-150", "u8k", 64, 128, 150),
     Point("s64-300", "u8k", 64, 128, 300),
@@ -73,6 +74,8 @@ POINTS = (
     Point("m256-1000-u2k", "u2k", 256, 512, 1000),
     Point("m256-150-w25k", "w25k", 256, 512, 150),
     Point("m256-1000-w25k", "w25k", 256, 512, 1000),
+    Point("m256-150-b8k", "b8k", 256, 512, 150),
+    Point("m256-1000-b8k", "b8k", 256, 512, 1000),
     Point("l512-150", "u8k", 512, 1024, 150),
     Point("l512-300", "u8k", 512, 1024, 300),
     Point("l512-600", "u8k", 512, 1024, 600),

@@ -77,7 +77,8 @@ def test_comparison_command_runs(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", docs=8, lines=40)
     command = [
         sys.executable, str(BENCH.with_name("compare.py")), "--corpus", str(corpus), "--vocab", "large=word:34",
-        "--plain", "--steps", "4", "--eval-every", "2", "--sweep", "5", "--out", str(tmp_path / "out"),
+        "--plain", "--steps", "4", "--eval-every", "2", "--sweep", "5", "--adaptive", "--budget",
+        "--out", str(tmp_path / "out"),
         "--set", "model.embedding_dim=8", "--set", "model.hidden_dim=8", "--set", "model.num_sampled=10",
         "--set", "train.batch_size=2", "--set", "train.seq_len=4",
         "--set", "data.valid_fraction=0.2", "--set", "data.test_fraction=0.2",
@@ -85,12 +86,20 @@ def test_comparison_command_runs(tmp_path):
     out = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     runs = json.loads((tmp_path / "out" / "results.json").read_text())
-    names = ["large-sampled", "large-full", "large-sampled-plain", "large-full-plain"]
+    names = ["large-sampled", "large-full", "large-sampled-plain", "large-full-plain", "large-adaptive",
+             "large-sampled-budget"]
     assert [r["name"] for r in runs] == names + ["large-sampled-5"]
-    for r in runs:
-        assert r["steps"] == 4 and r["valid"] > 1 and r["test"] > 1
-        assert [step for _, step, _ in r["curve"]] == [2, 4]  # validation curve read from the logs
     by_name = {r["name"]: r for r in runs}
+    for r in runs:
+        assert r["valid"] > 1 and r["test"] > 1 and r["wall_seconds"] > 0
+        if r["name"] != "large-sampled-budget":
+            assert r["steps"] == 4
+            assert [step for _, step, _ in r["curve"]] == [2, 4]  # validation curve read from the logs
+        # the curve's times are seconds of training, which end with the run's training time
+        assert 0 < r["curve"][0][0] <= r["curve"][-1][0] <= r["wall_seconds"] + 1e-6
+    # the budget run trains for the adaptive run's time, at the sampled run's speed
+    budget, sampled, adaptive = (by_name[f"large-{n}"] for n in ("sampled-budget", "sampled", "adaptive"))
+    assert budget["steps"] == round(adaptive["wall_seconds"] / sampled["wall_seconds"] * 4)
     # model.softmax=auto: sampled (10 negatives are fewer than 34 ids), and only in today's setup.
     assert [n for n in names if by_name[n]["default"]] == ["large-sampled"]
     table = (tmp_path / "out" / "results.md").read_text()
@@ -104,6 +113,9 @@ def test_comparison_command_runs(tmp_path):
         full = by_name[sampled]["reference"]
         assert f"| {sampled} / {full} | " in table
     assert "- large-sampled: " in table and " plain (" in table
+    # ...and against the adaptive softmax, at equal steps and equal time
+    assert "| large-sampled | large-adaptive | " in table and "| large-sampled / large-adaptive | " in table
+    assert "| large-sampled-budget / large-adaptive | " in table
 
     # Run again with one run changed: only that one trains, the others' figures are reused.
     again = subprocess.run(command + ["--sweep", "4"], capture_output=True, text=True, timeout=300)
@@ -170,7 +182,7 @@ def test_comparison_plan_takes_the_default_negatives_and_marks_autos_choice(monk
                               sweep=[1024, 30_000], out=Path("out"))
     runs = {r.name: r for r in compare.plan(args, load_config(None))}
     assert [(n, r.num_sampled, r.default) for n, r in runs.items() if r.softmax == "sampled"] == [
-        ("tiny-sampled", 1024, True), ("large-sampled", 3125, True), ("large-sampled-1024", 1024, False)]
+        ("tiny-sampled", 1024, True), ("large-sampled", 2048, True), ("large-sampled-1024", 1024, False)]
     assert not runs["tiny-full"].default and not runs["large-full"].default
     # 300 ids are fewer than the default's 1,024 negatives: only the full run, which auto trains;
     # and no sweep run with more negatives than ids
@@ -219,3 +231,51 @@ def test_large_vocabulary_benchmark_runs():
     (ev,) = result["eval"]
     assert ev["batch"] == 4 and ev["tokens"] > 100 and ev["tokens_per_s"] > 0 and ev["perplexity"] > 1
     assert "| 4 |" in out.stdout
+
+
+def test_adaptive_softmax_reference_is_a_normalised_distribution():
+    """The benchmark's adaptive softmax gives exact log-probabilities: over every id they sum to 1."""
+    import importlib.util
+
+    import numpy as np
+    import tensorflow as tf
+
+    spec = importlib.util.spec_from_file_location("adaptive", BENCH.with_name("adaptive.py"))
+    adaptive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(adaptive)
+    head = adaptive.AdaptiveSoftmax(50, [10, 30])
+    head.build((None, 16))
+    hidden = tf.random.normal([3, 16])
+    ids = tf.range(50)
+    logp = np.stack([head.log_prob(tf.repeat(hidden[i:i + 1], 50, axis=0), ids).numpy() for i in range(3)])
+    np.testing.assert_allclose(np.exp(logp).sum(axis=1), 1.0, rtol=1e-5)
+    assert adaptive.default_cutoffs(62_153) == [2000, 10000] and adaptive.default_cutoffs(3000) == [2000]
+    assert list(adaptive.frequency_ranks([5, 9, 1, 9])) == [2, 0, 3, 1]
+
+
+def test_utilisation_benchmark_reports_the_share_of_the_matmul_ceiling():
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("utilisation_bench.py")), "--vocab", "300", "--rounds", "1", "--steps", "1",
+         *[arg for kv in ("model.embedding_dim=8", "model.hidden_dim=16", "model.num_sampled=16",
+                          "train.batch_size=2", "train.seq_len=4") for arg in ("--set", kv)]],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = {(r["what"], r["precision"]): r for r in result["rows"]}
+    assert set(rows) == {(w, p) for w in ("LSTM alone", "whole step") for p in ("float32", "mixed_bfloat16")}
+    for r in rows.values():
+        assert r["ms"] > 0 and r["ceiling_gflops_per_sec"] > 0 and r["share"] > 0
+    assert "| whole step | float32 |" in out.stdout and "speed-up over float32" in out.stdout
+
+
+def test_step_profile_names_the_ops_that_take_the_time():
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("profile_step.py")), "--vocab", "300", "--steps", "1", "--top", "5",
+         *[arg for kv in ("model.embedding_dim=8", "model.hidden_dim=16", "model.num_sampled=16",
+                          "train.batch_size=2", "train.seq_len=4") for arg in ("--set", kv)]],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and not line.startswith("| op")]
+    assert len(rows) == 5 and all(float(row.split("|")[2]) >= 0 for row in rows)

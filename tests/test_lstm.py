@@ -45,6 +45,31 @@ def test_fused_equals_keras_outputs_states_and_every_gradient(batch, steps, widt
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
 
 
+def test_fused_in_bfloat16_products_keeps_the_cell_in_float32():
+    """Under mixed_bfloat16 the fused layer runs its products in bfloat16 and its cell in float32:
+    its outputs and gradients stay within bfloat16's rounding of the float32 layer's, much closer
+    than Keras' own mixed-precision loop (every op in bfloat16), and its outputs are bfloat16."""
+    reference, _ = _pair(16, 8)
+    mixed = {impl: LSTM(16, return_sequences=True, return_state=True, impl=impl, dtype="mixed_bfloat16")
+             for impl in ("fused", "keras")}
+    for layer in mixed.values():
+        layer.build((None, None, 8))
+        for w, value in zip(layer.weights, reference.weights):
+            w.assign(value)
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(4, 12, 8)), tf.float32)
+    state = [tf.zeros([4, 16]), tf.zeros([4, 16])]
+    want = _run(reference, x, state)
+    got = {impl: [tf.cast(t, tf.float32) for t in _run(layer, x, state)] for impl, layer in mixed.items()}
+    assert mixed["fused"](x)[0].dtype == tf.bfloat16
+    names = ["outputs", "h", "c", "d_x", "d_h0", "d_c0", "d_kernel", "d_recurrent_kernel", "d_bias"]
+    for i, name in enumerate(names):
+        err = {impl: float(tf.reduce_max(tf.abs(g[i] - want[i])) / tf.reduce_max(tf.abs(want[i])))
+               for impl, g in got.items()}
+        assert err["fused"] < 0.03, (name, err)
+        assert err["fused"] <= err["keras"] * 1.5 + 1e-3, (name, err)
+
+
 def test_fused_without_initial_state_and_in_a_compiled_step():
     keras_lstm, fused = _pair(6, 4)
     x = tf.random.normal([2, 7, 4], seed=1)

@@ -175,3 +175,47 @@ def test_scoring_in_column_chunks_equals_the_cross_entropy(monkeypatch, columns)
     blocked = tf.function(lambda h, t: model.full_nll(h, t),
                           input_signature=[tf.TensorSpec([None, 12]), tf.TensorSpec([None], tf.int32)])
     np.testing.assert_allclose(blocked(hidden, targets).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_unigram_output_bias_makes_the_untrained_model_the_unigram_model():
+    """model.output_bias_init=unigram starts the bias at log Q of the training counts (add-one); with
+    small weights the untrained model's full-softmax loss is then about the unigram model's
+    entropy, where a zero bias gives log V."""
+    counts = [100_000 // (k + 1) ** 2 for k in range(V)]  # steep: entropy well below log V
+    q = np.asarray(counts, np.float64) + 1.0
+    q /= q.sum()
+    models = {}
+    for kind in ("unigram", "zeros"):
+        cfg = config_from_dict({"tokenizer": {"vocab_size": V},
+                                "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10,
+                                          "output_bias_init": kind}})
+        models[kind] = create_model(for_run(cfg, 1000), V, counts)
+    np.testing.assert_allclose(models["unigram"].softmax_b.numpy(), np.log(q), rtol=1e-5)
+    assert not np.any(models["zeros"].softmax_b.numpy())
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, V, (8, 30)).astype(np.int32)
+    y = rng.choice(V, size=(8, 30), p=q).astype(np.int32)
+    m = np.ones((8, 30), np.float32)
+    loss = {kind: float(model.nll_sum(x, y, m)[0]) / m.size for kind, model in models.items()}
+    entropy = float(-np.log(q[y]).mean())
+    assert entropy < 0.8 * np.log(V)
+    assert abs(loss["unigram"] - entropy) < 0.05 * entropy, (loss, entropy)
+    assert abs(loss["zeros"] - np.log(V)) < 0.05 * np.log(V), loss
+
+
+def test_mixed_bfloat16_runs_the_lstm_in_bfloat16_and_the_softmax_input_in_float32():
+    """Under mixed_bfloat16 the embedding and LSTM compute in bfloat16, while the projection and
+    the last dropout, which make the softmax's input, stay float32 (as the output layer does)."""
+    cfg = config_from_dict({"tokenizer": {"vocab_size": V},
+                            "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10, "tie_weights": True},
+                            "train": {"precision": "mixed_bfloat16"}})
+    model = create_model(for_run(cfg, 1000), V, list(range(V)))
+    assert model.embedding.compute_dtype == "bfloat16" and model.lstms[0].compute_dtype == "bfloat16"
+    assert model.projection.compute_dtype == "float32" and model.dropouts[-1].compute_dtype == "float32"
+    batch = tuple(tf.constant(a) for a in _batch())
+    assert model(batch[0], training=False).dtype == tf.float32
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
+    before = float(model.nll_sum(*batch)[0])
+    for _ in range(30):
+        model.train_step(batch)
+    assert float(model.nll_sum(*batch)[0]) < 0.6 * before  # it trains (tied: a little slower)

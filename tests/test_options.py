@@ -189,8 +189,10 @@ def test_fit_says_what_the_run_length_chose_and_a_resumed_run_keeps_it(tmp_path,
     sections = tiny_sections(tmp_path, corpus, train={"max_steps": 6})
     cfg = write_config(tmp_path / "c.yaml", sections)
     assert _cli("prepare", cfg, "-q").exit_code == 0
-    r = _cli("fit", cfg)
+    r = _cli("fit", cfg, "--set", "train.precision=auto")
     assert r.exit_code == 0, r.output
+    # what auto stood for on this machine, and why
+    assert re.search(r"precision: (mixed_bfloat16|float32) \(train.precision=auto: ", r.output), r.output
     assert ("run length: 6 steps, short (short: under 1,400 at model.hidden_dim 24): untied, schedule constant "
             "(model.tie_weights and train.schedule null; a resumed run keeps its first choice)") in r.output
     assert "learning rate: 0.01 (constant; train.learning_rate)" in r.output
@@ -217,18 +219,24 @@ def test_step_flops_count_the_lstm_projection_and_output_matmuls():
     import dataclasses
 
     from lmtrain.config import Config, for_run
-    from lmtrain.flops import forward_flops_per_token, step_flops
+    from lmtrain.flops import step_flops, step_matmuls
     from lmtrain.model import create_model
 
     demo = for_run(Config(), 1000)  # E 256, H 512 projected to 256 and tied, 1,024 negatives at 8k
     full = dataclasses.replace(demo, model=dataclasses.replace(demo.model, softmax="full"))
     models = {cfg.model.softmax: create_model(cfg, 8000, [1] * 8000) for cfg in (demo, full)}
-    lstm, projection, sampled = 2 * 4 * 512 * (256 + 512), 2 * 512 * 256, 2 * 256 * (1024 + 1)
-    assert forward_flops_per_token(models["auto"]) == lstm + projection + sampled
-    assert forward_flops_per_token(models["full"]) == lstm + projection + 2 * 256 * 8000
-    # forward and backward, B 64 x T 35: about 26 GFLOP a step, 21 of them the LSTM's
+    lstm, projection, sampled = 2 * 4 * 512 * (256 + 512), 2 * 512 * 256, 2 * 256 * 1024
+    # forward and backward (three products of each forward one's size), B 64 x T 35: about
+    # 26 GFLOP a step, 21 of them the LSTM's
     assert step_flops(models["auto"], 64 * 35) == 3 * 64 * 35 * (lstm + projection + sampled)
+    assert step_flops(models["full"], 1) == 3 * (lstm + projection + 2 * 256 * 8000)
     assert round(step_flops(models["auto"], 64 * 35) / 1e9, 1) == 26.4
+    matmuls = step_matmuls(models["auto"], 64, 35)
+    assert sum(mm.flops for mm in matmuls if mm.part == "lstm") == 3 * 64 * 35 * lstm
+    recurrent = [mm for mm in matmuls if mm.what == "lstm_0 recurrent, forward"][0]
+    assert (recurrent.m, recurrent.k, recurrent.n, recurrent.count) == (64, 512, 2048, 35)
+    logits = [mm for mm in matmuls if mm.what == "logits, sampled, forward"][0]
+    assert (logits.m, logits.k, logits.n) == (64 * 35, 256, 1024)
 
 
 def test_default_learning_rate_falls_with_the_square_root_of_the_width():
@@ -324,12 +332,15 @@ def test_choose_softmax():
     assert choose_softmax(ModelConfig(softmax="sampled", num_sampled=10), 20) == (
         "sampled", "model.softmax=sampled: 10 distinct negatives a step (model.num_sampled)")
     assert choose_softmax(ModelConfig(softmax="full"), 10**6)[0] == "full"
-    # num_sampled null (the default): an eighth of the vocabulary within 1,024-4,096
+    # num_sampled null (the default): an eighth of the vocabulary within 1,024-2,048 (the unigram bias)
     assert choose_softmax(ModelConfig(), 1024)[0] == "full"
     assert choose_softmax(ModelConfig(), 1025) == ("sampled", (
         "model.softmax=auto: 1,025 ids, 1,024 distinct negatives a step (model.num_sampled null: an eighth of "
-        "the ids, 1,024-4,096); the full softmax only where the negatives would not be fewer than the ids"))
+        "the ids, 1,024-2,048); the full softmax only where the negatives would not be fewer than the ids"))
     assert choose_softmax(ModelConfig(softmax="sampled"), 25_000)[1] == (
+        "model.softmax=sampled: 2,048 distinct negatives a step (model.num_sampled null: an eighth of the ids, "
+        "1,024-2,048)")
+    assert choose_softmax(ModelConfig(softmax="sampled", output_bias_init="zeros"), 25_000)[1] == (
         "model.softmax=sampled: 3,125 distinct negatives a step (model.num_sampled null: an eighth of the ids, "
         "1,024-4,096)")
 
@@ -338,9 +349,12 @@ def test_default_negatives_grow_with_the_vocabulary():
     from lmtrain.config import ModelConfig
 
     m = ModelConfig()
-    assert m.num_sampled is None
-    assert [m.negatives(v) for v in (259, 2000, 8000, 8199, 25_000, 32_768, 100_000)] == [
-        1024, 1024, 1024, 1024, 3125, 4096, 4096]
+    assert m.num_sampled is None and m.output_bias_init == "unigram"
+    sizes = (259, 2000, 8000, 8199, 16_384, 25_000, 32_768, 100_000)
+    # with the unigram output bias (the default) at most 2,048; with zeros, as the library's head starts, 4,096
+    assert [m.negatives(v) for v in sizes] == [1024, 1024, 1024, 1024, 2048, 2048, 2048, 2048]
+    zeros = ModelConfig(output_bias_init="zeros")
+    assert [zeros.negatives(v) for v in sizes] == [1024, 1024, 1024, 1024, 2048, 3125, 4096, 4096]
     assert ModelConfig(num_sampled=7).negatives(100_000) == 7  # a number given is used as it is
 
 
@@ -430,3 +444,16 @@ def test_embedding_dropout_rate_is_its_own(tmp_path, corpus):
     assert all(not lstm.dropout and not lstm.recurrent_dropout for lstm in  # cuDNN-compatible LSTMs
                create_model(for_run(config_from_dict(tiny_sections(tmp_path, corpus, model={"dropout": 0.5})), 1000),
                             34, [1] * 34).lstms)
+
+
+def test_precision_auto_takes_bfloat16_only_where_the_cpu_multiplies_it_natively(tmp_path):
+    from lmtrain.precision import cpu_flags, resolve_precision
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 fma\nbogomips\t: 1\n")
+    assert cpu_flags(info) == {"fpu", "sse", "avx512f", "avx512_bf16", "fma"}
+    assert cpu_flags(tmp_path / "missing") == set()
+    assert resolve_precision("auto", {"avx512f", "avx512_bf16"}) == (
+        "mixed_bfloat16", "train.precision=auto: this CPU has avx512_bf16")
+    assert resolve_precision("auto", {"avx512f", "avx2"})[0] == "float32"
+    assert resolve_precision("mixed_float16", set()) == ("mixed_float16", "train.precision=mixed_float16")

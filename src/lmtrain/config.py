@@ -33,15 +33,21 @@ TokenizerKind = Literal["unigram", "bpe", "char", "word"]
 SamplerKind = Literal["unigram", "log_uniform", "uniform"]
 OptimizerKind = Literal["lazy_adam", "adam"]
 JitKind = Literal["auto", True, False]
-PrecisionKind = Literal["float32", "mixed_bfloat16", "mixed_float16"]
+PrecisionKind = Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]
 OnNanKind = Literal["stop", "skip"]
 ScheduleKind = Literal["constant", "warmup_cosine", "warmup_stable_decay", "plateau"]
 DistributeKind = Literal["none", "mirrored", "multi_worker"]
+OutputBiasKind = Literal["unigram", "zeros"]
 
 
-# The bounds of default_negatives, and the rule in the words messages use.
-_MIN_NEGATIVES, _MAX_NEGATIVES = 1024, 4096
-DEFAULT_NEGATIVES_RULE = f"an eighth of the ids, {_MIN_NEGATIVES:,}-{_MAX_NEGATIVES:,}"
+# The bounds of default_negatives (the upper one with a zero or a unigram output bias at the
+# start), and the rule in the words messages use.
+_MIN_NEGATIVES, _MAX_NEGATIVES, _MAX_NEGATIVES_UNIGRAM_BIAS = 1024, 4096, 2048
+
+
+def negatives_rule(unigram_bias: bool) -> str:
+    """`default_negatives` in the words messages use."""
+    return f"an eighth of the ids, {_MIN_NEGATIVES:,}-{_MAX_NEGATIVES_UNIGRAM_BIAS if unigram_bias else _MAX_NEGATIVES:,}"
 # The default learning rate: REFERENCE_RATE at REFERENCE_WIDTH LSTM units, scaled by the square
 # root of REFERENCE_WIDTH / hidden_dim, at most MAX_DEFAULT_RATE (see default_learning_rate).
 REFERENCE_RATE, REFERENCE_WIDTH, MAX_DEFAULT_RATE = 0.01, 512, 0.02
@@ -173,8 +179,8 @@ class ModelConfig:
     # it chose and why.
     softmax: SoftmaxKind = "auto"
     # Negative classes drawn per step for the sampled softmax (null: from the vocabulary, an
-    # eighth of it, at least 1,024 and at most 4,096: 1,024 up to 8k ids, 3,125 at 25k; see
-    # default_negatives).
+    # eighth of it, at least 1,024 and at most 2,048 with output_bias_init unigram (4,096 with
+    # zeros): 1,024 up to 8k ids, 2,048 from 16k; see default_negatives).
     num_sampled: int | None = None
     # Proposal for negatives: "unigram" (counts measured by prepare), "log_uniform" (Zipf, only
     # right when ids are sorted by frequency; fit warns when they are not) or "uniform".
@@ -193,6 +199,9 @@ class ModelConfig:
     # Project the last LSTM output to this width before the softmax (null: no projection, or
     # embedding_dim when tie_weights needs one). The output matrix is [vocab_size, this].
     projection_dim: int | None = None
+    # The output bias at the start: "unigram" (the log of each id's training frequency, add-one,
+    # so the untrained model is the unigram model; see model.initial_output_bias) or "zeros".
+    output_bias_init: OutputBiasKind = "unigram"
 
     def __post_init__(self) -> None:
         _check_min("model.embedding_dim", self.embedding_dim, 1)
@@ -222,21 +231,29 @@ class ModelConfig:
 
     def negatives(self, vocab_size: int) -> int:
         """The negatives a sampled step draws at this vocabulary: num_sampled, or where it is null
-        `default_negatives(vocab_size)`."""
-        return self.num_sampled if self.num_sampled is not None else default_negatives(vocab_size)
+        `default_negatives` (at most 2,048 with the unigram output bias, 4,096 with zeros)."""
+        if self.num_sampled is not None:
+            return self.num_sampled
+        return default_negatives(vocab_size, unigram_bias=self.output_bias_init == "unigram")
 
 
-def default_negatives(vocab_size: int) -> int:
-    """Negatives per sampled step when none are given (the CLI's model.num_sampled: null and the
-    library's SampledSoftmax(num_sampled=None)): an eighth of the vocabulary within [1,024, 4,096].
+def default_negatives(vocab_size: int, unigram_bias: bool = False) -> int:
+    """Negatives per sampled step when none are given: an eighth of the vocabulary, at least
+    1,024 and at most 4,096, or at most 2,048 where the output bias starts at the unigram
+    (`lmtrain fit`'s model.output_bias_init: unigram, its default; the library's SampledSoftmax
+    starts at zeros).
 
-    Why it grows with V: in `make compare` (demo shapes, 1,000 steps, 2026-12-02), 1,024
-    negatives gave 5-6% lower validation perplexity than the full softmax at 2k and 8k ids, but
-    3.7% higher at 25k words, where 3,125 gave 7.2% lower and 4,096 8.2% lower. Why it stops at
-    4,096: the step's output products ([B*T, D] x [D, k] and their gradients) grow with it; at
-    25k the 4,096 run took 1.4x the wall time of the 1,024 one.
+    Why it grows with V: with a zero bias at the start, `make compare` (demo shapes, 1,000 steps,
+    2026-12-02) found 1,024 negatives 5-6% below the full softmax at 2k and 8k ids but 3.7% above
+    it at 25k words, where 3,125 gave 7.2% below and 4,096 8.2%: a rare word's bias moves only
+    when it is drawn, and more negatives draw it more often. Why the unigram bias needs fewer:
+    it starts rare words where they belong. At 25k words (grid, 1,000 steps of 64) 2,048 gave
+    114.7 against 115.1 with 3,125, 1,024 gave 117.4; at 62k words over one epoch 2,048 gave
+    343.7 against 347.0 with 4,096, at 1.2x its speed (benchmarks/results/output-bias-2026-12-04.md).
+    The step's output products ([B*T, D] x [D, k] and their gradients) grow with k.
     """
-    return min(_MAX_NEGATIVES, max(_MIN_NEGATIVES, int(vocab_size) // 8))
+    cap = _MAX_NEGATIVES_UNIGRAM_BIAS if unigram_bias else _MAX_NEGATIVES
+    return min(cap, max(_MIN_NEGATIVES, int(vocab_size) // 8))
 
 
 def default_learning_rate(hidden_dim: int) -> float:
@@ -341,7 +358,10 @@ class TrainConfig:
     patience: int | None = None
     # XLA-compile the train step: true | false | auto (auto: off; see train.resolve_jit).
     jit_compile: JitKind = "auto"
-    # float32, or mixed_bfloat16 / mixed_float16 (LSTM in 16 bits; the softmax stays float32).
+    # float32, or mixed_bfloat16 / mixed_float16 (the LSTM's and projection's matrix products in
+    # 16 bits; weights, the LSTM's cell and the softmax stay float32), or auto: mixed_bfloat16
+    # where the hardware multiplies bfloat16 natively (avx512_bf16 or AMX CPUs, Ampere+ GPUs),
+    # float32 elsewhere (see lmtrain.precision).
     precision: PrecisionKind = "float32"
     # Clip gradients to this global norm (null: no clipping).
     clip_norm: float | None = 1.0

@@ -1,38 +1,73 @@
-"""What a training step costs in matrix-multiply FLOPs, from the model's shapes alone.
+"""What a training step costs in matrix multiplies: each matmul's shape, and their FLOPs.
 
-`fit` divides it by the step time to log the arithmetic rate reached (GFLOP/s), the figure to
-hold against the machine's matmul rate at the same shapes. Only the matmuls count: the LSTM's
-input and recurrent products, the projection, and the output layer (the sampled logits, or the
-full [D, V] product); gathers, gate arithmetic and the optimizer are left out, as they are in
-the usual 6 x parameters x tokens estimate this refines.
+`fit` divides the FLOPs by the step time to log the arithmetic rate reached (GFLOP/s), and
+`benchmarks/utilisation_bench.py` times `tf.matmul` at each of these shapes to find the rate the
+machine allows for this very step (its shape-aware ceiling). Only the matmuls count: the LSTM's
+input and recurrent products, the projection and the output layer (the sampled logits, or the
+full [D, V] product), forward and backward; gathers, gate arithmetic, the true class's logit (a
+dot product per row) and the optimizer are left out, as they are in the usual 6 x parameters x
+tokens estimate this refines.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lmtrain.model import LanguageModel
 
-# A step's backward pass does two matmuls of each forward one's size (the gradients of both
-# operands), so a step costs three forward passes.
-FORWARD_AND_BACKWARD = 3
+
+@dataclass(frozen=True)
+class Matmul:
+    """One [m, k] x [k, n] product a step runs `count` times (the recurrent ones once per time step)."""
+
+    part: str  # "lstm", "projection" or "output"
+    what: str  # e.g. "lstm_0 recurrent, forward"
+    m: int
+    k: int
+    n: int
+    count: int = 1
+
+    @property
+    def flops(self) -> float:
+        return 2.0 * self.m * self.k * self.n * self.count
 
 
-def forward_flops_per_token(model: LanguageModel) -> float:
-    """Multiply-add FLOPs (2 per multiply-add) of one token's forward pass through `model`, as
-    built (its projection, if tying or projection_dim gave it one; the sampled logits, the true
-    one and num_sampled negatives, or all vocab_size under the full softmax)."""
-    flops, width = 0.0, model.embedding_dim
-    for _ in range(model.num_layers):
-        flops += 2.0 * 4 * model.hidden_dim * (width + model.hidden_dim)  # four gates, input and recurrent
-        width = model.hidden_dim
+def _product(part: str, what: str, rows: int, width: int, out: int) -> list[Matmul]:
+    """A [rows, width] x [width, out] product and the two of its backward pass (the input's
+    gradient [rows, out] x [out, width] and the weight's [width, rows] x [rows, out])."""
+    return [Matmul(part, f"{what}, forward", rows, width, out),
+            Matmul(part, f"{what}, input gradient", rows, out, width),
+            Matmul(part, f"{what}, weight gradient", width, rows, out)]
+
+
+def step_matmuls(model: LanguageModel, batch_size: int, seq_len: int) -> list[Matmul]:
+    """The matmuls of one training step of `model` (as built: its projection, if tying or
+    projection_dim gave it one; its softmax, sampled or full) on a batch of [batch_size, seq_len].
+
+    The LSTM's as the fused layer runs them: the input projection of all steps as one product,
+    the recurrent one per time step ([B, H] x [H, 4H] forward, [B, 4H] x [4H, H] backward), and
+    the three weight and input gradients as products over all B x T rows.
+    """
+    rows, h, gates = batch_size * seq_len, model.hidden_dim, 4 * model.hidden_dim
+    out: list[Matmul] = []
+    width = model.embedding_dim
+    for i in range(model.num_layers):
+        name = f"lstm_{i}"
+        out += _product("lstm", f"{name} input", rows, width, gates)
+        out += [Matmul("lstm", f"{name} recurrent, forward", batch_size, h, gates, seq_len),
+                Matmul("lstm", f"{name} recurrent, state gradient", batch_size, gates, h, seq_len),
+                Matmul("lstm", f"{name} recurrent, weight gradient", h, rows, gates)]
+        width = h
     if model.projection_dim:
-        flops += 2.0 * model.hidden_dim * model.projection_dim
-    logits = model.vocab_size if model.softmax == "full" else model.num_sampled + 1
-    return flops + 2.0 * model.output_dim * logits
+        out += _product("projection", "projection", rows, h, model.projection_dim)
+    classes = model.vocab_size if model.softmax == "full" else model.num_sampled
+    what = "logits, full" if model.softmax == "full" else "logits, sampled"
+    out += _product("output", what, rows, model.output_dim, classes)
+    return out
 
 
 def step_flops(model: LanguageModel, tokens: int) -> float:
     """Matmul FLOPs of one training step (forward and backward) over `tokens` tokens (B x T)."""
-    return FORWARD_AND_BACKWARD * tokens * forward_flops_per_token(model)
+    return sum(mm.flops for mm in step_matmuls(model, tokens, 1))

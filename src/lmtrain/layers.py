@@ -125,8 +125,9 @@ class SampledSoftmax(keras.layers.Layer):
         vocab_size: number of classes V (ids 0 .. V-1).
         num_sampled: negatives drawn per training step, shared by every position of the batch;
             fewer than `vocab_size`. None (the default): an eighth of `vocab_size`, at least
-            1,024 and at most 4,096, as `lmtrain fit` draws (1,024 lost 3.7% to the full softmax
-            at 25k words where 3,125 won 7.2%; `lmtrain.config.default_negatives`).
+            1,024 and at most 4,096, as `lmtrain fit` draws with a zero bias at the start (1,024
+            lost 3.7% to the full softmax at 25k words where 3,125 won 7.2%;
+            `lmtrain.config.default_negatives`).
         sampler: the proposal the negatives are drawn from: "unigram" (the default: in proportion
             to the targets' counts, from `counts=` or `adapt` where given, else counted from the
             targets as training goes, in the layer's `target_counts` weight; any id order works),

@@ -32,6 +32,7 @@ from lmtrain.meta import load_prepared
 from lmtrain.model import LanguageModel, State, choose_softmax, create_model
 from lmtrain.optim import create_optimizer, pending_applied
 from lmtrain.paths import DataPaths, RunPaths
+from lmtrain.precision import resolve_precision
 from lmtrain.progress import progress_bar
 from lmtrain.records import damaged_shard_error, split_files, stream_rows, train_dataset
 from lmtrain.rundir import init_run_dir, restore, started_config, step_counts, training_checkpoint
@@ -58,6 +59,7 @@ class FitResult:
     wrote_run_dir: bool = True  # False on the workers of a multi-worker run other than the chief
     softmax: str = "sampled"  # the training loss model.softmax stood for (auto: chosen by vocabulary)
     gflops_per_sec: float | None = None  # the step's matmul FLOPs (lmtrain.flops) over the step time
+    train_seconds: float = 0.0  # of wall_seconds, those spent training (not validating, checkpointing, starting)
 
 
 def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo = print) -> FitResult:
@@ -108,6 +110,8 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         if asked.model.tie_weights is None or asked.train.schedule is None:
             echo(f"run length: {_length_words(asked, config, total_steps, resumed=first is not None)}")
         echo(f"learning rate: {_rate_words(config)}")
+        if t.precision == "auto":
+            echo("precision: {} ({})".format(*resolve_precision(t.precision)))
     model, optimizer, train_fn = build_trainer(config, meta.vocab_size, meta.unigram_counts, total_steps,
                                                distribution)
     validation = _Validation(t)
@@ -167,6 +171,9 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     flops_per_token = step_flops(model, 1)
     interval_tokens, interval_start, wait = 0.0, time.perf_counter(), 0.0
     loop_start_step = step
+    # Seconds spent training in this invocation (validations and checkpoints left out): the
+    # x axis of perplexity against time (benchmarks/compare.py).
+    loop_started, not_training = time.perf_counter(), 0.0
     try:
         with StopSignals() as stop:
             while step < total_steps:
@@ -228,6 +235,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                         verdict = validation.record(step, valid_ppl)
                         with writer.as_default(step=step):
                             tf.summary.scalar("valid/perplexity", valid_ppl)
+                            tf.summary.scalar("valid/train_seconds", t_end - loop_started - not_training)
                         line = f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(count)} tokens)"
                         if verdict.improved and best_store is not None:
                             save(best_store)  # loading applies the pending LazyAdam steps, as evaluated
@@ -258,6 +266,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                     raise Interrupted(f"stopped by {cause} after step {step}; {where}; run the same command to continue",
                                       signum)
                 interval_start += time.perf_counter() - t_end  # validation and checkpoints are not throughput
+                not_training += time.perf_counter() - t_end
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
         if distribution.workers < 2:
             raise
@@ -272,7 +281,8 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         echo(f"already trained to step {step} in {run.root}; raise train.max_steps or train.epochs to continue")
     return FitResult(run.root, step, train_loss, valid_ppl, tokens_per_sec, wait_share,
                      time.perf_counter() - started, skipped, validation.best_step, validation.best_perplexity,
-                     validation.stopped, chief, loss_kind, gflops)
+                     validation.stopped, chief, loss_kind, gflops,
+                     time.perf_counter() - loop_started - not_training)
 
 
 class _StateCarry:
