@@ -97,6 +97,11 @@ class AdaptiveLM(keras.Model):
         self.softmax = AdaptiveSoftmax(vocab_size, cutoffs)
         self.hidden_dim = hidden_dim
 
+    def build(self, input_shape: Any) -> None:
+        self.embedding.build(input_shape)
+        self.lstm.build((None, None, self.embedding.output_dim))
+        self.softmax.build((None, self.hidden_dim))
+
     def call(self, tokens: tf.Tensor, training: bool = False) -> tf.Tensor:
         z = self.drop_out(self.lstm(self.drop_in(self.embedding(tokens), training=training)), training=training)
         return tf.reshape(z, [-1, self.hidden_dim])  # (B*T, H)
@@ -132,8 +137,7 @@ def train_adaptive(config: Config, eval_every: int, cutoffs: list[int] | None = 
     _, total_steps = step_counts(config, meta)
     keras.utils.set_random_seed(t.seed)
     model = AdaptiveLM(vocab, m.embedding_dim, m.hidden_dim, m.dropout, cutoffs)
-    model(tf.zeros([1, 2], tf.int32))
-    model.softmax.build((None, m.hidden_dim))
+    model.build((None, None))
     optimizer = keras.optimizers.Adam(RATE)
     variables = model.trainable_variables
     optimizer.build(variables)
