@@ -1,12 +1,12 @@
 # Two commands for a fresh machine with only Python:
-#   make demo   install, then prepare -> fit -> eval -> generate on Shakespeare (5-10 min, 2 CPU cores)
+#   make demo   install, then prepare -> fit -> eval -> generate on Shakespeare (README says how long)
 #   make test   install, then run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 
-.PHONY: demo test install bench bench-prepare bench-vocab compare compare-word grid clean
+.PHONY: demo test test-fast install bench bench-prepare bench-vocab compare compare-word grid clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The tests without the slow ones (end-to-end training and preparing): a quick check while editing.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # Sampled vs full softmax on the demo corpus with the defaults at 2k, 8k and word-level 25k, at
 # equal steps and equal time, and a num_sampled sweep: table + plot in runs/compare/ (40 minutes to 1.5

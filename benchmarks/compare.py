@@ -35,16 +35,16 @@ import json
 import math
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from lmtrain.config import Config, config_from_dict, load_config  # noqa: E402
+from lmtrain.build import choose_softmax  # noqa: E402
+from lmtrain.config import Config  # noqa: E402
+from lmtrain.configfile import config_from_dict, load_config  # noqa: E402
 from lmtrain.errors import ConfigError  # noqa: E402
 from lmtrain.evaluate import evaluate  # noqa: E402
-from lmtrain.model import choose_softmax  # noqa: E402
 from lmtrain.prepare import prepare  # noqa: E402
 from lmtrain.rundir import logged_scalars  # noqa: E402
 from lmtrain.train import fit  # noqa: E402
@@ -308,7 +308,7 @@ def plot(runs: list[Run], path: Path) -> None:
                 ax.plot([p[0] for p in r.curve], [p[2] for p in r.curve], marker="o", markersize=3, label=r.name,
                         linestyle="--" if r.name.endswith("-plain") else "-")
         ax.set_title(f"{label} vocabulary ({mine[0].vocab})")
-        ax.set_xlabel("wall-clock seconds since fit started")
+        ax.set_xlabel("seconds of training (validations left out)")
         ax.set_ylabel("validation perplexity (full softmax)")
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3)

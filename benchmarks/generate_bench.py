@@ -34,10 +34,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from lmtrain.config import config_from_dict, for_run  # noqa: E402
+from lmtrain.build import create_model  # noqa: E402
+from lmtrain.configfile import config_from_dict  # noqa: E402
 from lmtrain.export import export_model  # noqa: E402
 from lmtrain.generate import SamplingOptions, sample  # noqa: E402
-from lmtrain.model import create_model  # noqa: E402
+from lmtrain.runlength import for_run  # noqa: E402
 
 
 def main() -> None:

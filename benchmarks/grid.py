@@ -33,12 +33,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from lmtrain.config import Config, config_from_dict, for_run, load_config  # noqa: E402
+from lmtrain.config import Config  # noqa: E402
+from lmtrain.configfile import config_from_dict, load_config  # noqa: E402
 from lmtrain.errors import ConfigError  # noqa: E402
 from lmtrain.meta import load_prepared  # noqa: E402
 from lmtrain.paths import DataPaths  # noqa: E402
 from lmtrain.prepare import prepare  # noqa: E402
 from lmtrain.records import split_files  # noqa: E402
+from lmtrain.runlength import for_run  # noqa: E402
 from lmtrain.train import fit  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -56,7 +58,7 @@ class Point:
 
 
 # Widths 64/128, 256/512 (the demo's), 512/1024; 150 to 3000 steps (300, 600 and 800 place the
-# switch from the short-run recipe, config.short_run_steps); 2k, 8k and 25k words; BPE 8k, whose ids
+# switch from the short-run recipe, runlength.short_run_steps); 2k, 8k and 25k words; BPE 8k, whose ids
 # are not sorted by frequency.
 POINTS = (
     Point("s64-150", "u8k", 64, 128, 150),

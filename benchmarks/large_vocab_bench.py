@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
 
 

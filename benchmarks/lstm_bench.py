@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,12 +36,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from lmtrain import softmax  # noqa: E402
-from lmtrain.config import config_from_dict  # noqa: E402
-from lmtrain.lstm import LSTM  # noqa: E402
+from lmtrain.build import build_trainer  # noqa: E402
+from lmtrain.configfile import config_from_dict  # noqa: E402
+from lmtrain.keras import softmax  # noqa: E402
+from lmtrain.keras.lstm import LSTM  # noqa: E402
 from lmtrain.rundir import logged_scalars  # noqa: E402
-from lmtrain.train import build_trainer  # noqa: E402
-from step_bench import _batch, _sections, add_shape_arguments, floor_step, zipf_counts  # noqa: E402
+
+from common import add_shape_arguments, floor_step, round_robin, shape_sections, synthetic_batch, zipf_counts  # noqa: E402
 
 IMPLS = ("keras", "fused")
 
@@ -64,19 +64,6 @@ def main() -> None:
         results["fit_tok_s"] = fit_throughput(args.fit, args.fit_steps)
     print_table(results, args)
     print(json.dumps({"results": results}))
-
-
-def round_robin(variants: dict[str, Callable[[], Any]], warmup: int, reps: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(warmup):
-        for fn in variants.values():
-            fn()
-    for _ in range(reps):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            fn()  # each returns a host value: the work is finished
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def lstm_variants(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
@@ -107,10 +94,10 @@ def lstm_variants(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
 
 def step_variants(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     counts = zipf_counts(args.vocab)
-    batch = _batch(counts, args)
+    batch = synthetic_batch(counts, args)
     out: dict[str, Callable[[], Any]] = {}
     for impl in IMPLS:
-        sections = _sections(args.vocab, args)  # step_bench's (b), with this LSTM
+        sections = shape_sections(args.vocab, args)  # step_bench's (b), with this LSTM
         config = config_from_dict({**sections, "model": {**sections["model"], "lstm_impl": impl}})
         model, optimizer, step = build_trainer(config, args.vocab, counts.tolist())
         out[f"sampled_{impl}"] = (lambda s: lambda: float(s(batch)["loss"]))(step)

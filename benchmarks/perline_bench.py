@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmtrain.config import load_config
+from lmtrain.configfile import load_config
 from lmtrain.corpus import list_documents
 from lmtrain.paths import DataPaths
 from lmtrain.perline import score_file

@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
-from lmtrain.config import load_config  # noqa: E402
-from lmtrain.train import build_trainer  # noqa: E402
+from lmtrain.build import build_trainer  # noqa: E402
+from lmtrain.configfile import load_config  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 

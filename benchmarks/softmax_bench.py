@@ -4,7 +4,7 @@ the full softmax, at vocabularies from 1x to 16x num_sampled.
 Both steps are `build_trainer`'s (the code `lmtrain fit` runs: LazyAdam, clipping, the defaults'
 tied weights and projection), on the same Zipf-distributed batch, timed side by side in one
 process, round-robin, medians. Up to about 2x the two cost the same, so there the choice
-(model.softmax=auto, `model.choose_softmax`) rests on the perplexity each trains to, which
+(model.softmax=auto, `build.choose_softmax`) rests on the perplexity each trains to, which
 `make compare` measures; the table's last column is what auto picks. Prints a table and a last line of JSON: {"results": [...]}.
 
 Usage: python benchmarks/softmax_bench.py [--ratios 1 2 4 8 16] [--reps 7]
@@ -20,11 +20,11 @@ from typing import Any, Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from lmtrain.config import ModelConfig, config_from_dict  # noqa: E402
-from lmtrain.model import choose_softmax  # noqa: E402
-from lmtrain.train import build_trainer  # noqa: E402
-from lstm_bench import round_robin  # noqa: E402
-from step_bench import _batch, _sections, add_shape_arguments, zipf_counts  # noqa: E402
+from lmtrain.build import build_trainer, choose_softmax  # noqa: E402
+from lmtrain.config import ModelConfig  # noqa: E402
+from lmtrain.configfile import config_from_dict  # noqa: E402
+
+from common import add_shape_arguments, round_robin, shape_sections, synthetic_batch, zipf_counts  # noqa: E402
 
 
 def main() -> None:
@@ -38,9 +38,9 @@ def main() -> None:
     variants: dict[str, Callable[[], Any]] = {}
     for vocab in vocabs:
         counts = zipf_counts(vocab)
-        batch = _batch(counts, args)
+        batch = synthetic_batch(counts, args)
         for kind in ("sampled", "full"):
-            sections = _sections(vocab, args)
+            sections = shape_sections(vocab, args)
             config = config_from_dict({**sections, "model": {**sections["model"], "softmax": kind}})
             _, _, step = build_trainer(config, vocab, counts.tolist())
             variants[f"{kind}_{vocab}"] = (lambda s, b: lambda: float(s(b)["loss"]))(step, batch)

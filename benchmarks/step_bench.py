@@ -38,9 +38,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from lmtrain.config import config_from_dict  # noqa: E402
+from lmtrain.build import build_trainer  # noqa: E402
+from lmtrain.configfile import config_from_dict  # noqa: E402
 from lmtrain.keras import Embedding, LazyAdam, SampledSoftmax  # noqa: E402
-from lmtrain.train import build_trainer  # noqa: E402
+
+from common import add_shape_arguments, floor_step, shape_sections, synthetic_batch, zipf_counts  # noqa: E402
 
 
 def main() -> None:
@@ -62,21 +64,10 @@ def main() -> None:
     print(json.dumps({"results": results}))
 
 
-def add_shape_arguments(p: argparse.ArgumentParser) -> None:
-    """The step's shapes and the timing repeats (shared with lstm_bench.py)."""
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=35)
-    p.add_argument("--embedding-dim", type=int, default=256)
-    p.add_argument("--hidden-dim", type=int, default=512)
-    p.add_argument("--num-sampled", type=int, default=1024)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--reps", type=int, default=7)
-
-
 def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
-    config = config_from_dict(_sections(vocab, args))
+    config = config_from_dict(shape_sections(vocab, args))
     counts = zipf_counts(vocab)
-    batch = _batch(counts, args)
+    batch = synthetic_batch(counts, args)
 
     variants: dict[str, Callable[[], Any]] = {}
     model, optimizer, step = build_trainer(config, vocab, counts.tolist())
@@ -137,45 +128,13 @@ def probe_sampled_rss(vocab: int, args: argparse.Namespace) -> float:
 
 
 def sampled_only_rss(vocab: int, args: argparse.Namespace) -> float:
-    config = config_from_dict(_sections(vocab, args))
+    config = config_from_dict(shape_sections(vocab, args))
     counts = zipf_counts(vocab)
     _, _, step = build_trainer(config, vocab, counts.tolist())
-    batch = _batch(counts, args)
+    batch = synthetic_batch(counts, args)
     for _ in range(3):
         float(step(batch)["loss"])
     return peak_rss_gb()
-
-
-def _batch(counts: np.ndarray, args: argparse.Namespace) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """One (inputs, targets, mask) batch of ids drawn from the same Zipf law as the counts."""
-    ids = np.random.default_rng(0).choice(
-        counts.size, size=(args.batch_size, args.seq_len + 1), p=counts / counts.sum()).astype(np.int32)
-    return tf.constant(ids[:, :-1]), tf.constant(ids[:, 1:]), tf.ones((args.batch_size, args.seq_len), tf.float32)
-
-
-def _sections(vocab: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    return {
-        "tokenizer": {"vocab_size": vocab},
-        "model": {"embedding_dim": args.embedding_dim, "hidden_dim": args.hidden_dim, "num_layers": 1,
-                  "dropout": 0.0, "softmax": "sampled", "num_sampled": args.num_sampled},
-        "train": {"batch_size": args.batch_size, "seq_len": args.seq_len},
-    }
-
-
-def floor_step(model: Any, optimizer: Any, x: tf.Tensor) -> Callable[[], Any]:
-    """(a): lmtrain's Embedding + LSTM and optimizer, no output layer."""
-    variables = model.embedding.trainable_variables + [v for lstm in model.lstms for v in lstm.trainable_variables]
-
-    @tf.function
-    def step(tokens: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model(tokens, training=True))
-        grads = tape.gradient(loss, variables)
-        grads, _ = tf.clip_by_global_norm(grads, 1.0)
-        optimizer.apply(grads, variables)
-        return loss
-
-    return lambda: step(x)
 
 
 def keras_full_softmax_step(vocab: int, args: argparse.Namespace, x: tf.Tensor, y: tf.Tensor) -> Callable[[], Any]:
@@ -206,14 +165,6 @@ def keras_sampled_step(vocab: int, args: argparse.Namespace, counts: np.ndarray,
     model.compile(optimizer=LazyAdam(1e-3), loss=head.loss)
     x, y = batch[0], batch[1]
     return lambda: model.train_on_batch(x, y)
-
-
-def zipf_counts(vocab: int) -> np.ndarray:
-    """Unigram counts following Zipf's law (count proportional to 1/rank), in shuffled id order,
-    as BPE ids are: the proposal must not rely on ids being sorted by frequency."""
-    counts = np.floor(1e7 / np.arange(1, vocab + 1)).astype(np.int64) + 1
-    np.random.default_rng(1).shuffle(counts)
-    return counts
 
 
 def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:

@@ -33,10 +33,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from lmtrain.config import Config, load_config  # noqa: E402
+from lmtrain.build import build_trainer  # noqa: E402
+from lmtrain.config import Config  # noqa: E402
+from lmtrain.configfile import load_config  # noqa: E402
 from lmtrain.flops import Matmul, step_matmuls  # noqa: E402
 from lmtrain.keras import LSTM  # noqa: E402
-from lmtrain.train import build_trainer  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 PRECISIONS = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16}

@@ -1,15 +1,17 @@
 """The benchmarks run end to end (tiny shapes) and end with the JSON line tools read."""
 
+import pytest
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import cli
+from helpers import cli
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "step_bench.py"
 
 
+@pytest.mark.slow
 def test_benchmark_prints_table_and_json():
     out = subprocess.run(
         [sys.executable, str(BENCH), "--vocab", "300", "--batch-size", "2", "--seq-len", "4",
@@ -27,6 +29,7 @@ def test_benchmark_prints_table_and_json():
     assert any(line.startswith("| 300 |") for line in lines)
 
 
+@pytest.mark.slow
 def test_softmax_benchmark_times_both_steps_and_names_autos_choice():
     out = subprocess.run(
         [sys.executable, str(BENCH.with_name("softmax_bench.py")), "--ratios", "1", "2", "8", "--batch-size", "2",
@@ -41,6 +44,7 @@ def test_softmax_benchmark_times_both_steps_and_names_autos_choice():
     assert "| 128 | 8 |" in out.stdout
 
 
+@pytest.mark.slow
 def test_generation_benchmark_runs():
     bench = BENCH.with_name("generate_bench.py")
     out = subprocess.run(
@@ -56,6 +60,7 @@ def test_generation_benchmark_runs():
     assert result["vocab"] == 300 and result["tokens"] == 6
 
 
+@pytest.mark.slow
 def test_lstm_benchmark_runs():
     out = subprocess.run(
         [sys.executable, str(BENCH.with_name("lstm_bench.py")), "--vocab", "300", "--score-vocab", "500",
@@ -71,8 +76,9 @@ def test_lstm_benchmark_runs():
     assert "| LSTM forward + backward |" in out.stdout
 
 
+@pytest.mark.slow
 def test_comparison_command_runs(tmp_path):
-    from conftest import write_corpus
+    from helpers import write_corpus
 
     corpus = write_corpus(tmp_path / "corpus", docs=8, lines=40)
     command = [
@@ -125,8 +131,9 @@ def test_comparison_command_runs(tmp_path):
     assert [r["name"] for r in json.loads((tmp_path / "out" / "results.json").read_text())][-1] == "large-sampled-4"
 
 
+@pytest.mark.slow
 def test_defaults_grid_runs_the_sweep_and_reuses_finished_runs(tmp_path):
-    from conftest import write_corpus
+    from helpers import write_corpus
 
     corpus = write_corpus(tmp_path / "corpus", docs=8, lines=40)
     command = [
@@ -155,8 +162,9 @@ def test_defaults_grid_runs_the_sweep_and_reuses_finished_runs(tmp_path):
     assert (tmp_path / "grid" / "results.md").read_text() == table
 
 
+@pytest.mark.slow
 def test_library_benchmark_runs_the_readme_model_on_a_word_vocabulary(tmp_path):
-    from conftest import write_corpus
+    from helpers import write_corpus
 
     corpus = write_corpus(tmp_path / "corpus", docs=8, lines=40)
     out = subprocess.run([sys.executable, str(BENCH.with_name("library_bench.py")), "--corpus", str(corpus),
@@ -172,7 +180,7 @@ def test_comparison_plan_takes_the_default_negatives_and_marks_autos_choice(monk
     import argparse
     import importlib.util
 
-    from lmtrain.config import load_config
+    from lmtrain.configfile import load_config
 
     spec = importlib.util.spec_from_file_location("compare", BENCH.with_name("compare.py"))
     compare = importlib.util.module_from_spec(spec)
@@ -218,6 +226,7 @@ def test_per_line_benchmark_scores_the_same_tokens_both_ways(tmp_path, tiny_conf
     assert "| `eval --per-line` |" in out.stdout and "| `eval` (split_nll) |" in out.stdout
 
 
+@pytest.mark.slow
 def test_large_vocabulary_benchmark_runs():
     out = subprocess.run(
         [sys.executable, str(BENCH.with_name("large_vocab_bench.py")), "--vocab", "400", "--text-docs", "6",
@@ -253,6 +262,7 @@ def test_adaptive_softmax_reference_is_a_normalised_distribution():
     assert list(adaptive.frequency_ranks([5, 9, 1, 9])) == [2, 0, 3, 1]
 
 
+@pytest.mark.slow
 def test_utilisation_benchmark_reports_the_share_of_the_matmul_ceiling():
     out = subprocess.run(
         [sys.executable, str(BENCH.with_name("utilisation_bench.py")), "--vocab", "300", "--rounds", "1", "--steps", "1",
@@ -269,6 +279,7 @@ def test_utilisation_benchmark_reports_the_share_of_the_matmul_ceiling():
     assert "| whole step | float32 |" in out.stdout and "speed-up over float32" in out.stdout
 
 
+@pytest.mark.slow
 def test_step_profile_names_the_ops_that_take_the_time():
     out = subprocess.run(
         [sys.executable, str(BENCH.with_name("profile_step.py")), "--vocab", "300", "--steps", "1", "--top", "5",

@@ -1,8 +1,13 @@
+"""lmtrain.config and lmtrain.configfile: the schema's defaults and checks, YAML and --set loading, did-you-mean."""
+
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from lmtrain.config import Config, config_from_dict, load_config
+from lmtrain.config import Config
+from lmtrain.configfile import config_from_dict, load_config
 from lmtrain.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,3 +164,15 @@ def test_any_yaml_text_loads_or_raises_config_error_only(text):
         with open(path, "w", encoding="utf-8", errors="surrogatepass") as fh:
             fh.write(text)
         _loads_or_config_error(lambda: load_config(path))
+
+
+def test_reading_a_config_needs_no_tensorflow(tmp_path):
+    """`lmtrain prepare` needs no TensorFlow: loading and checking a config must not import it.
+    (Only `model.softmax: sampled` with a vocabulary checks the negatives at load, with the rule
+    the library owns, and importing the library imports TensorFlow.)"""
+    path = tmp_path / "c.yaml"
+    path.write_text("tokenizer: {vocab_size: 2000}\nmodel: {hidden_dim: 64}\n")
+    code = (f"import sys; from lmtrain.configfile import load_config; c = load_config({str(path)!r}); "
+            f"print(c.model.hidden_dim, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["64", "False", "False"]

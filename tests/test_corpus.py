@@ -1,3 +1,5 @@
+"""lmtrain.corpus: corpus sources (files, directories, globs, compressed), markdown stripping, splits, line samples."""
+
 import gzip
 
 import pytest
@@ -46,7 +48,8 @@ def test_split_is_deterministic_and_never_empty(tmp_path):
 
 
 def test_corpus_line_sample_is_uniform_ordered_seeded_and_skips_blank_lines(tmp_path):
-    from lmtrain.corpus import Document, sample_lines
+    from lmtrain.corpus import Document
+    from lmtrain.vocabsample import sample_lines
 
     root = tmp_path / "c"
     root.mkdir()
@@ -71,7 +74,8 @@ def test_corpus_line_sample_is_uniform_ordered_seeded_and_skips_blank_lines(tmp_
 
 def test_corpus_line_sample_reads_crlf_markdown_and_blocks(tmp_path, monkeypatch):
     import lmtrain.corpus
-    from lmtrain.corpus import Document, sample_lines
+    from lmtrain.corpus import Document
+    from lmtrain.vocabsample import sample_lines
 
     monkeypatch.setattr(lmtrain.corpus, "BLOCK_BYTES", 1000)  # many blocks: line numbers carry across them
     path = tmp_path / "d.md"
@@ -88,7 +92,7 @@ def test_corpus_line_sample_reads_crlf_markdown_and_blocks(tmp_path, monkeypatch
 
 
 def test_line_sample_is_bounded_by_bytes_too(tmp_path):
-    from lmtrain.corpus import sample_lines
+    from lmtrain.vocabsample import sample_lines
 
     path = tmp_path / "long.txt"
     path.write_text("".join(f"{i} " + "word " * 40 + "\n" for i in range(2000)))  # ~200 bytes a line

@@ -20,12 +20,12 @@ import pytest
 import tensorflow as tf
 
 from lmtrain.checkpoints import CheckpointStore
-from lmtrain.config import load_config
+from lmtrain.configfile import load_config
 from lmtrain.prepare import prepare
 from lmtrain.rundir import logged_scalars
 from lmtrain.train import fit
 
-from conftest import tiny_sections, write_config
+from helpers import cli, tiny_sections, write_config
 
 # A worker: the real `fit`, with the trained model captured to save its weights where the test
 # can read them (a non-chief worker writes nothing to the run directory).
@@ -34,7 +34,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 import lmtrain.train as train
-from lmtrain.config import load_config
+from lmtrain.configfile import load_config
 from lmtrain.errors import LmtrainError
 
 captured = {}
@@ -157,6 +157,7 @@ def _workers(tmp_path: Path, cfg_path: Path, run_dirs: list[Path], tag: str, *ov
 WORKERS_ATOL = 1e-5
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes_train_like_one_device_and_resume(tmp_path, corpus):
     cfg_path = _config_file(tmp_path, corpus)
     one = _reference(cfg_path, tmp_path)
@@ -199,14 +200,9 @@ def test_multi_worker_two_processes_train_like_one_device_and_resume(tmp_path, c
     (["train.distribute=mirrored", "train.jit_compile=true"], 2, "train.jit_compile: true is not supported"),
 ])
 def test_bad_distribute_settings_are_one_line_errors(tmp_path, corpus, monkeypatch, overrides, code, message):
-    from typer.testing import CliRunner
-
-    from lmtrain.cli import app
-
     monkeypatch.delenv("TF_CONFIG", raising=False)
     cfg_path = _config_file(tmp_path, corpus)
-    args = ["fit", str(cfg_path), "-q"] + [x for o in overrides for x in ("--set", o)]
-    result = CliRunner().invoke(app, args)
+    result = cli("fit", cfg_path, "-q", *[x for o in overrides for x in ("--set", o)])
     assert result.exit_code == code, result.output  # 2: the config itself is invalid
     assert "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]

@@ -22,10 +22,10 @@ import pytest
 import tensorflow as tf
 
 from lmtrain.checkpoints import CheckpointStore
-from lmtrain.model import LanguageModel
+from lmtrain.keras import softmax
 from lmtrain.rundir import load_run
 
-from conftest import assert_clean_error, cli, tiny_sections, write_config, write_corpus
+from helpers import assert_clean_error, cli, tiny_sections, write_config, write_corpus
 
 TRAIN = {"batch_size": 8, "seq_len": 16, "epochs": 3, "max_steps": None, "checkpoint_every": 10, "log_every": 10}
 MODEL = {"embedding_dim": 32, "hidden_dim": 128, "dropout": 0.2}  # dropout: its random state must resume too
@@ -80,6 +80,7 @@ def shared(tmp_path_factory):
             "perplexity": final_perplexity(out.stdout), "stdout": out.stdout}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_stopped_run_resumes_to_the_same_bits(shared, sig, code):
     name = signal.Signals(sig).name
@@ -128,7 +129,7 @@ def test_kill_between_checkpoint_write_and_commit_keeps_the_previous_one(tmp_pat
 
     monkeypatch.setattr(CheckpointStore, "_commit", dies_on_second_commit)
     with pytest.raises(SystemExit):
-        from lmtrain.config import load_config
+        from lmtrain.configfile import load_config
         from lmtrain.train import fit
         fit(load_config(cfg), progress=False, echo=lambda _: None)
     checkpoints = tmp_path / "run" / "checkpoints"
@@ -169,15 +170,15 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(tmp_path, corpus, mo
 @pytest.mark.parametrize("mode", ["stop", "skip"])
 def test_non_finite_loss(tmp_path, corpus, monkeypatch, mode):
     # The 8th loss computed is NaN: as if a batch or a step had gone wrong there.
-    original = LanguageModel._sampled_nll  # what the training step computes its loss with
+    original = softmax.sampled_nll  # what the training step computes its loss with
     calls = tf.Variable(0)
 
-    def poisoned(self, hidden, rows):
+    def poisoned(hidden, rows):
         calls.assign_add(1)
-        nll = original(self, hidden, rows)
+        nll = original(hidden, rows)
         return tf.where(tf.equal(calls, 8), tf.fill(tf.shape(nll), float("nan")), nll)
 
-    monkeypatch.setattr(LanguageModel, "_sampled_nll", poisoned)
+    monkeypatch.setattr(softmax, "sampled_nll", poisoned)
     cfg = _in_process_config(tmp_path, corpus, on_nan=mode)
     assert cli("prepare", cfg, "-q").exit_code == 0
     r = cli("fit", cfg, "-q")

@@ -1,3 +1,5 @@
+"""lmtrain.generate's token choice: greedy, top-k, top-p (nucleus) sampling, seeds and bad options."""
+
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -1,10 +1,10 @@
 """lmtrain.keras: the sampled-softmax head and LazyAdam in a user's own Keras model."""
 
 import re
-import warnings
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import keras
@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from lmtrain.keras import Embedding, LazyAdam, SampledSoftmax, SampledSoftmaxLoss
-from lmtrain.sampling import CandidateSampler, SAMPLER_SCOPE, log_uniform_proposal, unigram_proposal
+from lmtrain.keras.sampling import SAMPLER_SCOPE, CandidateSampler, log_uniform_proposal, unigram_proposal
 
 V, T = 40, 6
 
@@ -427,8 +427,9 @@ def test_tied_head_needs_inputs_as_wide_as_the_embedding():
 
 
 def test_cli_tied_model_and_library_tied_model_give_the_same_loss():
-    from lmtrain.config import config_from_dict, for_run
-    from lmtrain.model import create_model
+    from lmtrain.build import create_model
+    from lmtrain.configfile import config_from_dict
+    from lmtrain.runlength import for_run
 
     x, y = _data(8)
     counts = np.bincount(y.ravel(), minlength=V) + 1
@@ -452,3 +453,12 @@ def test_cli_tied_model_and_library_tied_model_give_the_same_loss():
     expected = cli_model.sampled_nll(tf.reshape(hidden, [-1, 16]), tf.reshape(y, [-1]), step).numpy().mean()
     got = float(head.loss(tf.constant(y), library(tf.constant(x), training=True)))
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_library_imports_nothing_from_the_app():
+    """`lmtrain.keras` is the library the app is built on: importing it (and using it) must not
+    load the config schema, the training loop, the CLI or any other app module."""
+    code = ("import sys, lmtrain.keras as lk; lk.SampledSoftmax(100, num_sampled=10); "
+            "print(sorted(m for m in sys.modules if m.startswith('lmtrain.') and not m.startswith('lmtrain.keras')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,4 +1,4 @@
-"""lmtrain.lstm: the fused LSTM computes what keras.layers.LSTM computes, gradients included,
+"""lmtrain.keras.lstm: the fused LSTM computes what keras.layers.LSTM computes, gradients included,
 with the same weights, and the CLI model can switch between the two."""
 
 import keras
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lmtrain.config import config_from_dict, for_run
-from lmtrain.lstm import LSTM, resolve_impl
-from lmtrain.model import create_model
+from lmtrain.build import create_model
+from lmtrain.configfile import config_from_dict
+from lmtrain.keras.lstm import LSTM, resolve_impl
+from lmtrain.runlength import for_run
 
 
 def _pair(units, width, **kwargs):

@@ -1,10 +1,13 @@
+"""lmtrain.model.LanguageModel: sampled and full losses, sparse gradients, decoding and scoring with state, precision."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from lmtrain import softmax as softmax_module
-from lmtrain.config import config_from_dict, for_run
-from lmtrain.model import create_model
+from lmtrain.build import create_model
+from lmtrain.configfile import config_from_dict
+from lmtrain.keras import softmax as softmax_module
+from lmtrain.runlength import for_run
 
 V = 50
 
@@ -115,8 +118,8 @@ def test_sampled_loss_equals_tensorflows_own():
 
 @pytest.mark.parametrize("unique", [True, False])
 def test_sampled_train_step_never_touches_all_vocabulary_rows(unique):
-    from lmtrain.optim import LazyAdam
-    from lmtrain.sampling import SAMPLER_SCOPE
+    from lmtrain.keras.optim import LazyAdam
+    from lmtrain.keras.sampling import SAMPLER_SCOPE
 
     vocab = 997  # a size no other dimension has
     cfg = config_from_dict({"tokenizer": {"vocab_size": vocab},

@@ -1,11 +1,11 @@
 """LazyAdam: the Adam maths on touched rows only, checked against a NumPy reference."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
-from lmtrain.optim import LazyAdam, pending_applied
+from lmtrain.keras.optim import LazyAdam, pending_applied
 
 B1, B2, EPS, LR = 0.9, 0.999, 1e-7, 0.01
 

@@ -5,17 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from typer.testing import CliRunner
 
-from lmtrain.cli import app
-
-from conftest import tiny_sections, write_config
-
-runner = CliRunner()
-
-
-def _cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
+from helpers import cli, tiny_sections, write_config
 
 
 @pytest.mark.parametrize("kind, vocab, warns", [("bpe", 60, True), ("char", 30, False)])
@@ -23,16 +14,16 @@ def test_log_uniform_warns_when_ids_are_not_sorted_by_frequency(tmp_path, corpus
     cfg = write_config(tmp_path / "c.yaml", tiny_sections(
         tmp_path, corpus, tokenizer={"model_type": kind, "vocab_size": vocab},
         model={"sampler": "log_uniform", "num_sampled": 8}, train={"max_steps": 2}))
-    assert _cli("prepare", cfg, "-q").exit_code == 0
-    r = _cli("fit", cfg, "-q")
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    r = cli("fit", cfg, "-q")
     assert r.exit_code == 0, r.output
     assert ("warning: model.sampler=log_uniform assumes ids sorted by frequency" in r.output) == warns, r.output
 
 
 def test_uniform_sampler_trains(tmp_path, corpus):
     cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, model={"sampler": "uniform"}))
-    assert _cli("prepare", cfg, "-q").exit_code == 0
-    r = _cli("fit", cfg, "-q")
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    r = cli("fit", cfg, "-q")
     assert r.exit_code == 0 and "warning" not in r.output, r.output
 
 
@@ -46,7 +37,7 @@ def test_tied_weights_share_one_variable_and_project_when_widths_differ(tmp_path
     cfg = write_config(tmp_path / "c.yaml", tiny_sections(
         tmp_path, corpus, model={"tie_weights": True, "embedding_dim": 16, "hidden_dim": 24}))
     for verb in ("prepare", "fit"):
-        r = _cli(verb, cfg, "-q")
+        r = cli(verb, cfg, "-q")
         assert r.exit_code == 0, r.output
     lm = lmtrain.load(tmp_path / "run")
     model = lm.model
@@ -57,15 +48,16 @@ def test_tied_weights_share_one_variable_and_project_when_widths_differ(tmp_path
     stored = {name for name, _ in tf.train.list_variables(CheckpointStore(tmp_path / "run" / "checkpoints", 1).latest())}
     assert not any("softmax_w" in name for name in stored)
     assert any("projection" in name for name in stored)
-    assert np.isfinite(lm.perplexity("the king\n")) and _cli("eval", cfg).exit_code == 0
-    assert _cli("generate", cfg, "--max-tokens", "5").exit_code == 0
-    assert _cli("export", cfg, "--out", tmp_path / "export").exit_code == 0
+    assert np.isfinite(lm.perplexity("the king\n")) and cli("eval", cfg).exit_code == 0
+    assert cli("generate", cfg, "--max-tokens", "5").exit_code == 0
+    assert cli("export", cfg, "--out", tmp_path / "export").exit_code == 0
 
 
 def test_projection_without_tying_and_bad_combination(tmp_path, corpus):
-    from lmtrain.config import config_from_dict, for_run
+    from lmtrain.build import create_model
+    from lmtrain.configfile import config_from_dict
     from lmtrain.errors import ConfigError
-    from lmtrain.model import create_model
+    from lmtrain.runlength import for_run
 
     for tie in (False, None):  # null: a projection to another width than the embedding's is not tied
         cfg = config_from_dict(tiny_sections(tmp_path, corpus, model={"projection_dim": 10, "tie_weights": tie}))
@@ -87,8 +79,8 @@ def test_early_stopping_keeps_the_best_checkpoint_and_eval_uses_it(tmp_path, cor
     # a 34-word vocabulary and ~800 training tokens at a high learning rate: it overfits soon
     cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, train={
         "learning_rate": 0.05, "eval_every": 4, "patience": 2, "max_steps": 400, "epochs": 400}))
-    assert _cli("prepare", cfg, "-q").exit_code == 0
-    r = _cli("fit", cfg, "-q")
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    r = cli("fit", cfg, "-q")
     assert r.exit_code == 0, r.output
     seen = _validations(r.output)
     best_step, best = min(seen, key=lambda sp: (sp[1], sp[0]))
@@ -98,9 +90,9 @@ def test_early_stopping_keeps_the_best_checkpoint_and_eval_uses_it(tmp_path, cor
     assert all(p >= best for s, p in seen if s > best_step)
     assert f"best valid perplexity {best:.2f} at step {best_step}" in r.output
 
-    ev = _cli("eval", cfg, "--split", "valid")  # the best checkpoint, not the last one
+    ev = cli("eval", cfg, "--split", "valid")  # the best checkpoint, not the last one
     assert ev.exit_code == 0 and f"valid @ step {best_step}: perplexity {best:.2f}" in ev.output, ev.output
-    again = _cli("fit", cfg, "-q")
+    again = cli("fit", cfg, "-q")
     assert again.exit_code == 0 and f"training stopped early at step {last_step}" in again.output
     assert _validations(again.output) == []  # nothing trained
 
@@ -115,8 +107,8 @@ def test_plateau_schedule_lowers_the_rate_and_keeps_it_in_the_checkpoint(tmp_pat
     cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, train={
         "learning_rate": 0.05, "eval_every": 4, "schedule": "plateau", "plateau_factor": 0.5,
         "max_steps": 120, "epochs": 400}))
-    assert _cli("prepare", cfg, "-q").exit_code == 0
-    r = _cli("fit", cfg, "-q")
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    r = cli("fit", cfg, "-q")
     assert r.exit_code == 0, r.output
     rates = [float(x) for x in re.findall(r"learning rate lowered to ([\d.e-]+)", r.output)]
     assert rates and rates == pytest.approx([0.05 * 0.5 ** (i + 1) for i in range(len(rates))], rel=5e-3)  # printed to 3 digits
@@ -127,8 +119,8 @@ def test_plateau_schedule_lowers_the_rate_and_keeps_it_in_the_checkpoint(tmp_pat
 
 
 def test_warmup_cosine_schedule():
+    from lmtrain.build import learning_rate
     from lmtrain.config import TrainConfig
-    from lmtrain.optim import learning_rate
 
     schedule = learning_rate(TrainConfig(learning_rate=0.01, schedule="warmup_cosine", warmup_steps=10,
                                          min_lr_ratio=0.1), total_steps=110)
@@ -140,8 +132,9 @@ def test_warmup_cosine_schedule():
 
 
 def test_default_schedule_warms_up_for_a_twentieth_of_the_run_then_decays():
-    from lmtrain.config import TrainConfig, short_run_steps
-    from lmtrain.optim import learning_rate
+    from lmtrain.build import learning_rate
+    from lmtrain.config import TrainConfig
+    from lmtrain.runlength import short_run_steps
 
     config = TrainConfig()  # the defaults: schedule and warmup_steps null, the rate from the width
     assert config.schedule is None and config.warmup_steps is None and config.learning_rate is None
@@ -159,7 +152,13 @@ def test_default_schedule_warms_up_for_a_twentieth_of_the_run_then_decays():
 def test_a_short_run_trains_untied_at_a_constant_rate_unless_told():
     import dataclasses
 
-    from lmtrain.config import Config, config_from_dict, for_run, short_run, short_run_steps
+    from lmtrain.config import Config
+
+    # a wider model is done with the short-run recipe sooner: 650 steps at 512 units
+    from lmtrain.configfile import config_from_dict
+
+    # a wider model is done with the short-run recipe sooner: 650 steps at 512 units
+    from lmtrain.runlength import for_run, short_run, short_run_steps
 
     # a wider model is done with the short-run recipe sooner: 650 steps at 512 units
     assert [short_run_steps(h) for h in (128, 512, 1024)] == [920, 650, 550]
@@ -188,8 +187,8 @@ def test_fit_says_what_the_run_length_chose_and_a_resumed_run_keeps_it(tmp_path,
 
     sections = tiny_sections(tmp_path, corpus, train={"max_steps": 6})
     cfg = write_config(tmp_path / "c.yaml", sections)
-    assert _cli("prepare", cfg, "-q").exit_code == 0
-    r = _cli("fit", cfg, "--set", "train.precision=auto")
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    r = cli("fit", cfg, "--set", "train.precision=auto")
     assert r.exit_code == 0, r.output
     # what auto stood for on this machine, and why
     assert re.search(r"precision: (mixed_bfloat16|float32) \(train.precision=auto: ", r.output), r.output
@@ -205,8 +204,8 @@ def test_fit_says_what_the_run_length_chose_and_a_resumed_run_keeps_it(tmp_path,
     # tied when the config leaves it open, however short the rest of the run is.
     tied = tiny_sections(tmp_path, corpus, model={"tie_weights": True}, train={
         "run_dir": str(tmp_path / "tied"), "max_steps": 4, "schedule": "warmup_cosine"})
-    assert _cli("fit", write_config(tmp_path / "t.yaml", tied), "-q").exit_code == 0
-    r = _cli("fit", write_config(tmp_path / "t2.yaml", tiny_sections(tmp_path, corpus, train={
+    assert cli("fit", write_config(tmp_path / "t.yaml", tied), "-q").exit_code == 0
+    r = cli("fit", write_config(tmp_path / "t2.yaml", tiny_sections(tmp_path, corpus, train={
         "run_dir": str(tmp_path / "tied"), "max_steps": 8})))
     assert r.exit_code == 0, r.output
     assert "resuming from" in r.output
@@ -218,9 +217,10 @@ def test_fit_says_what_the_run_length_chose_and_a_resumed_run_keeps_it(tmp_path,
 def test_step_flops_count_the_lstm_projection_and_output_matmuls():
     import dataclasses
 
-    from lmtrain.config import Config, for_run
+    from lmtrain.build import create_model
+    from lmtrain.config import Config
     from lmtrain.flops import step_flops, step_matmuls
-    from lmtrain.model import create_model
+    from lmtrain.runlength import for_run
 
     demo = for_run(Config(), 1000)  # E 256, H 512 projected to 256 and tied, 1,024 negatives at 8k
     full = dataclasses.replace(demo, model=dataclasses.replace(demo.model, softmax="full"))
@@ -240,7 +240,8 @@ def test_step_flops_count_the_lstm_projection_and_output_matmuls():
 
 
 def test_default_learning_rate_falls_with_the_square_root_of_the_width():
-    from lmtrain.config import TrainConfig, default_learning_rate
+    from lmtrain.config import TrainConfig
+    from lmtrain.runlength import default_learning_rate
 
     assert [default_learning_rate(h) for h in (64, 128, 512, 1024, 2048)] == [0.02, 0.02, 0.01, 0.0071, 0.005]
     assert TrainConfig(learning_rate=0.003).rate(128) == 0.003  # a given rate is used as it is
@@ -248,8 +249,9 @@ def test_default_learning_rate_falls_with_the_square_root_of_the_width():
 
 
 def test_warmup_stable_decay_holds_the_peak_then_decays_over_the_last_share(tmp_path):
+    from lmtrain.build import learning_rate
     from lmtrain.config import TrainConfig
-    from lmtrain.optim import WarmupStableDecay, learning_rate
+    from lmtrain.keras.optim import WarmupStableDecay
 
     schedule = learning_rate(TrainConfig(learning_rate=0.01, schedule="warmup_stable_decay"), total_steps=200)
     values = {step: float(schedule(step)) for step in (0, 5, 10, 100, 160, 180, 200)}
@@ -264,9 +266,9 @@ def test_warmup_stable_decay_holds_the_peak_then_decays_over_the_last_share(tmp_
 
 
 def test_library_warmup_cosine_is_fits_schedule_and_rejects_bad_arguments():
+    from lmtrain.build import learning_rate
     from lmtrain.config import TrainConfig
     from lmtrain.keras import warmup_cosine
-    from lmtrain.optim import learning_rate
 
     ours, fits = warmup_cosine(1e-2, 400), learning_rate(TrainConfig(schedule="warmup_cosine"), 400, hidden_dim=512)
     assert [float(ours(s)) for s in (0, 10, 20, 200, 400)] == [float(fits(s)) for s in (0, 10, 20, 200, 400)]
@@ -279,10 +281,11 @@ def test_library_warmup_cosine_is_fits_schedule_and_rejects_bad_arguments():
 
 
 def test_schedule_spans_the_epochs_when_max_steps_is_null(tmp_path, corpus):
-    from lmtrain.config import load_config
+    from lmtrain.build import step_counts
+    from lmtrain.configfile import load_config
     from lmtrain.meta import load_meta
     from lmtrain.prepare import prepare
-    from lmtrain.rundir import logged_scalars, step_counts
+    from lmtrain.rundir import logged_scalars
     from lmtrain.train import fit
 
     path = write_config(tmp_path / "c.yaml", tiny_sections(
@@ -310,8 +313,8 @@ def test_auto_softmax_is_chosen_by_vocabulary_and_fit_says_why(tmp_path, corpus)
         cfg = write_config(tmp_path / f"c{num_sampled}.yaml", tiny_sections(
             tmp_path, corpus, data=data, model={"softmax": "auto", "num_sampled": num_sampled},
             train={"max_steps": 2, "log_every": 1, "run_dir": str(run)}))
-        assert _cli("prepare", cfg, "-q").exit_code == 0
-        r = _cli("fit", cfg, "-q")
+        assert cli("prepare", cfg, "-q").exit_code == 0
+        r = cli("fit", cfg, "-q")
         assert r.exit_code == 0, r.output
         why = ("34 ids, 33 distinct negatives a step (model.num_sampled); the full softmax only where" if kind == "sampled"
                else "34 distinct negatives a step (model.num_sampled) would not be fewer than the 34 ids, so")
@@ -321,8 +324,8 @@ def test_auto_softmax_is_chosen_by_vocabulary_and_fit_says_why(tmp_path, corpus)
 
 
 def test_choose_softmax():
+    from lmtrain.build import choose_softmax
     from lmtrain.config import ModelConfig
-    from lmtrain.model import choose_softmax
 
     assert choose_softmax(ModelConfig(num_sampled=1024), 1024)[0] == "full"  # nothing left to sample
     assert choose_softmax(ModelConfig(num_sampled=1024), 259)[0] == "full"  # bytes
@@ -359,7 +362,7 @@ def test_default_negatives_grow_with_the_vocabulary():
 
 
 def test_auto_softmax_accepts_more_negatives_than_ids_and_sampled_does_not(tmp_path, corpus):
-    from lmtrain.config import config_from_dict
+    from lmtrain.configfile import config_from_dict
     from lmtrain.errors import ConfigError
 
     config_from_dict(tiny_sections(tmp_path, corpus, model={"softmax": "auto", "num_sampled": 40}))  # full then
@@ -374,7 +377,7 @@ def test_stateful_training_carries_state_and_resets_each_epoch(tmp_path, corpus,
     import numpy as np
 
     from lmtrain import train as train_module
-    from lmtrain.config import load_config
+    from lmtrain.configfile import load_config
 
     calls = []
     original = train_module.build_trainer
@@ -409,7 +412,7 @@ def test_stateful_training_carries_state_and_resets_each_epoch(tmp_path, corpus,
 def test_stateful_resume_is_exact(tmp_path, corpus):
     import numpy as np
 
-    from lmtrain.config import load_config
+    from lmtrain.configfile import load_config
     from lmtrain.prepare import prepare
     from lmtrain.rundir import load_run
     from lmtrain.train import fit
@@ -432,8 +435,9 @@ def test_stateful_resume_is_exact(tmp_path, corpus):
 
 
 def test_embedding_dropout_rate_is_its_own(tmp_path, corpus):
-    from lmtrain.config import config_from_dict, for_run
-    from lmtrain.model import create_model
+    from lmtrain.build import create_model
+    from lmtrain.configfile import config_from_dict
+    from lmtrain.runlength import for_run
 
     def rates(**model):
         cfg = config_from_dict(tiny_sections(tmp_path, corpus, model={"num_layers": 2, **model}))

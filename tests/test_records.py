@@ -1,3 +1,5 @@
+"""lmtrain.records and lmtrain.shards: training windows, evaluation batches, stream rows, damaged shards, TFRecord framing."""
+
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -1,9 +1,18 @@
+"""lmtrain.keras.sampling: the stateless negative samplers (unique and with replacement), their expected counts, XLA."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from lmtrain.sampling import (_uniform, CandidateSampler, RunningUnigramSampler, inclusion_probabilities, log_inclusion,
-                              log_uniform_proposal, unigram_proposal)
+from lmtrain.keras.sampling import (
+    CandidateSampler,
+    RunningUnigramSampler,
+    _uniform,
+    inclusion_probabilities,
+    log_inclusion,
+    log_uniform_proposal,
+    unigram_proposal,
+)
 
 
 @pytest.mark.parametrize("unique", [True, False])
@@ -62,7 +71,7 @@ def test_runs_under_xla(unique):
 
 
 def test_frequency_order_correlation_and_uniform_proposal():
-    from lmtrain.sampling import frequency_order_correlation, uniform_proposal
+    from lmtrain.keras.sampling import frequency_order_correlation, uniform_proposal
 
     special = [0, 50, 50]  # <unk>, </s>, <nl>: left out
     assert frequency_order_correlation(special + [90, 40, 30, 20, 10, 5]) == pytest.approx(1.0)

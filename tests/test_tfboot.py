@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from lmtrain.tfboot import _may_have_gpu, without_notices
+from lmtrain.keras.tfboot import _may_have_gpu, without_notices
 
 NOTICES = """WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
 I0000 00:00:1796158780.140613   16425 port.cc:153] oneDNN custom operations are on. You may see slightly different

@@ -1,3 +1,5 @@
+"""lmtrain.tokenizer: SentencePiece round trips, vocabulary-size errors, the same vocabulary in every process."""
+
 import subprocess
 import sys
 
@@ -7,7 +9,7 @@ from lmtrain.config import TokenizerConfig
 from lmtrain.errors import LmtrainError
 from lmtrain.tokenizer import EOS_ID, NL_ID, train_tokenizer
 
-from conftest import WORDS
+from helpers import WORDS
 
 
 def _lines():

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def load(run_dir: "str | Path") -> "TrainedModel":
     """Load the latest checkpoint of a run directory written by `lmtrain fit`."""
-    from lmtrain.tfboot import import_tensorflow
+    from lmtrain.keras.tfboot import import_tensorflow
 
     import_tensorflow()  # without its start-up notices on a machine with no GPU
     from lmtrain.api import load as _load

@@ -51,11 +51,11 @@ def _guard(fn: Callable[[], T], tensorflow: bool = True) -> T:
     """Run a command body; user errors become one line on stderr and a non-zero exit code.
 
     `tensorflow`: the command needs it; it is imported first, without its CPU-machine start-up
-    notices (`lmtrain.tfboot`). `prepare` needs no TensorFlow.
+    notices (`lmtrain.keras.tfboot`). `prepare` needs no TensorFlow.
     """
     try:
         if tensorflow:
-            from lmtrain.tfboot import import_tensorflow
+            from lmtrain.keras.tfboot import import_tensorflow
 
             import_tensorflow()
         return fn()
@@ -74,7 +74,7 @@ def _guard(fn: Callable[[], T], tensorflow: bool = True) -> T:
 
 
 def _load(config: Optional[Path], overrides: Optional[list[str]]):
-    from lmtrain.config import load_config
+    from lmtrain.configfile import load_config
 
     return load_config(config, overrides or ())
 

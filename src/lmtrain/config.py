@@ -1,9 +1,10 @@
-"""Typed, frozen configuration: one YAML file drives prepare, fit, eval and generate.
+"""The config's schema: typed, frozen sections that drive prepare, fit, eval, generate and export.
 
 Every field has its default and a one-line comment here and nowhere else; YAML files set only
-what differs. Loading checks every key and value once, so the rest of the code can trust the
-config: an unknown key, a value of the wrong type or out of range raises one `ConfigError`
-that names the key, the value received and, for unknown keys, the closest valid key.
+what differs. Each section checks its ranges and the rules between its keys when it is built, so
+the rest of the code can trust the config; reading YAML and `--set` overrides (and the type
+checks) is `lmtrain.configfile`'s; the rules a null key stands for where the choice depends on
+the run's length or the model's width (learning rate, tying, schedule) are `lmtrain.runlength`'s.
 
 The defaults are the built-in demo (Shakespeare, unigram 8k, 256-dim embedding, 512-unit LSTM),
 so every verb works with no config at all.
@@ -12,20 +13,13 @@ so every verb works with no config at all.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
-import math
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
-import yaml
-
-from lmtrain.errors import ConfigError
-from lmtrain.paths import write_atomic
+from lmtrain.errors import ConfigError, did_you_mean
+from lmtrain.runlength import default_learning_rate, short_run
 
 SoftmaxKind = Literal["auto", "sampled", "full"]
 LstmImplKind = Literal["auto", "keras", "fused"]
@@ -38,22 +32,6 @@ OnNanKind = Literal["stop", "skip"]
 ScheduleKind = Literal["constant", "warmup_cosine", "warmup_stable_decay", "plateau"]
 DistributeKind = Literal["none", "mirrored", "multi_worker"]
 OutputBiasKind = Literal["unigram", "zeros"]
-
-
-# The bounds of default_negatives (the upper one with a zero or a unigram output bias at the
-# start), and the rule in the words messages use.
-_MIN_NEGATIVES, _MAX_NEGATIVES, _MAX_NEGATIVES_UNIGRAM_BIAS = 1024, 4096, 2048
-
-
-def negatives_rule(unigram_bias: bool) -> str:
-    """`default_negatives` in the words messages use."""
-    return f"an eighth of the ids, {_MIN_NEGATIVES:,}-{_MAX_NEGATIVES_UNIGRAM_BIAS if unigram_bias else _MAX_NEGATIVES:,}"
-# The default learning rate: REFERENCE_RATE at REFERENCE_WIDTH LSTM units, scaled by the square
-# root of REFERENCE_WIDTH / hidden_dim, at most MAX_DEFAULT_RATE (see default_learning_rate).
-REFERENCE_RATE, REFERENCE_WIDTH, MAX_DEFAULT_RATE = 0.01, 512, 0.02
-# A run is short (untied, at a constant rate, by default) below SHORT_RUN_STEPS optimizer steps
-# at REFERENCE_WIDTH LSTM units, times (REFERENCE_WIDTH / hidden_dim) ** SHORT_RUN_EXPONENT.
-SHORT_RUN_STEPS, SHORT_RUN_EXPONENT = 650, 0.25
 
 
 @dataclass(frozen=True)
@@ -97,7 +75,7 @@ class DataConfig:
         for name, sources in self.corpus.items():
             if name not in _SPLIT_NAMES:
                 raise ConfigError(f"data.corpus: unknown split {name!r} (the splits are train, valid and test)"
-                                  f"{_suggest(str(name), _SPLIT_NAMES)}")
+                                  f"{did_you_mean(str(name), _SPLIT_NAMES)}")
             if not sources or any(not c.strip() for c in sources):
                 raise ConfigError(f"data.corpus.{name}: must name at least one source, got {list(sources)!r}")
         if "train" not in self.corpus:
@@ -175,12 +153,12 @@ class ModelConfig:
     # Training loss: "sampled" (sampled softmax), "full" (full softmax), or "auto": full when
     # the negatives (num_sampled) would not be fewer than the ids (a byte- or character-level
     # vocabulary, say: there is nothing to sample from), sampled otherwise (measured as good or
-    # better at equal steps, even at 2,000 ids; see model.choose_softmax). fit prints which one
+    # better at equal steps, even at 2,000 ids; see build.choose_softmax). fit prints which one
     # it chose and why.
     softmax: SoftmaxKind = "auto"
     # Negative classes drawn per step for the sampled softmax (null: from the vocabulary, an
     # eighth of it, at least 1,024 and at most 2,048 with output_bias_init unigram (4,096 with
-    # zeros): 1,024 up to 8k ids, 2,048 from 16k; see default_negatives).
+    # zeros): 1,024 up to 8k ids, 2,048 from 16k; see lmtrain.keras.negatives).
     num_sampled: int | None = None
     # Proposal for negatives: "unigram" (counts measured by prepare), "log_uniform" (Zipf, only
     # right when ids are sorted by frequency; fit warns when they are not) or "uniform".
@@ -200,7 +178,7 @@ class ModelConfig:
     # embedding_dim when tie_weights needs one). The output matrix is [vocab_size, this].
     projection_dim: int | None = None
     # The output bias at the start: "unigram" (the log of each id's training frequency, add-one,
-    # so the untrained model is the unigram model; see model.initial_output_bias) or "zeros".
+    # so the untrained model is the unigram model; see build.initial_output_bias) or "zeros".
     output_bias_init: OutputBiasKind = "unigram"
 
     def __post_init__(self) -> None:
@@ -234,80 +212,9 @@ class ModelConfig:
         `default_negatives` (at most 2,048 with the unigram output bias, 4,096 with zeros)."""
         if self.num_sampled is not None:
             return self.num_sampled
+        from lmtrain.keras.negatives import default_negatives  # here: importing the library imports TensorFlow
+
         return default_negatives(vocab_size, unigram_bias=self.output_bias_init == "unigram")
-
-
-def default_negatives(vocab_size: int, unigram_bias: bool = False) -> int:
-    """Negatives per sampled step when none are given: an eighth of the vocabulary, at least
-    1,024 and at most 4,096, or at most 2,048 where the output bias starts at the unigram
-    (`lmtrain fit`'s model.output_bias_init: unigram, its default; the library's SampledSoftmax
-    starts at zeros).
-
-    Why it grows with V: with a zero bias at the start, `make compare` (demo shapes, 1,000 steps,
-    2026-12-02) found 1,024 negatives 5-6% below the full softmax at 2k and 8k ids but 3.7% above
-    it at 25k words, where 3,125 gave 7.2% below and 4,096 8.2%: a rare word's bias moves only
-    when it is drawn, and more negatives draw it more often. Why the unigram bias needs fewer:
-    it starts rare words where they belong. At 25k words (grid, 1,000 steps of 64) 2,048 gave
-    114.7 against 115.1 with 3,125, 1,024 gave 117.4; at 62k words over one epoch 2,048 gave
-    343.7 against 347.0 with 4,096, at 1.2x its speed (benchmarks/results/output-bias-2026-12-04.md).
-    The step's output products ([B*T, D] x [D, k] and their gradients) grow with k.
-    """
-    cap = _MAX_NEGATIVES_UNIGRAM_BIAS if unigram_bias else _MAX_NEGATIVES
-    return min(cap, max(_MIN_NEGATIVES, int(vocab_size) // 8))
-
-
-def default_learning_rate(hidden_dim: int) -> float:
-    """Adam's rate when train.learning_rate is null: 0.01 at 512 LSTM units, times
-    sqrt(512 / hidden_dim), at most 0.02.
-
-    Why it depends on the width: Adam moves every weight by about the rate, so the change of a
-    unit's input grows with its fan-in, and a wider LSTM wants a smaller rate (muP's argument).
-    On the grid of benchmarks/grid.py (results in benchmarks/results/), the best constant rate
-    was 0.02 at 128 units and 0.01 at 512 and 1,024, and the old fixed 0.004 was 3-44% worse than
-    this rule at every point of 1,000 steps or more.
-    """
-    rate = REFERENCE_RATE * math.sqrt(REFERENCE_WIDTH / int(hidden_dim))
-    return float(min(MAX_DEFAULT_RATE, float(f"{rate:.2g}")))
-
-
-def short_run_steps(hidden_dim: int) -> int:
-    """The run length from which a model of `hidden_dim` LSTM units is trained tied, with warm-up
-    + cosine, where the config leaves it open: 650 steps at 512 units, times (512 / hidden_dim)
-    to the 1/4 (920 at 128 units, 550 at 1,024), to 10 steps.
-
-    Why one recipe cannot serve both lengths: on benchmarks/grid.py's grid (demo corpus), an
-    untied model at a constant rate was the best run at every width up to 300 steps (28-50%
-    better than tied + cosine at 150; the model is still learning fast, and both the decay and
-    the shared matrix slow it down), and tied + cosine the best from 1,000 steps on (4-16% better
-    than untied + constant). The two met at about 930 steps at 128 units, 650 at 512 and between
-    300 and 600 at 1,024: a wider model gets there sooner. The 1/4 power is fitted to the first
-    two crossings (benchmarks/results/short-runs-2026-12-03.md).
-    """
-    steps = SHORT_RUN_STEPS * (REFERENCE_WIDTH / int(hidden_dim)) ** SHORT_RUN_EXPONENT
-    return int(round(steps, -1))
-
-
-def short_run(total_steps: int, hidden_dim: int) -> bool:
-    """Whether a run of `total_steps` optimizer steps is short for `hidden_dim` LSTM units: one
-    that, where model.tie_weights and train.schedule are null, trains untied at a constant rate
-    (see `short_run_steps`)."""
-    return int(total_steps) < short_run_steps(hidden_dim)
-
-
-def for_run(config: Config, total_steps: int, started: Config | None = None) -> Config:
-    """`config` with the choices it leaves to the run made for a run of `total_steps` steps:
-    model.tie_weights and train.schedule where they are null (see `short_run`).
-
-    `started`: the config saved by the run when it first started (its run directory). Its
-    choices are kept, so a run resumed with a longer max_steps keeps its architecture and
-    schedule. Idempotent: a config with nothing left open comes back unchanged.
-    """
-    m, t = config.model, config.train
-    if started is not None:
-        m = m if m.tie_weights is not None else dataclasses.replace(m, tie_weights=started.model.tie_weights)
-        t = t if t.schedule is not None else dataclasses.replace(t, schedule=started.train.schedule)
-    return dataclasses.replace(config, model=dataclasses.replace(m, tie_weights=m.ties(total_steps)),
-                               train=dataclasses.replace(t, schedule=t.schedule_for(total_steps, m.hidden_dim)))
 
 
 @dataclass(frozen=True)
@@ -327,13 +234,13 @@ class TrainConfig:
     optimizer: OptimizerKind = "lazy_adam"
     # Adam learning rate (the peak, under warmup_cosine). null: from the LSTM's width,
     # 0.01 * sqrt(512 / model.hidden_dim), at most 0.02 (0.02 at 128 units, 0.01 at 512, 0.007
-    # at 1,024; see default_learning_rate).
+    # at 1,024; see lmtrain.runlength.default_learning_rate).
     learning_rate: float | None = None
     # "warmup_cosine": linear warm-up over warmup_steps, then cosine decay to learning_rate *
     # min_lr_ratio at the run's last step (max_steps, or the epochs' steps when it is null; a
     # resumed run with more steps stretches the decay); "constant"; "plateau": multiply by
     # plateau_factor after plateau_patience validations without a better validation perplexity.
-    # null: warmup_cosine, except in a short run (see short_run_steps): constant. A resumed run
+    # null: warmup_cosine, except in a short run (see lmtrain.runlength.short_run_steps): constant. A resumed run
     # keeps its first choice.
     schedule: ScheduleKind | None = None
     # Warm-up steps of warmup_cosine (null: 5% of the run's steps, 50 of the demo's 1000). The
@@ -356,7 +263,7 @@ class TrainConfig:
     # Early stopping: stop after this many validations without a better perplexity, and keep
     # the best checkpoint apart (checkpoints/best/, what eval/generate/export then use).
     patience: int | None = None
-    # XLA-compile the train step: true | false | auto (auto: off; see train.resolve_jit).
+    # XLA-compile the train step: true | false | auto (auto: off; see build.resolve_jit).
     jit_compile: JitKind = "auto"
     # float32, or mixed_bfloat16 / mixed_float16 (the LSTM's and projection's matrix products in
     # 16 bits; weights, the LSTM's cell and the softmax stay float32), or auto: mixed_bfloat16
@@ -450,8 +357,10 @@ class Config:
         vocab = self.tokenizer.vocab_size
         if self.model.softmax != "sampled" or vocab is None:
             return
+        from lmtrain.keras.negatives import negatives_problem  # here: importing the library imports TensorFlow
+
         k = self.model.negatives(vocab)
-        if k >= vocab:
+        if negatives_problem(k, vocab):
             got = k if self.model.num_sampled is not None else f"null (which means {k} at this vocabulary)"
             raise ConfigError(
                 f"model.num_sampled: must be smaller than tokenizer.vocab_size "
@@ -471,161 +380,6 @@ class Config:
         relevant = {"data": {k: v for k, v in d["data"].items() if k not in ignored},
                     "tokenizer": d["tokenizer"]}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# What PyYAML's safe constructors raise besides YAMLError (dates out of range, deep nesting).
-_YAML_VALUE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError)
-
-_SECTIONS: dict[str, type] = {"data": DataConfig, "tokenizer": TokenizerConfig, "model": ModelConfig, "train": TrainConfig}
-
-
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Load a YAML config (None: the built-in defaults) and apply `section.key=value` overrides."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        raw = _read_yaml(Path(path))
-    raw = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
-    for item in overrides:
-        _apply_override(raw, item)
-    return config_from_dict(raw)
-
-
-def config_from_dict(raw: Mapping[str, Any]) -> Config:
-    """Build a validated `Config` from a nested mapping; unknown keys and bad values raise."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
-    sections: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name not in _SECTIONS:
-            raise ConfigError(f"unknown config section {name!r}{_suggest(str(name), _SECTIONS)}")
-        if value is None:
-            value = {}
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{name}: expected a mapping of keys, got {value!r}")
-        sections[name] = _build_section(name, _SECTIONS[name], value)
-    try:
-        return Config(**sections)
-    except TypeError as exc:  # pragma: no cover - defensive, keys are checked above
-        raise ConfigError(str(exc)) from None
-
-
-def save_config(config: Config, path: Path) -> None:
-    """Write the fully resolved config, so a run directory describes itself."""
-    write_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        # safe_load only: a config must never be able to construct Python objects.
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    except _YAML_VALUE_ERRORS as exc:  # a well-formed scalar YAML cannot build, e.g. 2024-13-45
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a YAML mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def _apply_override(raw: dict[str, Any], item: str) -> None:
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or "." not in key:
-        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.batch_size=64")
-    section, _, name = key.partition(".")
-    if section not in _SECTIONS:
-        raise ConfigError(f"--set {key}: unknown section {section!r}{_suggest(section, _SECTIONS)}")
-    valid = {f.name for f in dataclasses.fields(_SECTIONS[section])}
-    if name not in valid:
-        raise ConfigError(f"--set {key}: unknown key {name!r} in section {section!r}{_suggest(name, valid, section + '.')}")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except (yaml.YAMLError, *_YAML_VALUE_ERRORS):
-        value = text
-    if raw.get(section) is None:  # an absent or empty (`train:`) section
-        raw[section] = {}
-    target = raw[section]
-    if not isinstance(target, dict):
-        raise ConfigError(f"{section}: expected a mapping of keys, got {target!r}")
-    target[name] = value
-
-
-def _build_section(section: str, cls: type, values: Mapping[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in valid:
-            raise ConfigError(f"unknown config key {section}.{key}{_suggest(str(key), valid, section + '.')}")
-        kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
-    return cls(**kwargs)
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check `value` against the field's type hint; return it in the field's type."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        mappings = [a for a in inner if typing.get_origin(a) is dict]
-        if mappings and isinstance(value, Mapping):
-            return _coerce(key, value, mappings[0])
-        return _coerce(key, value, inner[0])
-    if origin is dict:  # dict[str, X]: a mapping with string keys
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"{key}: expected a mapping with string keys, got {value!r}")
-        return {k: _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
-    if origin is Literal:
-        # Match type as well as value: YAML 1 must not pass for true (1 == True in Python).
-        matches = [a for a in args if type(a) is type(value) and a == value]
-        if not matches:
-            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
-            hint_text = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{key}: must be one of {' | '.join(map(str, args))}, got {value!r}{hint_text}")
-        return value
-    if origin is tuple:  # tuple[str, ...]: a single string or a list of strings
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
-            raise ConfigError(f"{key}: expected a string or a list of strings, got {value!r}")
-        return tuple(items)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        if not math.isfinite(number):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return number
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {hint!r}")  # pragma: no cover
-
-
-def _suggest(name: str, options: typing.Iterable[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
-    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 def _check_min(key: str, value: float, low: float) -> None:

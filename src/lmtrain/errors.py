@@ -7,8 +7,10 @@ prints that line and exits non-zero; any other exception is a bug and keeps its 
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
+from typing import Iterable
 
 # A write that failed for lack of room: disk full, quota exceeded, or a file-size limit.
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -53,3 +55,10 @@ def describe_write_error(exc: BaseException) -> str:
         return f"disk full ({os.strerror(exc.errno)})"
     first = first_line(exc)
     return f"disk full ({first})" if any(t in first for t in _NO_SPACE_TEXT) else first
+
+
+def did_you_mean(name: str, options: Iterable[str], prefix: str = "") -> str:
+    """" (did you mean X?)" with the option closest to `name`, or "" when none is close: the tail
+    of the messages for unknown keys, sections and splits."""
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""

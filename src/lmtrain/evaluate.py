@@ -16,12 +16,12 @@ from typing import Any
 
 from lmtrain.config import Config
 from lmtrain.errors import LmtrainError
+from lmtrain.formats import document_lines
 from lmtrain.model import LanguageModel
 from lmtrain.paths import DataPaths
 from lmtrain.records import split_files
 from lmtrain.rundir import load_run
 from lmtrain.scoring import perplexity, score_ids, split_nll
-from lmtrain.formats import document_lines
 from lmtrain.tokenizer import Tokenizer
 
 

@@ -62,7 +62,7 @@ def step_matmuls(model: LanguageModel, batch_size: int, seq_len: int) -> list[Ma
         width = h
     if model.projection_dim:
         out += _product("projection", "projection", rows, h, model.projection_dim)
-    classes = model.vocab_size if model.softmax == "full" else model.num_sampled
+    classes = model.vocab_size if model.softmax == "full" else model.sampler.num_sampled  # the negatives it draws
     what = "logits, full" if model.softmax == "full" else "logits, sampled"
     out += _product("output", what, rows, model.output_dim, classes)
     return out

@@ -1,12 +1,12 @@
 """The Keras language model: Embedding -> LSTM stack -> owned [V, H] output matrix.
 
-Training uses the sampled softmax (`train_step`; or the full softmax, where `choose_softmax`
+Training uses the sampled softmax (`train_step`; or the full softmax, where `lmtrain.build.choose_softmax`
 decides for `model.softmax: auto` that the vocabulary is too small to sample from), evaluation
 the exact full softmax (`nll_sum`, chunked so memory is bounded by `softmax.LOGITS_BUDGET`, never B*T*V),
 and generation steps one token at a time carrying each LSTM layer's (h, c). The LSTM layers are
-`lmtrain.lstm.LSTM` (`model.lstm_impl`: the fused CPU kernel or Keras' own, same weights). The output layer's
+`lmtrain.keras.lstm.LSTM` (`model.lstm_impl`: the fused CPU kernel or Keras' own, same weights). The output layer's
 maths, the sampler, the row-gathering embedding and the optimizer are the library's
-(`lmtrain.softmax`, `lmtrain.sampling`, `lmtrain.layers`, `lmtrain.optim`): what a Keras user
+(`lmtrain.keras.softmax`, `lmtrain.keras.sampling`, `lmtrain.keras.layers`, `lmtrain.keras.optim`): what a Keras user
 gets from `lmtrain.keras` is what `lmtrain fit` trains with.
 
 Why the output matrix is a [V, H] weight of the model and not a `Dense` layer: the sampled loss
@@ -20,17 +20,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from lmtrain import softmax
-from lmtrain.config import Config, ModelConfig, negatives_rule
-from lmtrain.errors import LmtrainError
-from lmtrain.layers import Embedding
-from lmtrain.lstm import LSTM
-from lmtrain.precision import resolve_precision
-from lmtrain.sampling import CandidateSampler, proposal, unigram_proposal
-from lmtrain.softmax import OutputRows, SamplerFn
+from lmtrain.keras import softmax
+from lmtrain.keras.embedding import Embedding
+from lmtrain.keras.lstm import LSTM
+from lmtrain.keras.softmax import SamplerFn
 
 _IDS = tf.TensorSpec([None, None], tf.int32)  # token ids [B, T] of any batch and length
 # The recurrent state carried between calls: (h, c), each [num_layers, B, H] float32. Stacked
@@ -49,7 +44,6 @@ class LanguageModel(keras.Model):
         num_layers: int = 1,
         dropout: float = 0.0,
         softmax: str = "sampled",
-        num_sampled: int = 1024,
         clip_norm: float | None = None,
         sampler: SamplerFn | None = None,
         precision: str = "float32",
@@ -67,7 +61,7 @@ class LanguageModel(keras.Model):
             raise ValueError("softmax='sampled' needs a candidate sampler")
         self.vocab_size, self.embedding_dim, self.hidden_dim = vocab_size, embedding_dim, hidden_dim
         self.num_layers, self.dropout_rate, self.softmax = num_layers, dropout, softmax
-        self.num_sampled, self.clip_norm, self.sampler = num_sampled, clip_norm, sampler
+        self.clip_norm, self.sampler = clip_norm, sampler
         self.precision, self.tie_weights = precision, tie_weights
         self._output_bias = output_bias  # [V] initial output bias (None: zeros)
         # Width of the vectors the softmax reads: the projection's if there is one. Tying needs
@@ -126,6 +120,11 @@ class LanguageModel(keras.Model):
         return self.embedding.embeddings if self.tie_weights else self._softmax_w
 
     @property
+    def output_weights(self) -> tuple[keras.Variable, keras.Variable]:
+        """(softmax_w, softmax_b): the output layer's two variables."""
+        return self.softmax_w, self.softmax_b
+
+    @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return [self.loss_tracker]
 
@@ -177,23 +176,12 @@ class LanguageModel(keras.Model):
     def sampled_nll(self, hidden: tf.Tensor, targets: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
         """Sampled-softmax loss per position [N] for hidden [N, H], targets [N]
         (`softmax.sampled_nll`, with the negatives of training step `step`)."""
-        return self._sampled_nll(hidden, self._output_rows(targets, step, detached=False))
-
-    def _output_rows(self, targets: tf.Tensor, step: tf.Tensor, detached: bool) -> OutputRows:
-        """The output-layer rows the sampled loss reads (`softmax.output_rows`). `detached` cuts
-        them from the variables, so that `gradients` can take their gradients one by one and
-        assemble the output layer's gradient itself (see `_add_rows`)."""
-        return softmax.output_rows(self.softmax_w.value, self.softmax_b.value, targets, self.sampler, step, detached)
-
-    def _sampled_nll(self, hidden: tf.Tensor, rows: OutputRows) -> tf.Tensor:
+        rows = softmax.output_rows(self.softmax_w.value, self.softmax_b.value, targets, self.sampler, step, False)
         return softmax.sampled_nll(hidden, rows)
 
     def full_nll(self, hidden: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """Exact negative log-likelihood per position [N], in row blocks (`softmax.full_nll`)."""
         return softmax.full_nll(hidden, targets, self.softmax_w, self.softmax_b, self.vocab_size)
-
-    def _block_nll(self, hidden: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-        return softmax.block_nll(hidden, targets, self.softmax_w, self.softmax_b)
 
     # ---- Keras steps --------------------------------------------------------------------------
 
@@ -218,7 +206,7 @@ class LanguageModel(keras.Model):
         same decision. On one device the replica context is TensorFlow's default one and the
         sums are no-ops. Dense gradients are summed; row gradients (IndexedSlices) are
         gathered, except the negatives' rows, which every replica shares and which are summed
-        densely (see `_add_rows`): so N replicas give the update one device gives.
+        densely (see `softmax.add_row_gradients`): so N replicas give the update one device gives.
         """
         ctx = tf.distribute.get_replica_context()
         tokens, targets, mask = data[:3]  # (B, T) int32, (B, T) int32, (B, T) float32
@@ -235,25 +223,28 @@ class LanguageModel(keras.Model):
             flat_h = tf.reshape(hidden, [-1, self.output_dim])  # (B*T, H)
             flat_t = tf.reshape(targets, [-1])
             if self.softmax == "sampled":
-                rows = self._output_rows(flat_t, self.optimizer.iterations, detached=True)
+                # Detached rows: their gradients come one by one, and `add_row_gradients` makes
+                # the output layer's gradient of them (summing the negatives' over replicas first).
+                rows = softmax.output_rows(self.softmax_w.value, self.softmax_b.value, flat_t, self.sampler,
+                                           self.optimizer.iterations, detached=True)
                 tape.watch(rows.trainable())
-                nll = self._sampled_nll(flat_h, rows)
+                nll = softmax.sampled_nll(flat_h, rows)
             else:
-                nll = self._block_nll(flat_h, flat_t)
+                nll = softmax.block_nll(flat_h, flat_t, self.softmax_w, self.softmax_b)
             local_sum = tf.reduce_sum(nll * flat_m)
             scaled = self.optimizer.scale_loss(local_sum / count)  # loss scaling under mixed_float16
         sources = variables + (rows.trainable() if rows is not None else [])
         grads = tape.gradient(scaled, sources)
         grads, row_grads = grads[:len(variables)], grads[len(variables):]
         if rows is not None:  # the targets' rows: gathered over replicas like the input lookup's
-            grads = self._add_rows(variables, grads, row_grads[:2], rows.labels)
+            grads = softmax.add_row_gradients(variables, grads, self.output_weights, row_grads[:2], rows.labels)
         # The negatives' rows are the same on every replica: summed densely, as one [S, H] block.
         sampled_grads = row_grads[2:]
         # One collective call for everything (TensorFlow packs it into few transfers).
         grads, sampled_grads, local_sum = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
                                                          (grads, sampled_grads, local_sum))
         if rows is not None:
-            grads = self._add_rows(variables, grads, sampled_grads, rows.sampled)
+            grads = softmax.add_row_gradients(variables, grads, self.output_weights, sampled_grads, rows.sampled)
         loss = local_sum / count
         # Under mixed_float16 the gradients are multiplied by the loss scale until the optimizer
         # unscales them, and an overflow there is routine (the LossScaleOptimizer skips it and
@@ -272,29 +263,6 @@ class LanguageModel(keras.Model):
         if state is not None:
             out["state"] = tuple(tf.stop_gradient(x) for x in new_state)
         return grads, out
-
-    def _add_rows(self, variables: list[Any], grads: list[Any], row_grads: list[tf.Tensor], ids: tf.Tensor
-                  ) -> list[Any]:
-        """Add gradients of output rows `ids` ([n, H] and [n]) to those of softmax_w and softmax_b.
-
-        The sampled loss reads the output layer through detached row gathers, so the tape gives
-        the rows' gradients, and this turns them into IndexedSlices of the variables. Built by
-        hand rather than by the tape so that the negatives' rows, which every replica gathers,
-        are summed over replicas as one dense block before they become IndexedSlices: LazyAdam
-        squares each occurrence of a row, and a negative's occurrence must be its whole-batch
-        gradient, as on one device, not one partial sum per replica.
-        """
-        g_w, g_b = row_grads
-        # Static shapes: tf.shape() of the variable would read all V rows.
-        parts = {id(v): tf.IndexedSlices(g, ids, tf.constant(list(v.shape), tf.int64))
-                 for v, g in ((self.softmax_w, g_w), (self.softmax_b, g_b))}
-        out = []
-        for v, g in zip(variables, grads):
-            part = parts.get(id(v))
-            if part is not None and g is not None:  # tied weights: the input lookup's rows too
-                g = _concat_slices(g, part)
-            out.append(part if g is None else g)
-        return out
 
     def apply_update(self, grads: list[Any]) -> tf.Tensor:
         """Apply gradients already summed over replicas (the optimizer does not sum them again)."""
@@ -379,89 +347,3 @@ class LanguageModel(keras.Model):
         shape = tf.shape(targets)
         nll = self.full_nll(tf.reshape(hidden, [-1, self.output_dim]), tf.reshape(targets, [-1]))
         return tf.reshape(nll, shape), new_state
-
-
-def _concat_slices(a: Any, b: tf.IndexedSlices) -> tf.IndexedSlices:
-    """Two row gradients of one variable as one IndexedSlices (duplicates are summed later)."""
-    if not isinstance(a, tf.IndexedSlices):  # a dense gradient: add the rows densely
-        return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)
-    return tf.IndexedSlices(tf.concat([a.values, b.values], 0),
-                            tf.concat([tf.cast(a.indices, tf.int64), b.indices], 0), b.dense_shape)
-
-
-def choose_softmax(m: ModelConfig, vocab_size: int) -> tuple[str, str]:
-    """The training loss `model.softmax` stands for at this vocabulary ("sampled" or "full"),
-    and why, in words `fit` prints. Decided from the config and the vocabulary alone, so a
-    resumed run, `eval` and the benchmarks all make the same choice.
-
-    auto is the full softmax only where the sampled one cannot run (k = `m.negatives(V)`
-    distinct negatives need more than k ids), and the sampled softmax everywhere else. The
-    full softmax was meant for small vocabularies, where it costs no more (0.95-0.98x the
-    sampled step up to 2 x num_sampled ids, benchmarks/softmax_bench.py), but at 2,000 ids the
-    sampled model trained with 1024 negatives came out better at equal steps in every run:
-    4.9% lower test perplexity at the demo's shapes (make compare), 4.7-5.5% lower validation
-    perplexity for a small model after 600 and 6,000 steps.
-    """
-    k = m.negatives(vocab_size)
-    if m.softmax == "sampled":
-        return "sampled", f"model.softmax=sampled: {_negatives_words(m, k)}"
-    if m.softmax == "full":
-        return "full", "model.softmax=full"
-    if k >= vocab_size:
-        return "full", (f"model.softmax=auto: {_negatives_words(m, k)} would not be fewer than the {vocab_size:,} "
-                        f"ids, so the sampled softmax cannot run; the full one costs no more here")
-    return "sampled", (f"model.softmax=auto: {vocab_size:,} ids, {_negatives_words(m, k)}; the full softmax "
-                       f"only where the negatives would not be fewer than the ids")
-
-
-def _negatives_words(m: ModelConfig, k: int) -> str:
-    """How `fit` names the negatives, and where their number came from."""
-    rule = negatives_rule(m.output_bias_init == "unigram")
-    source = "model.num_sampled" if m.num_sampled is not None else f"model.num_sampled null: {rule}"
-    return f"{k:,} distinct negatives a step ({source})"
-
-
-def initial_output_bias(kind: str, unigram_counts: list[int]) -> np.ndarray | None:
-    """The output layer's initial bias (`model.output_bias_init`): None for zeros, or for "unigram"
-    log Q of the training unigram, (count + 1) / (tokens + V), so the untrained model is the
-    unigram model.
-
-    Why it matters for the sampled softmax: a row's bias moves only in the steps that draw it,
-    and a rare word is drawn a few times an epoch. From zero, the ~50k words of a word-level
-    vocabulary seen once or twice keep logits near those of common words for most of a run, and
-    the full softmax's normaliser, which sums all of them, pays for it.
-    """
-    if kind == "zeros":
-        return None
-    return np.log(unigram_proposal(unigram_counts)).astype(np.float32)
-
-
-def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> LanguageModel:
-    """Build the model a config describes, with its weights created (ready to restore or train).
-    The config must have its run's choices made (`lmtrain.config.for_run`): whether to tie
-    depends on the run's length."""
-    m = config.model
-    if m.tie_weights is None:
-        raise ValueError("create_model: model.tie_weights is null, which depends on the run's length; "
-                         "pass lmtrain.config.for_run(config, total_steps)")
-    loss, _ = choose_softmax(m, vocab_size)
-    k = m.negatives(vocab_size)
-    if loss == "sampled" and k >= vocab_size:
-        given = "" if m.num_sampled is not None else " (model.num_sampled null)"
-        raise LmtrainError(
-            f"model.num_sampled: {k}{given} must be smaller than the vocabulary ({vocab_size} ids); "
-            f"set it lower or use model.softmax: full"
-        )
-    sampler = None  # the full softmax draws no negatives (and num_sampled may exceed the vocabulary)
-    if loss == "sampled":
-        q = proposal(m.sampler, vocab_size, unigram_counts, m.sampler_distortion)
-        sampler = CandidateSampler(q, k, config.train.seed, unique=m.sampler_unique)
-    model = LanguageModel(
-        vocab_size=vocab_size, embedding_dim=m.embedding_dim, hidden_dim=m.hidden_dim,
-        num_layers=m.num_layers, dropout=m.dropout, softmax=loss, num_sampled=k,
-        clip_norm=config.train.clip_norm, sampler=sampler, precision=resolve_precision(config.train.precision)[0],
-        tie_weights=m.tie_weights, projection_dim=m.projection_dim, embedding_dropout=m.embedding_dropout,
-        lstm_impl=m.lstm_impl, output_bias=initial_output_bias(m.output_bias_init, unigram_counts), name="lstm_lm",
-    )
-    model.build(None)
-    return model

@@ -3,7 +3,7 @@
 bfloat16 matrix products run at up to twice float32's rate on CPUs with `avx512_bf16` or AMX and
 on GPUs from compute capability 8.0 (Ampere); elsewhere TensorFlow emulates them, slower than
 float32. `mixed_bfloat16` keeps the weights, the LSTM's cell and the softmax in float32 (see
-`lmtrain.lstm.fused_lstm` and `lmtrain.model`), so it needs no loss scaling.
+`lmtrain.keras.lstm.fused_lstm` and `lmtrain.model`), so it needs no loss scaling.
 """
 
 from __future__ import annotations

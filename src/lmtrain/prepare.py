@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from lmtrain.config import Config
-from lmtrain.corpus import Document, count_words, sample_lines, split_corpus
+from lmtrain.corpus import Document, split_corpus
 from lmtrain.encode import BlockEncoder, default_workers
 from lmtrain.errors import LmtrainError, describe_write_error
 from lmtrain.meta import DataMeta, SplitStats, load_prepared
@@ -28,6 +28,7 @@ from lmtrain.paths import SPLITS, DataPaths
 from lmtrain.progress import progress_bar
 from lmtrain.shards import ShardWriter
 from lmtrain.tokenizer import EOS_ID, train_tokenizer
+from lmtrain.vocabsample import count_words, sample_lines
 
 _TMP_PREFIX = ".{}.tmp-"  # beside data.dir: a prepare being built (or killed while building)
 _OLD_PREFIX = ".{}.old-"  # beside data.dir: the previous data, while the new data moves in

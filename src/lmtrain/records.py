@@ -16,9 +16,10 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from lmtrain import shards
 from lmtrain.errors import LmtrainError, first_line
 from lmtrain.paths import DataPaths
-from lmtrain import shards
+
 
 def split_files(paths: DataPaths, split: str, shard_bytes: Sequence[int]) -> list[Path]:
     """The shards of a split, each checked against the size `prepare` recorded.

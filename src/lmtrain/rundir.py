@@ -20,14 +20,15 @@ import keras
 import tensorflow as tf
 import yaml
 
+from lmtrain.build import build_run
 from lmtrain.checkpoints import CheckpointStore
-from lmtrain.config import Config, config_from_dict, for_run, save_config
+from lmtrain.config import Config
+from lmtrain.configfile import config_from_dict, save_config
 from lmtrain.errors import LmtrainError, first_line
+from lmtrain.keras.optim import LazyAdam, lazy_adam_of
 from lmtrain.meta import DataMeta, load_meta
-from lmtrain.model import LanguageModel, create_model
-from lmtrain.optim import LazyAdam, create_optimizer, lazy_adam_of
+from lmtrain.model import LanguageModel
 from lmtrain.paths import DataPaths, RunPaths, write_atomic
-from lmtrain.records import num_windows, stream_windows_per_row
 from lmtrain.tokenizer import Tokenizer
 
 # Rows of an optimizer slot read at once when applying LazyAdam's pending steps for inference.
@@ -80,23 +81,6 @@ def init_run_dir(run: RunPaths, data: DataPaths, config: Config, force: bool, st
     write_atomic(run.meta, data.meta.read_bytes())
 
 
-def step_counts(config: Config, meta: DataMeta) -> tuple[int, int]:
-    """(steps per epoch, total steps) of a training run."""
-    t = config.train
-    tokens = meta.splits["train"].tokens
-    if t.stateful:
-        steps_per_epoch = stream_windows_per_row(tokens, t.batch_size, t.seq_len)
-    else:
-        steps_per_epoch = num_windows(tokens, t.seq_len) // t.batch_size
-    if steps_per_epoch < 1:
-        raise LmtrainError(
-            f"train.batch_size: the training split ({tokens} tokens) is smaller than one batch of "
-            f"{t.batch_size} x {t.seq_len}; lower train.batch_size or train.seq_len"
-        )
-    total = steps_per_epoch * t.epochs
-    return steps_per_epoch, min(total, t.max_steps) if t.max_steps is not None else total
-
-
 # ---- the two checkpoint layouts ---------------------------------------------------------------
 
 def training_checkpoint(model: LanguageModel, optimizer: keras.optimizers.Optimizer, **loop: Any
@@ -125,10 +109,7 @@ def load_run(run_dir: Path) -> TrainedRun:
               or CheckpointStore(run.checkpoints, config.train.keep_checkpoints).latest())
     if latest is None:
         raise LmtrainError(f"no checkpoint in {run.checkpoints}: run `lmtrain fit` with this config first")
-    total_steps = step_counts(config, meta)[1]
-    config = for_run(config, total_steps)  # a run directory's config has them made: unchanged
-    model = create_model(config, meta.vocab_size, meta.unigram_counts)
-    optimizer = create_optimizer(config.train, total_steps, config.model.hidden_dim)
+    config, model, optimizer = build_run(config, meta)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     restore(_inference_checkpoint(model, optimizer, step), latest, model, partial=True)
     lazy = lazy_adam_of(optimizer)

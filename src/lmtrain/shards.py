@@ -11,8 +11,8 @@ about half a gigabyte of memory per process.
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 from array import array
+from pathlib import Path
 from typing import IO, Sequence
 
 import google_crc32c

@@ -98,7 +98,7 @@ def train_tokenizer(lines: Sequence[str], config: TokenizerConfig, path: Path,
                     word_counts: Mapping[str, int] | None = None) -> Tokenizer:
     """Train SentencePiece on the given lines (from the training split only) and load the result.
 
-    `prepare` passes a sample it drew with `corpus.sample_lines`, which reads a large corpus
+    `prepare` passes a sample it drew with `vocabsample.sample_lines`, which reads a large corpus
     without holding it. Whatever the caller passes, SentencePiece gets at most
     `tokenizer.max_sentences` non-blank lines, drawn here with a seeded generator: its own
     sampler (`input_sentence_size`) draws differently in every process whatever seed it is

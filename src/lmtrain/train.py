@@ -17,26 +17,27 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import keras
 import tensorflow as tf
 
+from lmtrain.build import build_trainer, choose_softmax, step_counts
 from lmtrain.checkpoints import CheckpointStore
-from lmtrain.config import Config, TrainConfig, for_run, short_run, short_run_steps
+from lmtrain.config import Config, TrainConfig
 from lmtrain.distribute import Distribution, create_distribution
-from lmtrain.distribute import train_step as distributed_step
 from lmtrain.errors import Interrupted, LmtrainError
 from lmtrain.flops import step_flops
+from lmtrain.keras.optim import pending_applied
+from lmtrain.keras.sampling import LOG_UNIFORM_MIN_CORRELATION, frequency_order_correlation
 from lmtrain.meta import load_prepared
-from lmtrain.model import LanguageModel, State, choose_softmax, create_model
-from lmtrain.optim import create_optimizer, pending_applied
+from lmtrain.model import LanguageModel, State
 from lmtrain.paths import DataPaths, RunPaths
 from lmtrain.precision import resolve_precision
 from lmtrain.progress import progress_bar
 from lmtrain.records import damaged_shard_error, split_files, stream_rows, train_dataset
-from lmtrain.rundir import init_run_dir, restore, started_config, step_counts, training_checkpoint
-from lmtrain.sampling import LOG_UNIFORM_MIN_CORRELATION, frequency_order_correlation
+from lmtrain.rundir import init_run_dir, restore, started_config, training_checkpoint
+from lmtrain.runlength import for_run, short_run, short_run_steps
 from lmtrain.scoring import perplexity, split_nll
 from lmtrain.signals import StopSignals
 
@@ -421,26 +422,6 @@ def _current_rate(optimizer: keras.optimizers.Optimizer) -> float:
     return float(tf.convert_to_tensor(optimizer.learning_rate))
 
 
-def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int], total_steps: int = 1000,
-                  distribution: Distribution | None = None,
-                  ) -> tuple[LanguageModel, keras.optimizers.Optimizer, Callable[..., Any]]:
-    """The model, optimizer and compiled train step exactly as `fit` runs them.
-
-    The benchmark times the step this returns, so what it measures is what users train with.
-    Under a strategy, the weights and optimizer slots are created in its scope (mirrored).
-    """
-    distribution = distribution or create_distribution(config.train)
-    config = for_run(config, total_steps)  # fit's config has them made already: unchanged
-    keras.utils.set_random_seed(config.train.seed)
-    with distribution.strategy.scope():
-        model = create_model(config, vocab_size, unigram_counts)
-        optimizer = create_optimizer(config.train, total_steps, config.model.hidden_dim)
-        model.compile(optimizer=optimizer)
-        optimizer.build(model.trainable_variables)
-    step_fn = tf.function(distributed_step(distribution, model), jit_compile=resolve_jit(config.train.jit_compile))
-    return model, optimizer, step_fn
-
-
 def _check_same_start(distribution: Distribution, step: int, run: RunPaths) -> None:
     """Every worker must start from the same checkpoint: each restores from `train.run_dir`,
     which therefore has to be one directory all of them see (shared storage)."""
@@ -452,7 +433,3 @@ def _check_same_start(distribution: Distribution, step: int, run: RunPaths) -> N
         )
 
 
-def resolve_jit(setting: str | bool) -> bool:
-    """`train.jit_compile` as a bool. "auto" is off: on GPU, XLA would replace the cuDNN LSTM
-    kernel (which cannot be compiled) with a slower loop, and on CPU it did not pay off here."""
-    return setting is True

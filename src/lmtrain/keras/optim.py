@@ -3,9 +3,9 @@
 Under sampled softmax the gradients of the [V, H] output matrix, its bias and the [V, E]
 embedding are `tf.IndexedSlices` touching only B*T + num_sampled rows. Keras 3 `Adam` densifies
 them (`gradient - m` is dense), so every step rewrites all V x D weights and both moment slots:
-at V = 100k that costs several times the LSTM itself (keras-team/keras#19992; measured in
-shared/DESIGN-NOTES.md). `LazyAdam` updates only the touched rows: it reads their moments with a
-resource gather and writes moments and weights back with scatter ops. Dense gradients (the LSTM
+at V = 100k that costs several times the LSTM itself (keras-team/keras#19992; measured by
+benchmarks/step_bench.py). `LazyAdam` updates only the touched rows: it reads their moments with
+a resource gather and writes moments and weights back with scatter ops. Dense gradients (the LSTM
 weights) get Keras' own Adam update.
 
 Plain lazy Adam (TF Addons' LazyAdam, PyTorch's SparseAdam) skips what dense Adam does to a row
@@ -23,7 +23,7 @@ tests bound the gap. See `_sum_duplicates` for the second moment of repeated row
 Gradient clipping: `LazyAdam(global_clipnorm=...)` / `clipnorm=` clip with
 `tf.clip_by_global_norm` / `tf.clip_by_norm`, which keep `IndexedSlices` sparse (Keras' own
 clipping would densify them). `lmtrain fit` clips in `LanguageModel.gradients` instead, after
-summing over replicas, and uses the `_SummedGradients` variants below.
+summing over replicas, with the variants in `lmtrain.build` that take gradients already summed.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from typing import Any, Iterator, Sequence
 
 import keras
 import tensorflow as tf
-
-from lmtrain.config import TrainConfig
 
 
 @keras.saving.register_keras_serializable(package="lmtrain")
@@ -161,27 +159,6 @@ class LazyAdam(keras.optimizers.Adam):
         return catch_up, m * tf.pow(beta_1, n), v * tf.pow(beta_2, n)
 
 
-class _SummedGradients:
-    """Take gradients as already summed over replicas.
-
-    Keras sums gradients over replicas inside `apply`, in the replica context. `LanguageModel`
-    sums them itself, before clipping and the finiteness check (so every replica clips by the
-    global norm and takes the same apply-or-skip decision), and applies them from the
-    cross-replica context; summing again would multiply them by the number of replicas.
-    """
-
-    def _all_reduce_sum_gradients(self, grads_and_vars: Any) -> Any:
-        return grads_and_vars
-
-
-class Adam(_SummedGradients, keras.optimizers.Adam):
-    """Keras' dense Adam (`train.optimizer: adam`), taking gradients already summed over replicas."""
-
-
-class SummedLazyAdam(_SummedGradients, LazyAdam):
-    """`LazyAdam` taking gradients already summed over replicas (`train.optimizer: lazy_adam`)."""
-
-
 def _sum_duplicates(grad: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Unique rows, the summed gradient of each, and the sum of its occurrences' squares.
 
@@ -227,40 +204,8 @@ def lazy_adam_of(optimizer: keras.optimizers.Optimizer) -> LazyAdam | None:
     return inner if isinstance(inner, LazyAdam) else None
 
 
-def create_optimizer(config: TrainConfig, total_steps: int, hidden_dim: int) -> keras.optimizers.Optimizer:
-    """`train.optimizer`: lazy_adam (row-sparse, the default) or adam (Keras' dense Adam), with
-    the `train.schedule` learning rate over `total_steps` (its peak from `hidden_dim` where
-    train.learning_rate is null).
-
-    Under mixed_float16 the optimizer is wrapped for dynamic loss scaling (float16 gradients
-    underflow without it); bfloat16 has float32's range and needs none.
-    """
-    rate = learning_rate(config, total_steps, hidden_dim)
-    if config.optimizer == "adam":
-        optimizer: keras.optimizers.Optimizer = Adam(learning_rate=rate)
-    else:
-        optimizer = SummedLazyAdam(learning_rate=rate)
-    if config.precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
 # The warm-up's share of the run when no length is given (make compare measured 50 of 1000 steps).
 WARMUP_SHARE = 0.05
-
-
-def learning_rate(config: TrainConfig, total_steps: int, hidden_dim: int = 512
-                  ) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """A constant (a variable the plateau schedule lowers during fit), `warmup_cosine` or
-    `warmup_stable_decay`, as `config.schedule_for(total_steps, hidden_dim)` says; the rate is
-    `config.rate(hidden_dim)`."""
-    rate = config.rate(hidden_dim)
-    schedule = config.schedule_for(total_steps, hidden_dim)
-    if schedule == "warmup_stable_decay":
-        return warmup_stable_decay(rate, total_steps, config.warmup_steps, config.decay_share, config.min_lr_ratio)
-    if schedule != "warmup_cosine":
-        return rate
-    return warmup_cosine(rate, total_steps, config.warmup_steps, config.min_lr_ratio)
 
 
 def warmup_cosine(peak: float, total_steps: int, warmup_steps: int | None = None, min_ratio: float = 0.1

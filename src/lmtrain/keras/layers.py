@@ -1,5 +1,4 @@
-"""Keras layers for a sampled-softmax language model: the `SampledSoftmax` head with its loss,
-and an `Embedding` whose lookup reads only the rows it needs.
+"""The `SampledSoftmax` head with its loss: a sampled-softmax output layer for any Keras model.
 
 The head answers "how do I use sampled softmax in my own Keras model": it is the last layer,
 `compile(loss=head.loss)`, and `fit` / `evaluate` / `predict` / `save` work as with
@@ -8,8 +7,8 @@ carries what the loss needs: in training (`training=True`, as `fit` calls it) th
 hidden states themselves, from which the loss computes the sampled softmax over the targets and
 `num_sampled` negatives (never all V logits); in inference it is the full-softmax
 probabilities, with their logits attached, from which the loss computes the exact
-cross-entropy. The maths is `lmtrain.softmax`, the negatives come from
-`lmtrain.sampling.CandidateSampler`: the same code `lmtrain fit` trains with.
+cross-entropy. The maths is `lmtrain.keras.softmax`, the negatives come from
+`lmtrain.keras.sampling.CandidateSampler`: the same code `lmtrain fit` trains with.
 """
 
 from __future__ import annotations
@@ -24,40 +23,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lmtrain import softmax
-from lmtrain.config import default_negatives
-from lmtrain.sampling import (LOG_UNIFORM_MIN_CORRELATION, SAMPLERS, CandidateSampler, RunningUnigramSampler,
-                              frequency_order_correlation, proposal)
+from lmtrain.keras import softmax
+from lmtrain.keras.negatives import default_negatives, negatives_problem
+from lmtrain.keras.outputs import _EagerMarks, _is_placeholder, _Output, _StockLossTrap
+from lmtrain.keras.sampling import (
+    LOG_UNIFORM_MIN_CORRELATION,
+    SAMPLERS,
+    CandidateSampler,
+    RunningUnigramSampler,
+    frequency_order_correlation,
+    proposal,
+)
 
 # Keras' losses read targets as float32 (`Loss.__call__` converts them), which holds every
 # integer up to 2**24 exactly.
 MAX_VOCAB = 1 << 24
-
-
-@keras.saving.register_keras_serializable(package="lmtrain")
-class Embedding(keras.layers.Embedding):
-    """`keras.layers.Embedding` whose lookup reads only the rows it needs (a ResourceGather).
-
-    A drop-in replacement (same arguments, weights and saved form). Keras' own lookup first
-    reads the whole [V, E] variable. Once an optimizer has updated a variable with scatter ops
-    (as `LazyAdam` does), TensorFlow switches it to copy-on-read, and every whole read then
-    copies all V rows: at V = 100k that added ~80 ms a step here, more than the output layer.
-    """
-
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        if self.lora_enabled or self.quantization_mode is not None:
-            return super().call(inputs)
-        rows = tf.gather(self.embeddings.value, tf.cast(inputs, tf.int32))  # (B, T, E)
-        return tf.cast(rows, self.compute_dtype)
-
-
-@dataclass(frozen=True)
-class _Output:
-    """What a head's output tensor carries for its loss."""
-
-    head: "SampledSoftmax"
-    training: bool  # True: the output is the hidden states; False: probabilities
-    logits: Any = None  # the probabilities' logits (inference only)
 
 
 @dataclass
@@ -67,38 +47,6 @@ class _Tie:
 
     name: str
     layer: Any = None
-
-
-class _EagerMarks:
-    """`_Output`s of eager tensors (which take no attributes), by tensor id until it is freed.
-    Not a dict attribute of the layer, which Keras would track and walk when saving."""
-
-    def __init__(self) -> None:
-        self._by_id: dict[int, _Output] = {}
-
-    def put(self, tensor: Any, output: _Output) -> None:
-        key = id(tensor)
-        self._by_id[key] = output
-        weakref.finalize(tensor, self._by_id.pop, key, None)
-
-    def get(self, tensor: Any) -> _Output | None:
-        return self._by_id.get(id(tensor))
-
-
-class _StockLossTrap:
-    """Set as `_keras_logits` of the training output. Keras' own cross-entropies look for that
-    attribute and convert it to a tensor; this turns that into a clear error instead of a
-    silent loss computed from hidden states (`compile(loss="sparse_categorical_crossentropy")`)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __tf_tensor__(self, dtype: Any = None, name: Any = None) -> tf.Tensor:
-        raise ValueError(
-            f"SampledSoftmax layer {self.name!r}: in training its output is the hidden states, not "
-            f"probabilities, so a stock loss cannot be used with it; compile the model with the head's "
-            f"own loss: model.compile(optimizer=..., loss=head.loss)"
-        )
 
 
 @keras.saving.register_keras_serializable(package="lmtrain")
@@ -127,7 +75,7 @@ class SampledSoftmax(keras.layers.Layer):
             fewer than `vocab_size`. None (the default): an eighth of `vocab_size`, at least
             1,024 and at most 4,096, as `lmtrain fit` draws with a zero bias at the start (1,024
             lost 3.7% to the full softmax at 25k words where 3,125 won 7.2%;
-            `lmtrain.config.default_negatives`).
+            `lmtrain.keras.negatives.default_negatives`).
         sampler: the proposal the negatives are drawn from: "unigram" (the default: in proportion
             to the targets' counts, from `counts=` or `adapt` where given, else counted from the
             targets as training goes, in the layer's `target_counts` weight; any id order works),
@@ -174,13 +122,13 @@ class SampledSoftmax(keras.layers.Layer):
             raise ValueError(f"SampledSoftmax: vocab_size must be an integer from 2 to {MAX_VOCAB}; got {vocab_size!r}")
         if num_sampled is None:
             num_sampled = default_negatives(vocab_size)
-            if num_sampled >= vocab_size:
+            if negatives_problem(num_sampled, vocab_size):
                 raise ValueError(f"SampledSoftmax: the default num_sampled ({num_sampled}) needs a larger vocabulary; "
                                  f"got vocab_size {int(vocab_size)}: pass num_sampled from 1 to "
                                  f"{int(vocab_size) - 1}, or use a full softmax (Dense) at this size")
-        if isinstance(num_sampled, bool) or not isinstance(num_sampled, (int, np.integer)) or not 0 < num_sampled < vocab_size:
-            raise ValueError(f"SampledSoftmax: num_sampled must be an integer from 1 to vocab_size - 1 "
-                             f"({int(vocab_size) - 1}); got {num_sampled!r}")
+        problem = negatives_problem(num_sampled, vocab_size)
+        if problem:
+            raise ValueError(f"SampledSoftmax: num_sampled {problem}")
         if sampler is not None and sampler not in SAMPLERS:
             raise ValueError(f"SampledSoftmax: sampler must be one of {', '.join(map(repr, SAMPLERS))} (or None); "
                              f"got {sampler!r}")
@@ -468,12 +416,6 @@ class SampledSoftmaxLoss(keras.losses.Loss):
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "reduction": self.reduction}
-
-
-def _is_placeholder(tensor: Any) -> bool:
-    """True for a graph input: what Keras' symbolic build passes a loss in place of predictions."""
-    op = getattr(tensor, "op", None)
-    return op is not None and not isinstance(tensor, tf.__internal__.EagerTensor) and op.type == "Placeholder"
 
 
 def _shape(shape: tf.TensorShape) -> str:

@@ -1,6 +1,6 @@
 """The output layer's maths: the sampled-softmax loss from gathered rows, and the exact softmax.
 
-One implementation for both users of it: `lmtrain.layers.SampledSoftmax` (the Keras layer a
+One implementation for both users of it: `lmtrain.keras.layers.SampledSoftmax` (the Keras layer a
 user drops into their own model) and `lmtrain.model.LanguageModel` (what `lmtrain fit` trains).
 Both own a [V, D] output matrix and a [V] bias; these functions take them as tensors (the
 backend variables, so that gathering rows is a ResourceGather of only the rows asked for and
@@ -85,6 +85,35 @@ def sampled_nll(hidden: tf.Tensor, rows: OutputRows) -> tf.Tensor:
     return tf.reduce_logsumexp(logits, axis=1) - true_logits
 
 
+def add_row_gradients(variables: list[Any], grads: list[Any], output: tuple[Any, Any], row_grads: list[tf.Tensor],
+                      ids: tf.Tensor) -> list[Any]:
+    """`grads` of `variables` with the gradients of output rows `ids` ([n, D] and [n], from
+    detached `output_rows`) added to those of the output layer's `output` = (weights, biases).
+
+    With detached row gathers the tape gives the rows' gradients, and this turns them into
+    IndexedSlices of the variables. Built by hand rather than by the tape so that the negatives'
+    rows, which every replica gathers, can be summed over replicas as one dense block before
+    they become IndexedSlices: LazyAdam squares each occurrence of a row, and a negative's
+    occurrence must be its whole-batch gradient, as on one device, not one partial sum per replica.
+    """
+    # Static shapes: tf.shape() of the variable would read all V rows.
+    parts = {id(v): tf.IndexedSlices(g, ids, tf.constant(list(v.shape), tf.int64)) for v, g in zip(output, row_grads)}
+    out = []
+    for v, g in zip(variables, grads):
+        part = parts.get(id(v))
+        if part is not None and g is not None:  # tied weights: the input lookup's rows too
+            g = _concat_slices(g, part)
+        out.append(part if g is None else g)
+    return out
+
+
+def _concat_slices(a: Any, b: tf.IndexedSlices) -> tf.IndexedSlices:
+    """Two row gradients of one variable as one IndexedSlices (duplicates are summed later)."""
+    if not isinstance(a, tf.IndexedSlices):  # a dense gradient: add the rows densely
+        return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)
+    return tf.IndexedSlices(tf.concat([a.values, b.values], 0),
+                            tf.concat([tf.cast(a.indices, tf.int64), b.indices], 0), b.dense_shape)
+
 def logits(hidden: tf.Tensor, weights: Any, biases: Any) -> tf.Tensor:
     """Full-softmax logits [..., V] of hidden states [..., D]."""
     return tf.tensordot(hidden, weights, axes=[[-1], [1]]) + biases
@@ -103,7 +132,7 @@ def score_block(hidden: tf.Tensor, targets: tf.Tensor, weights: Any, biases: Any
     `block_nll`'s `sparse_softmax_cross_entropy_with_logits` also writes the [N, V] softmax its
     gradient needs, and rows x V blocks keep the product's M small at large V: this reaches
     80-88% of the machine's GEMM rate where that reached 45-55%. Each chunk is a gather of
-    its rows, so a variable is never read whole (see `lmtrain.layers.Embedding`).
+    its rows, so a variable is never read whole (see `lmtrain.keras.embedding.Embedding`).
     """
     weights, biases = (x.value if isinstance(x, keras.Variable) else x for x in (weights, biases))
     vocab = int(weights.shape[0])

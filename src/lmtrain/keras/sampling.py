@@ -1,8 +1,8 @@
 """Candidate sampler for the sampled softmax: negatives drawn with stateless random ops.
 
 TensorFlow's own candidate samplers are stateful CPU-only kernels with no XLA kernel, and the
-default log-uniform one assumes ids sorted by frequency, which BPE ids are not (see
-shared/DESIGN-NOTES.md). This sampler draws from a fixed proposal Q with stateless uniforms
+default log-uniform one assumes ids sorted by frequency, which BPE ids are not (measured by
+benchmarks/library_bench.py). This sampler draws from a fixed proposal Q with stateless uniforms
 keyed by (seed, step): it compiles under XLA, and a resumed run draws exactly the negatives an
 uninterrupted one would. `tf.nn.sampled_softmax_loss` subtracts the log of each class's
 expected count from its logit; the sampler returns those counts. Two ways to draw:
@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from lmtrain.keras.negatives import negatives_problem
 
 SAMPLER_SCOPE = "negatives"  # name scope of the sampler's [V]-sized ops (one number per id, no weights)
 # Newton steps at most when solving for T in the graph (`RunningUnigramSampler`): from T = S they
@@ -103,8 +104,9 @@ def inclusion_probabilities(proposal: np.ndarray, num_sampled: int) -> np.ndarra
     their per-step count of draws replaced by its expectation). The result sums to num_sampled.
     """
     q = np.asarray(proposal, dtype=np.float64)
-    if not 0 < num_sampled < q.size:
-        raise ValueError(f"num_sampled must be between 1 and {q.size - 1}, got {num_sampled}")
+    problem = negatives_problem(num_sampled, q.size)
+    if problem:
+        raise ValueError(f"num_sampled {problem}")
     log1m_q = np.log1p(-np.minimum(q, 1.0 - 1e-16))
 
     def distinct(t: float) -> float:
@@ -168,8 +170,9 @@ class RunningUnigramSampler:
                  unique: bool = True) -> None:
         self.counts = counts
         self.vocab_size = int(counts.shape[0])
-        if not 0 < num_sampled < self.vocab_size:
-            raise ValueError(f"num_sampled must be between 1 and {self.vocab_size - 1}, got {num_sampled}")
+        problem = negatives_problem(num_sampled, self.vocab_size)
+        if problem:
+            raise ValueError(f"num_sampled {problem}")
         self.num_sampled, self.seed = int(num_sampled), int(seed)
         self.distortion, self.unique = float(distortion), unique
 

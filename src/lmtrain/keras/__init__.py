@@ -1,5 +1,12 @@
 """`lmtrain.keras`: sampled softmax for your own Keras model (the library `lmtrain fit` is built on).
 
+A package that imports nothing from the app (`lmtrain.config`, `lmtrain.train`, the CLI...): the
+app imports it, never the reverse. Its modules: `layers` (the SampledSoftmax head and its loss;
+`outputs`, what the head's outputs carry for it), `embedding`, `lstm`, `softmax` (the maths both
+the head and `lmtrain fit` use), `sampling` (the negatives), `negatives` (how many, and the one
+check on that number), `optim` (LazyAdam and the warm-up schedules) and `tfboot` (TensorFlow
+imported without its start-up notices).
+
     import math
     import keras
     from lmtrain.keras import LSTM, SampledSoftmax, LazyAdam, warmup_cosine
@@ -31,7 +38,7 @@ Needs the TensorFlow backend of Keras 3.
 
 from __future__ import annotations
 
-from lmtrain.tfboot import import_tensorflow as _import_tensorflow
+from lmtrain.keras.tfboot import import_tensorflow as _import_tensorflow
 
 _import_tensorflow()  # before Keras imports it: without TensorFlow's CPU-machine start-up notices
 
@@ -40,11 +47,17 @@ import keras as _keras  # noqa: E402
 if _keras.backend.backend() != "tensorflow":  # pragma: no cover - the project installs TensorFlow
     raise ImportError(f"lmtrain.keras needs Keras' TensorFlow backend; KERAS_BACKEND is {_keras.backend.backend()!r}")
 
-from lmtrain.layers import Embedding, SampledSoftmax, SampledSoftmaxLoss  # noqa: E402
-from lmtrain.lstm import LSTM  # noqa: E402
-from lmtrain.optim import LazyAdam, warmup_cosine  # noqa: E402
-from lmtrain.sampling import (CandidateSampler, RunningUnigramSampler, log_uniform_proposal,  # noqa: E402
-                              uniform_proposal, unigram_proposal)
+from lmtrain.keras.embedding import Embedding  # noqa: E402
+from lmtrain.keras.layers import SampledSoftmax, SampledSoftmaxLoss  # noqa: E402
+from lmtrain.keras.lstm import LSTM  # noqa: E402
+from lmtrain.keras.optim import LazyAdam, warmup_cosine  # noqa: E402
+from lmtrain.keras.sampling import (  # noqa: E402
+    CandidateSampler,
+    RunningUnigramSampler,
+    log_uniform_proposal,
+    uniform_proposal,
+    unigram_proposal,
+)
 
 __all__ = ["SampledSoftmax", "SampledSoftmaxLoss", "LazyAdam", "warmup_cosine", "Embedding", "LSTM", "CandidateSampler",
            "RunningUnigramSampler", "unigram_proposal", "log_uniform_proposal", "uniform_proposal"]

@@ -1,0 +1,222 @@
+"""Config -> objects: the one place a config becomes a model, a softmax choice, an optimizer and
+its schedule, a compiled train step, and a run's step counts.
+
+`fit`, `eval`, `generate`, `export`, `lmtrain.load` and the benchmarks all build here, so they
+make the same choices from the same config and vocabulary (a resumed run, an evaluation and a
+benchmark cannot drift from what `fit` trained). The config must have its run's choices made
+(`lmtrain.runlength.for_run`) where a choice depends on the run's length.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lmtrain.config import Config, ModelConfig, TrainConfig
+from lmtrain.distribute import Distribution, create_distribution
+from lmtrain.distribute import train_step as distributed_step
+from lmtrain.errors import LmtrainError
+from lmtrain.keras.negatives import negatives_problem, negatives_rule
+from lmtrain.keras.optim import LazyAdam, warmup_cosine, warmup_stable_decay
+from lmtrain.keras.sampling import CandidateSampler, proposal, unigram_proposal
+from lmtrain.meta import DataMeta
+from lmtrain.model import LanguageModel
+from lmtrain.precision import resolve_precision
+from lmtrain.records import num_windows, stream_windows_per_row
+from lmtrain.runlength import for_run
+
+# ---- the model and its softmax --------------------------------------------------------------
+
+def choose_softmax(m: ModelConfig, vocab_size: int) -> tuple[str, str]:
+    """The training loss `model.softmax` stands for at this vocabulary ("sampled" or "full"),
+    and why, in words `fit` prints. Decided from the config and the vocabulary alone, so a
+    resumed run, `eval` and the benchmarks all make the same choice.
+
+    auto is the full softmax only where the sampled one cannot run (k = `m.negatives(V)`
+    distinct negatives need more than k ids), and the sampled softmax everywhere else. The
+    full softmax was meant for small vocabularies, where it costs no more (0.95-0.98x the
+    sampled step up to 2 x num_sampled ids, benchmarks/softmax_bench.py), but at 2,000 ids the
+    sampled model trained with 1024 negatives came out better at equal steps in every run:
+    4.9% lower test perplexity at the demo's shapes (make compare), 4.7-5.5% lower validation
+    perplexity for a small model after 600 and 6,000 steps.
+    """
+    k = m.negatives(vocab_size)
+    if m.softmax == "sampled":
+        return "sampled", f"model.softmax=sampled: {_negatives_words(m, k)}"
+    if m.softmax == "full":
+        return "full", "model.softmax=full"
+    if negatives_problem(k, vocab_size):
+        return "full", (f"model.softmax=auto: {_negatives_words(m, k)} would not be fewer than the {vocab_size:,} "
+                        f"ids, so the sampled softmax cannot run; the full one costs no more here")
+    return "sampled", (f"model.softmax=auto: {vocab_size:,} ids, {_negatives_words(m, k)}; the full softmax "
+                       f"only where the negatives would not be fewer than the ids")
+
+
+def _negatives_words(m: ModelConfig, k: int) -> str:
+    """How `fit` names the negatives, and where their number came from."""
+    rule = negatives_rule(m.output_bias_init == "unigram")
+    source = "model.num_sampled" if m.num_sampled is not None else f"model.num_sampled null: {rule}"
+    return f"{k:,} distinct negatives a step ({source})"
+
+
+def initial_output_bias(kind: str, unigram_counts: list[int]) -> np.ndarray | None:
+    """The output layer's initial bias (`model.output_bias_init`): None for zeros, or for "unigram"
+    log Q of the training unigram, (count + 1) / (tokens + V), so the untrained model is the
+    unigram model.
+
+    Why it matters for the sampled softmax: a row's bias moves only in the steps that draw it,
+    and a rare word is drawn a few times an epoch. From zero, the ~50k words of a word-level
+    vocabulary seen once or twice keep logits near those of common words for most of a run, and
+    the full softmax's normaliser, which sums all of them, pays for it.
+    """
+    if kind == "zeros":
+        return None
+    return np.log(unigram_proposal(unigram_counts)).astype(np.float32)
+
+
+def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> LanguageModel:
+    """Build the model a config describes, with its weights created (ready to restore or train).
+    The config must have its run's choices made (`lmtrain.runlength.for_run`): whether to tie
+    depends on the run's length."""
+    m = config.model
+    if m.tie_weights is None:
+        raise ValueError("create_model: model.tie_weights is null, which depends on the run's length; "
+                         "pass lmtrain.runlength.for_run(config, total_steps)")
+    loss, _ = choose_softmax(m, vocab_size)
+    k = m.negatives(vocab_size)
+    if loss == "sampled" and negatives_problem(k, vocab_size):
+        given = "" if m.num_sampled is not None else " (model.num_sampled null)"
+        raise LmtrainError(
+            f"model.num_sampled: {k}{given} must be smaller than the vocabulary ({vocab_size} ids); "
+            f"set it lower or use model.softmax: full"
+        )
+    sampler = None  # the full softmax draws no negatives (and num_sampled may exceed the vocabulary)
+    if loss == "sampled":
+        q = proposal(m.sampler, vocab_size, unigram_counts, m.sampler_distortion)
+        sampler = CandidateSampler(q, k, config.train.seed, unique=m.sampler_unique)
+    model = LanguageModel(
+        vocab_size=vocab_size, embedding_dim=m.embedding_dim, hidden_dim=m.hidden_dim,
+        num_layers=m.num_layers, dropout=m.dropout, softmax=loss,
+        clip_norm=config.train.clip_norm, sampler=sampler, precision=resolve_precision(config.train.precision)[0],
+        tie_weights=m.tie_weights, projection_dim=m.projection_dim, embedding_dropout=m.embedding_dropout,
+        lstm_impl=m.lstm_impl, output_bias=initial_output_bias(m.output_bias_init, unigram_counts), name="lstm_lm",
+    )
+    model.build(None)
+    return model
+
+
+# ---- the optimizer and its schedule ----------------------------------------------------------
+
+class _SummedGradients:
+    """Take gradients as already summed over replicas.
+
+    Keras sums gradients over replicas inside `apply`, in the replica context. `LanguageModel`
+    sums them itself, before clipping and the finiteness check (so every replica clips by the
+    global norm and takes the same apply-or-skip decision), and applies them from the
+    cross-replica context; summing again would multiply them by the number of replicas.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars: Any) -> Any:
+        return grads_and_vars
+
+
+class Adam(_SummedGradients, keras.optimizers.Adam):
+    """Keras' dense Adam (`train.optimizer: adam`), taking gradients already summed over replicas."""
+
+
+class SummedLazyAdam(_SummedGradients, LazyAdam):
+    """`LazyAdam` taking gradients already summed over replicas (`train.optimizer: lazy_adam`)."""
+
+
+
+
+def create_optimizer(config: TrainConfig, total_steps: int, hidden_dim: int) -> keras.optimizers.Optimizer:
+    """`train.optimizer`: lazy_adam (row-sparse, the default) or adam (Keras' dense Adam), with
+    the `train.schedule` learning rate over `total_steps` (its peak from `hidden_dim` where
+    train.learning_rate is null).
+
+    Under mixed_float16 the optimizer is wrapped for dynamic loss scaling (float16 gradients
+    underflow without it); bfloat16 has float32's range and needs none.
+    """
+    rate = learning_rate(config, total_steps, hidden_dim)
+    if config.optimizer == "adam":
+        optimizer: keras.optimizers.Optimizer = Adam(learning_rate=rate)
+    else:
+        optimizer = SummedLazyAdam(learning_rate=rate)
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+
+
+def learning_rate(config: TrainConfig, total_steps: int, hidden_dim: int = 512
+                  ) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """A constant (a variable the plateau schedule lowers during fit), `warmup_cosine` or
+    `warmup_stable_decay`, as `config.schedule_for(total_steps, hidden_dim)` says; the rate is
+    `config.rate(hidden_dim)`."""
+    rate = config.rate(hidden_dim)
+    schedule = config.schedule_for(total_steps, hidden_dim)
+    if schedule == "warmup_stable_decay":
+        return warmup_stable_decay(rate, total_steps, config.warmup_steps, config.decay_share, config.min_lr_ratio)
+    if schedule != "warmup_cosine":
+        return rate
+    return warmup_cosine(rate, total_steps, config.warmup_steps, config.min_lr_ratio)
+
+
+# ---- the train step and the run's length -----------------------------------------------------
+
+def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int], total_steps: int = 1000,
+                  distribution: Distribution | None = None,
+                  ) -> tuple[LanguageModel, keras.optimizers.Optimizer, Callable[..., Any]]:
+    """The model, optimizer and compiled train step exactly as `fit` runs them.
+
+    The benchmark times the step this returns, so what it measures is what users train with.
+    Under a strategy, the weights and optimizer slots are created in its scope (mirrored).
+    """
+    distribution = distribution or create_distribution(config.train)
+    config = for_run(config, total_steps)  # fit's config has them made already: unchanged
+    keras.utils.set_random_seed(config.train.seed)
+    with distribution.strategy.scope():
+        model = create_model(config, vocab_size, unigram_counts)
+        optimizer = create_optimizer(config.train, total_steps, config.model.hidden_dim)
+        model.compile(optimizer=optimizer)
+        optimizer.build(model.trainable_variables)
+    step_fn = tf.function(distributed_step(distribution, model), jit_compile=resolve_jit(config.train.jit_compile))
+    return model, optimizer, step_fn
+
+
+def resolve_jit(setting: str | bool) -> bool:
+    """`train.jit_compile` as a bool. "auto" is off: on GPU, XLA would replace the cuDNN LSTM
+    kernel (which cannot be compiled) with a slower loop, and on CPU it did not pay off here."""
+    return setting is True
+
+
+def step_counts(config: Config, meta: DataMeta) -> tuple[int, int]:
+    """(steps per epoch, total steps) of a training run."""
+    t = config.train
+    tokens = meta.splits["train"].tokens
+    if t.stateful:
+        steps_per_epoch = stream_windows_per_row(tokens, t.batch_size, t.seq_len)
+    else:
+        steps_per_epoch = num_windows(tokens, t.seq_len) // t.batch_size
+    if steps_per_epoch < 1:
+        raise LmtrainError(
+            f"train.batch_size: the training split ({tokens} tokens) is smaller than one batch of "
+            f"{t.batch_size} x {t.seq_len}; lower train.batch_size or train.seq_len"
+        )
+    total = steps_per_epoch * t.epochs
+    return steps_per_epoch, min(total, t.max_steps) if t.max_steps is not None else total
+
+
+def build_run(config: Config, meta: DataMeta) -> tuple[Config, LanguageModel, keras.optimizers.Optimizer]:
+    """The config with its run's choices made, the model and the optimizer a run of `config` on
+    the data `meta` describes trains: what a run directory's checkpoint is restored into
+    (`lmtrain.rundir.load_run`). The optimizer is built, not restored: its slots stay unread."""
+    total_steps = step_counts(config, meta)[1]
+    config = for_run(config, total_steps)  # a run directory's config has them made: unchanged
+    model = create_model(config, meta.vocab_size, meta.unigram_counts)
+    return config, model, create_optimizer(config.train, total_steps, config.model.hidden_dim)
