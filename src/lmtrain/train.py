@@ -12,7 +12,6 @@ scoring the validation split is `lmtrain.scoring`.
 
 from __future__ import annotations
 
-import math
 import signal
 import time
 from dataclasses import dataclass
@@ -24,14 +23,14 @@ import tensorflow as tf
 
 from lmtrain.build import build_trainer, choose_softmax, step_counts
 from lmtrain.checkpoints import CheckpointStore
-from lmtrain.config import Config, TrainConfig
+from lmtrain.config import Config
 from lmtrain.distribute import Distribution, create_distribution
 from lmtrain.errors import Interrupted, LmtrainError
 from lmtrain.flops import step_flops
 from lmtrain.keras.optim import pending_applied
 from lmtrain.keras.sampling import LOG_UNIFORM_MIN_CORRELATION, frequency_order_correlation
+from lmtrain.loopstate import StateCarry, ValidationRecord
 from lmtrain.meta import load_prepared
-from lmtrain.model import LanguageModel, State
 from lmtrain.paths import DataPaths, RunPaths
 from lmtrain.precision import resolve_precision
 from lmtrain.progress import progress_bar
@@ -115,7 +114,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
             echo("precision: {} ({})".format(*resolve_precision(t.precision)))
     model, optimizer, train_fn = build_trainer(config, meta.vocab_size, meta.unigram_counts, total_steps,
                                                distribution)
-    validation = _Validation(t)
+    validation = ValidationRecord(t)
     best_store = CheckpointStore(run.checkpoints / "best", keep=1) if t.patience else None
 
     if t.stateful:
@@ -123,7 +122,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         iterator = iter(rows.repeat(t.epochs).prefetch(tf.data.AUTOTUNE))
     else:
         iterator = iter(train_dataset(train_files, t.seq_len, t.batch_size, t.epochs, t.shuffle_buffer, t.seed))
-    carry = _StateCarry(model, t.batch_size, steps_per_epoch) if t.stateful else None
+    carry = StateCarry(model, t.batch_size, steps_per_epoch) if t.stateful else None
     valid_tokens = splits["valid"].tokens if t.stateful else None
     # The loop's position: batches consumed. Not optimizer.iterations, which skipped batches
     # do not advance.
@@ -284,97 +283,6 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                      time.perf_counter() - started, skipped, validation.best_step, validation.best_perplexity,
                      validation.stopped, chief, loss_kind, gflops,
                      time.perf_counter() - loop_started - not_training)
-
-
-class _StateCarry:
-    """The LSTM state between windows under `train.stateful`: zeros at each epoch start, else
-    the state the previous step ended with. Kept in variables at checkpoints, so a resumed run
-    starts its next window from the same state."""
-
-    def __init__(self, model: LanguageModel, batch_size: int, steps_per_epoch: int) -> None:
-        self._zeros = model.zero_state(batch_size)
-        self._steps_per_epoch = steps_per_epoch
-        self._state = self._zeros
-        self._vars = tuple(tf.Variable(z, trainable=False) for z in self._zeros)
-
-    def checkpoint(self) -> tf.train.Checkpoint:
-        return tf.train.Checkpoint(h=self._vars[0], c=self._vars[1])
-
-    def restored(self) -> None:
-        self._state = tuple(tf.identity(v) for v in self._vars)
-
-    def before(self, step: int) -> State:
-        """The state to start step `step` (0-based count of steps done) from."""
-        return self._zeros if step % self._steps_per_epoch == 0 else self._state
-
-    def after(self, state: State) -> None:
-        self._state = state
-
-    def store(self) -> None:
-        for var, value in zip(self._vars, self._state):
-            var.assign(value)
-
-
-@dataclass(frozen=True)
-class _Verdict:
-    """What one validation decides."""
-
-    improved: bool  # the best perplexity so far
-    lower_rate: bool  # train.schedule=plateau: no gain in plateau_patience validations
-    stop: bool  # train.patience: no gain in that many validations
-
-
-class _Validation:
-    """What the loop remembers of its validations and what they decide: the best perplexity,
-    the plateau rate cuts and early stopping. Checkpointed with the loop, so they count the
-    same across a resume."""
-
-    def __init__(self, config: TrainConfig) -> None:
-        self._patience = config.patience
-        self._plateau_patience = config.plateau_patience if config.schedule == "plateau" else None
-        self._best = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
-        self._best_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
-        self._since_best = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self._since_reduce = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self._stopped = tf.Variable(False, trainable=False)
-
-    def checkpoint(self) -> tf.train.Checkpoint:
-        return tf.train.Checkpoint(best=self._best, best_step=self._best_step, since_best=self._since_best,
-                                   since_reduce=self._since_reduce, stopped=self._stopped)
-
-    def record(self, step: int, ppl: float) -> _Verdict:
-        """Note a validation perplexity and decide what follows from it."""
-        if ppl < float(self._best):
-            self._best.assign(ppl)
-            self._best_step.assign(step)
-            self._since_best.assign(0)
-            self._since_reduce.assign(0)
-            return _Verdict(improved=True, lower_rate=False, stop=False)
-        self._since_best.assign_add(1)
-        self._since_reduce.assign_add(1)
-        lower = self._plateau_patience is not None and int(self._since_reduce) >= self._plateau_patience
-        if lower:
-            self._since_reduce.assign(0)
-        stop = bool(self._patience) and int(self._since_best) >= self._patience
-        if stop:
-            self._stopped.assign(True)
-        return _Verdict(improved=False, lower_rate=lower, stop=stop)
-
-    @property
-    def stopped(self) -> bool:
-        return bool(self._stopped)
-
-    @property
-    def best_step(self) -> int | None:
-        return int(self._best_step) if int(self._best_step) >= 0 else None
-
-    @property
-    def best_perplexity(self) -> float | None:
-        return float(self._best) if self.best_step is not None else None
-
-    def summary(self) -> str:
-        return (f"no better validation perplexity in {self._patience} validation(s); the best, {self.best_perplexity:.2f} "
-                f"at step {self.best_step}, is kept in checkpoints/best and used by eval, generate and export")
 
 
 def _nan_message(step: int, latest: str | None, what: str = "loss") -> str:
