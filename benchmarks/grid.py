@@ -45,7 +45,7 @@ from lmtrain.train import fit  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 RECORD_VERSION = 1
-VOCABS = {"u2k": "unigram:2000", "u8k": "unigram:8000", "w25k": "word:25000", "b8k": "bpe:8000"}
+VOCABS = {"u2k": "unigram:2000", "u8k": "unigram:8000", "w25k": "word:25000", "b8k": "bpe:8000", "b32k": "bpe:32000"}
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ class Point:
 
 
 # Widths 64/128, 256/512 (the demo's), 512/1024; 150 to 3000 steps (300, 600 and 800 place the
-# switch from the short-run recipe, runlength.short_run_steps); 2k, 8k and 25k words; BPE 8k, whose ids
-# are not sorted by frequency.
+# switch from the short-run recipe, runlength.short_run_steps); 2k, 8k and 25k words; BPE 8k and 32k,
+# whose ids are not sorted by frequency. Three points at 16k ids or more away from the demo's width
+# (s64-1000-w25k, l512-600-w25k, m256-1000-b32k) are where the default number of negatives grows.
 POINTS = (
     Point("s64-150", "u8k", 64, 128, 150),
     Point("s64-300", "u8k", 64, 128, 300),
@@ -78,6 +79,9 @@ POINTS = (
     Point("m256-1000-w25k", "w25k", 256, 512, 1000),
     Point("m256-150-b8k", "b8k", 256, 512, 150),
     Point("m256-1000-b8k", "b8k", 256, 512, 1000),
+    Point("s64-1000-w25k", "w25k", 64, 128, 1000),
+    Point("l512-600-w25k", "w25k", 512, 1024, 600),
+    Point("m256-1000-b32k", "b32k", 256, 512, 1000),
     Point("l512-150", "u8k", 512, 1024, 150),
     Point("l512-300", "u8k", 512, 1024, 300),
     Point("l512-600", "u8k", 512, 1024, 600),
