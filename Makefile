@@ -47,8 +47,9 @@ compare-word: install
 
 # The defaults on a grid of widths (64/128, 256/512, 512/1024), run lengths (150 to 3000 steps) and
 # vocabularies (unigram 2k and 8k, word 25k, BPE 8k and 32k), each against a sweep around it (rate x0.5 / x2,
-# the other schedule, the other tying) and the full softmax at 256/512: runs/grid/results.md (5-6 hours on 2
-# CPU cores from nothing; finished runs are reused, so --points runs a part; see benchmarks/grid.py --help).
+# the other schedule, the other tying) and the full softmax at 256/512: runs/grid/results.md (about 5 hours on
+# 2 CPU cores from nothing, and about an hour more for the three points at 16k+ ids, whose runs took 1-7 minutes
+# each; finished runs are reused, so --points runs a part; see benchmarks/grid.py --help).
 grid: install
 	$(BIN)/python benchmarks/grid.py --full
 
