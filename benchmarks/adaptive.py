@@ -24,7 +24,6 @@ Not part of the package: `benchmarks/compare.py --adaptive` runs it; alone:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from lmtrain.keras import LSTM  # noqa: E402
 from lmtrain.meta import load_prepared  # noqa: E402
 from lmtrain.paths import DataPaths  # noqa: E402
 from lmtrain.records import eval_dataset, split_files, train_dataset  # noqa: E402
+from lmtrain.scoring import perplexity as perplexity_of  # noqa: E402
 
 RATE, CLIP, DIV_VALUE = 0.002, 0.25, 4.0
 
@@ -161,7 +161,7 @@ def train_adaptive(config: Config, eval_every: int, cutoffs: list[int] | None = 
         for batch in eval_dataset(files[split], t.seq_len, t.batch_size):
             s, c = scored(*batch)
             total, count = total + float(s), count + float(c)
-        return math.exp(total / count)
+        return perplexity_of(total / count)
 
     batches = iter(train_dataset(files["train"], t.seq_len, t.batch_size, t.epochs, t.shuffle_buffer, t.seed))
     seconds, curve = 0.0, []

@@ -26,11 +26,11 @@ def add_shape_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reps", type=int, default=7)
 
 
-def synthetic_batch(counts: np.ndarray, args: argparse.Namespace) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def synthetic_batch(counts: np.ndarray, batch_size: int, seq_len: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """One (inputs, targets, mask) batch of ids drawn from the same Zipf law as the counts."""
-    ids = np.random.default_rng(0).choice(
-        counts.size, size=(args.batch_size, args.seq_len + 1), p=counts / counts.sum()).astype(np.int32)
-    return tf.constant(ids[:, :-1]), tf.constant(ids[:, 1:]), tf.ones((args.batch_size, args.seq_len), tf.float32)
+    ids = np.random.default_rng(0).choice(counts.size, size=(batch_size, seq_len + 1),
+                                          p=counts / counts.sum()).astype(np.int32)
+    return tf.constant(ids[:, :-1]), tf.constant(ids[:, 1:]), tf.ones((batch_size, seq_len), tf.float32)
 
 
 def shape_sections(vocab: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:

@@ -94,7 +94,7 @@ def lstm_variants(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
 
 def step_variants(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     counts = zipf_counts(args.vocab)
-    batch = synthetic_batch(counts, args)
+    batch = synthetic_batch(counts, args.batch_size, args.seq_len)
     out: dict[str, Callable[[], Any]] = {}
     for impl in IMPLS:
         sections = shape_sections(args.vocab, args)  # step_bench's (b), with this LSTM

@@ -22,9 +22,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
+
+from common import synthetic_batch, zipf_counts  # noqa: E402
 
 from lmtrain.build import build_trainer  # noqa: E402
 from lmtrain.configfile import load_config  # noqa: E402
@@ -42,10 +43,8 @@ def main() -> None:
     args = p.parse_args()
     config = load_config(args.config, args.overrides)
     t = config.train
-    counts = np.floor(1e7 / np.arange(1, args.vocab + 1)).astype(np.int64) + 1
-    ids = np.random.default_rng(0).choice(args.vocab, size=(t.batch_size, t.seq_len + 1), p=counts / counts.sum())
-    batch = (tf.constant(ids[:, :-1], tf.int32), tf.constant(ids[:, 1:], tf.int32),
-             tf.ones((t.batch_size, t.seq_len), tf.float32))
+    counts = zipf_counts(args.vocab)
+    batch = synthetic_batch(counts, t.batch_size, t.seq_len)
     _, _, step = build_trainer(config, args.vocab, counts.tolist())
     for _ in range(3):
         float(step(batch)["loss"])

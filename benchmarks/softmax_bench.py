@@ -38,7 +38,7 @@ def main() -> None:
     variants: dict[str, Callable[[], Any]] = {}
     for vocab in vocabs:
         counts = zipf_counts(vocab)
-        batch = synthetic_batch(counts, args)
+        batch = synthetic_batch(counts, args.batch_size, args.seq_len)
         for kind in ("sampled", "full"):
             sections = shape_sections(vocab, args)
             config = config_from_dict({**sections, "model": {**sections["model"], "softmax": kind}})

@@ -67,7 +67,7 @@ def main() -> None:
 def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
     config = config_from_dict(shape_sections(vocab, args))
     counts = zipf_counts(vocab)
-    batch = synthetic_batch(counts, args)
+    batch = synthetic_batch(counts, args.batch_size, args.seq_len)
 
     variants: dict[str, Callable[[], Any]] = {}
     model, optimizer, step = build_trainer(config, vocab, counts.tolist())
@@ -131,7 +131,7 @@ def sampled_only_rss(vocab: int, args: argparse.Namespace) -> float:
     config = config_from_dict(shape_sections(vocab, args))
     counts = zipf_counts(vocab)
     _, _, step = build_trainer(config, vocab, counts.tolist())
-    batch = synthetic_batch(counts, args)
+    batch = synthetic_batch(counts, args.batch_size, args.seq_len)
     for _ in range(3):
         float(step(batch)["loss"])
     return peak_rss_gb()

@@ -23,15 +23,15 @@ import argparse
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from common import round_robin, synthetic_batch, zipf_counts  # noqa: E402
 
 from lmtrain.build import build_trainer  # noqa: E402
 from lmtrain.config import Config  # noqa: E402
@@ -59,10 +59,8 @@ def main() -> None:
 
 def run(config: Config, vocab: int, rounds: int, steps: int) -> dict[str, Any]:
     t = config.train
-    counts = np.floor(1e7 / np.arange(1, vocab + 1)).astype(np.int64) + 1
-    ids = np.random.default_rng(0).choice(vocab, size=(t.batch_size, t.seq_len + 1), p=counts / counts.sum())
-    batch = (tf.constant(ids[:, :-1], tf.int32), tf.constant(ids[:, 1:], tf.int32),
-             tf.ones((t.batch_size, t.seq_len), tf.float32))
+    counts = zipf_counts(vocab)
+    batch = synthetic_batch(counts, t.batch_size, t.seq_len)
     timers: dict[str, Callable[[], None]] = {}
     models = {}
     for precision in PRECISIONS:
@@ -77,14 +75,7 @@ def run(config: Config, vocab: int, rounds: int, steps: int) -> dict[str, Any]:
     for dtype_name, dtype in (("float32", tf.float32), ("bfloat16", tf.bfloat16)):
         for shape in shapes:
             timers[f"matmul {dtype_name} {shape}"] = _matmul_timer(shape, dtype)
-    times: dict[str, list[float]] = {name: [] for name in timers}
-    for fn in timers.values():  # warm-up
-        fn()
-    for _ in range(rounds):
-        for name, fn in timers.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    times = round_robin(timers, warmup=1, reps=rounds)
     med = {name: statistics.median(v) for name, v in times.items()}
     rate = {(dt, shape): 2.0 * shape[0] * shape[1] * shape[2] * MATMUL_REPS / med[f"matmul {dt} {shape}"]
             for dt in ("float32", "bfloat16") for shape in shapes}

@@ -262,12 +262,16 @@ def test_adaptive_softmax_reference_is_a_normalised_distribution():
     assert list(adaptive.frequency_ranks([5, 9, 1, 9])) == [2, 0, 3, 1]
 
 
+# A step small enough to time in seconds: the utilisation and profile benchmarks' --set arguments.
+TINY_STEP = [arg for kv in ("model.embedding_dim=8", "model.hidden_dim=16", "model.num_sampled=16",
+                            "train.batch_size=2", "train.seq_len=4") for arg in ("--set", kv)]
+
+
 @pytest.mark.slow
 def test_utilisation_benchmark_reports_the_share_of_the_matmul_ceiling():
     out = subprocess.run(
         [sys.executable, str(BENCH.with_name("utilisation_bench.py")), "--vocab", "300", "--rounds", "1", "--steps", "1",
-         *[arg for kv in ("model.embedding_dim=8", "model.hidden_dim=16", "model.num_sampled=16",
-                          "train.batch_size=2", "train.seq_len=4") for arg in ("--set", kv)]],
+         *TINY_STEP],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
@@ -283,8 +287,7 @@ def test_utilisation_benchmark_reports_the_share_of_the_matmul_ceiling():
 def test_step_profile_names_the_ops_that_take_the_time():
     out = subprocess.run(
         [sys.executable, str(BENCH.with_name("profile_step.py")), "--vocab", "300", "--steps", "1", "--top", "5",
-         *[arg for kv in ("model.embedding_dim=8", "model.hidden_dim=16", "model.num_sampled=16",
-                          "train.batch_size=2", "train.seq_len=4") for arg in ("--set", kv)]],
+         *TINY_STEP],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
