@@ -267,14 +267,17 @@ TINY_STEP = [arg for kv in ("model.embedding_dim=8", "model.hidden_dim=16", "mod
                             "train.batch_size=2", "train.seq_len=4") for arg in ("--set", kv)]
 
 
+def _run_tiny_step(script: str, *args: str) -> subprocess.CompletedProcess:
+    """A benchmark of `fit`'s step run on TINY_STEP at 300 ids for one step; it must succeed."""
+    out = subprocess.run([sys.executable, str(BENCH.with_name(script)), "--vocab", "300", "--steps", "1", *args,
+                          *TINY_STEP], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
 @pytest.mark.slow
 def test_utilisation_benchmark_reports_the_share_of_the_matmul_ceiling():
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("utilisation_bench.py")), "--vocab", "300", "--rounds", "1", "--steps", "1",
-         *TINY_STEP],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _run_tiny_step("utilisation_bench.py", "--rounds", "1")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     rows = {(r["what"], r["precision"]): r for r in result["rows"]}
     assert set(rows) == {(w, p) for w in ("LSTM alone", "whole step") for p in ("float32", "mixed_bfloat16")}
@@ -285,11 +288,6 @@ def test_utilisation_benchmark_reports_the_share_of_the_matmul_ceiling():
 
 @pytest.mark.slow
 def test_step_profile_names_the_ops_that_take_the_time():
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("profile_step.py")), "--vocab", "300", "--steps", "1", "--top", "5",
-         *TINY_STEP],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _run_tiny_step("profile_step.py", "--top", "5")
     rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and not line.startswith("| op")]
     assert len(rows) == 5 and all(float(row.split("|")[2]) >= 0 for row in rows)
