@@ -72,7 +72,9 @@ def evaluate_text(model: LanguageModel, tokenizer: Tokenizer, text: str, step: i
     ids = tokenizer.encode_document(text)
     n_bytes = sum(len(line.encode("utf-8")) + 1 for line in lines)
     words = sum(len(line.split()) for line in lines)
-    return metrics("text", step, -float(score_ids(model, ids).sum()), len(ids), n_bytes, words)
+    started = time.perf_counter()
+    total = -float(score_ids(model, ids).sum())
+    return metrics("text", step, total, len(ids), n_bytes, words, time.perf_counter() - started)
 
 
 def metrics(split: str, step: int, total_nll: float, tokens: float, n_bytes: int, words: int, seconds: float = 0.0
