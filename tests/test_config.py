@@ -40,6 +40,10 @@ def test_overrides_are_yaml_typed(tmp_path):
          "model.num_sampled: must be smaller"),
         ({"data": {"corpus": 3}}, "data.corpus: expected a string or a list of strings"),
         ({"train": 5}, "train: expected a mapping"),
+        ({"tokenizer": {"min_count": 2}}, "tokenizer.min_count: 2 needs tokenizer.model_type=word and "
+         "tokenizer.vocab_size=null (got model_type unigram, vocab_size 8000)"),
+        ({"tokenizer": {"model_type": "word", "vocab_size": None, "min_count": 0}}, "tokenizer.min_count: must be >= 1"),
+        ({"train": {"optimizer": "sgd"}}, "train.learning_rate: null stands for an Adam rate"),
     ],
 )
 def test_bad_values_name_key_and_value(raw, message):
@@ -74,6 +78,16 @@ def test_yaml_files_are_loaded_safely(tmp_path):
         load_config(listy)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_fingerprint_keeps_old_data_valid_except_word_level_data():
+    # min_count at its default leaves subword fingerprints as they were; word-level data prepared
+    # before each unknown word got its own <unk> must be prepared again, and min_count counts.
+    plain = config_from_dict({})
+    word = config_from_dict({"tokenizer": {"model_type": "word", "vocab_size": None}})
+    rare = config_from_dict({"tokenizer": {"model_type": "word", "vocab_size": None, "min_count": 2}})
+    assert plain.data_fingerprint() == "9e9683d0fda642aa"  # what main before min_count wrote
+    assert len({plain.data_fingerprint(), word.data_fingerprint(), rare.data_fingerprint()}) == 3
 
 
 def test_fingerprint_ignores_where_data_goes():

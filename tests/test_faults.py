@@ -348,11 +348,13 @@ def test_signal_during_validation_stops_it_within_a_batch(tmp_path, corpus, monk
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "split_nll", signalled_on_second)
-    cfg = _in_process_config(tmp_path, corpus, eval_every=5)
+    # Zero-state windows: a call scores one batch of 4 windows (with the state carried, one call
+    # would read this tiny split whole).
+    cfg = _in_process_config(tmp_path, corpus, eval_every=5, eval_windows=True)
     assert cli("prepare", cfg, "-q").exit_code == 0
     r = cli("fit", cfg, "-q")
     assert r.exit_code == 143, r.output
-    whole = int(re.search(r"step 5: valid perplexity [\d.]+ \(full softmax, (\d+) tokens\)", r.output).group(1))
+    whole = int(re.search(r"step 5: valid perplexity [\d.]+ \(full softmax, (\d+) tokens, windows of 8", r.output).group(1))
     scored = int(re.search(r"step 10: validation stopped by SIGTERM after (\d+) tokens, not recorded", r.output).group(1))
     assert scored == 4 * 8 < whole  # one batch of 4 windows of 8
     assert "interrupted: stopped by SIGTERM after step 10" in r.output and "Traceback" not in r.output
@@ -366,12 +368,12 @@ def test_eval_tokens_caps_every_validation_at_the_same_batches(tmp_path, corpus)
     assert full.exit_code == 0, full.output
     capped = cli("fit", _in_process_config(tmp_path, corpus, eval_every=6, eval_tokens=40), "-q", "--force")
     assert capped.exit_code == 0, capped.output
-    pattern = r"step (\d+): valid perplexity ([\d.]+) \(full softmax, (\d+) tokens\)"
+    pattern = r"step (\d+): valid perplexity ([\d.]+) \(full softmax, (\d+) tokens, state carried"
     whole, cut = re.findall(pattern, full.output), re.findall(pattern, capped.output)
     assert [s for s, _, _ in cut] == ["6", "12"]
-    assert {int(n) for _, _, n in cut} == {64}  # two batches of 32: the first to reach 40 tokens
-    assert all(int(n) > 64 for _, _, n in whole)
-    assert cut[0][1] != whole[0][1]  # the first 64 tokens only, not the split
+    assert {int(n) for _, _, n in cut} == {40}  # the split's first 40 predictions, the state carried
+    assert all(int(n) > 40 for _, _, n in whole)
+    assert cut[0][1] != whole[0][1]  # the first 40 tokens only, not the split
     bad = cli("fit", _in_process_config(tmp_path, corpus, eval_tokens=0), "-q")
     assert_clean_error(bad, 2, "train.eval_tokens", "must be >= 1, got 0")
 

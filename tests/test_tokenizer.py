@@ -45,3 +45,17 @@ def test_same_vocabulary_in_every_process_when_the_corpus_is_sampled(tmp_path):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True, timeout=120)
         models.append((tmp_path / name).read_bytes())
     assert models[0] == models[1]
+
+
+def test_each_unknown_word_is_one_unk(tmp_path):
+    # SentencePiece merges a run of unknown pieces into one <unk>: at word level that dropped
+    # tokens (4,010 of Penn Treebank's training split). Every whitespace word is one id.
+    from lmtrain.tokenizer import UNK_ID
+
+    counts = {w: 10 for w in WORDS}
+    tok = train_tokenizer([], TokenizerConfig(model_type="word", vocab_size=None), tmp_path / "w.model", counts)
+    line = "the zzz <unk> qqq king yyy"
+    ids = tok.encode_lines([line])[0]
+    assert len(ids) == len(line.split()) + 1 and ids.count(UNK_ID) == 4 and ids[-1] == NL_ID
+    assert tok.encode_stream([line, "the king"], records=[2]).tolist() == ids + tok.encode_lines(["the king"])[0] + [EOS_ID]
+    assert tok.encode_document(line) == ids + [EOS_ID]

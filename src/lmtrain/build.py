@@ -131,10 +131,13 @@ class SummedLazyAdam(_SummedGradients, LazyAdam):
     """`LazyAdam` taking gradients already summed over replicas (`train.optimizer: lazy_adam`)."""
 
 
+class SGD(_SummedGradients, keras.optimizers.SGD):
+    """Plain SGD (`train.optimizer: sgd`), the optimizer of the classic PTB setups; it keeps a row
+    gradient sparse without help, and taking gradients already summed over replicas."""
 
 
 def create_optimizer(config: TrainConfig, total_steps: int, hidden_dim: int) -> keras.optimizers.Optimizer:
-    """`train.optimizer`: lazy_adam (row-sparse, the default) or adam (Keras' dense Adam), with
+    """`train.optimizer`: lazy_adam (row-sparse, the default), adam (Keras' dense Adam) or sgd, with
     the `train.schedule` learning rate over `total_steps` (its peak from `hidden_dim` where
     train.learning_rate is null).
 
@@ -144,13 +147,13 @@ def create_optimizer(config: TrainConfig, total_steps: int, hidden_dim: int) -> 
     rate = learning_rate(config, total_steps, hidden_dim)
     if config.optimizer == "adam":
         optimizer: keras.optimizers.Optimizer = Adam(learning_rate=rate)
+    elif config.optimizer == "sgd":
+        optimizer = SGD(learning_rate=rate)
     else:
         optimizer = SummedLazyAdam(learning_rate=rate)
     if config.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
-
-
 
 
 def learning_rate(config: TrainConfig, total_steps: int, hidden_dim: int = 512

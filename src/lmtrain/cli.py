@@ -83,6 +83,24 @@ def _echo_err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def _notice_unused(cfg, overrides: Optional[list[str]], verb: str, honoured: set[str]) -> None:
+    """Name each `--set` key the verb cannot honour because the trained run fixed it."""
+    from lmtrain.configfile import unused_overrides
+    from lmtrain.paths import RunPaths
+    from lmtrain.rundir import started_config
+
+    trained = started_config(RunPaths(Path(cfg.train.run_dir))) if overrides else None
+    if trained is not None:
+        for line in unused_overrides(overrides or (), cfg, trained, honoured, verb, cfg.train.run_dir):
+            _echo_err(line)
+
+
+# The config keys each verb reads from the config it is given; every other key comes from the
+# trained run's own config.
+_EVAL_KEYS = {"train.run_dir", "data.dir", "data.text_field", "train.eval_windows"}
+_RUN_KEYS = {"train.run_dir"}
+
+
 @app.command()
 def prepare(
     config: ConfigArg = None,
@@ -106,7 +124,8 @@ def prepare(
             whole = s.documents - s.parts
             docs = ", ".join(text for text in (f"{whole} document(s)" if whole else "",
                                                f"{s.parts} part(s) cut from a file" if s.parts else "") if text)
-            typer.echo(f"  {name:5s} {s.tokens:12,d} tokens ({s.tokens / total:6.1%}) {s.bytes:14,d} bytes  {docs}")
+            unk = f"  <unk> {s.unk_rate:.2%}" if s.unk_rate is not None else ""
+            typer.echo(f"  {name:5s} {s.tokens:12,d} tokens ({s.tokens / total:6.1%}) {s.bytes:14,d} bytes  {docs}{unk}")
 
     _guard(body, tensorflow=False)
 
@@ -170,20 +189,31 @@ def eval_(
         "\"id\".", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a summary.")] = False,
     batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", min=1, help="Windows scored at once (default: the run's train.batch_size); the "
-        "same result, memory bounded at any size. With --per-line: lines in batches of about this x "
+        "--batch-size", min=1, help="Streams (or windows) scored at once (default: the run's "
+        "train.batch_size); memory bounded at any size. With --per-line: lines in batches of about this x "
         "train.seq_len tokens.", show_default=False)] = None,
+    windows: Annotated[bool, typer.Option(
+        "--windows", help="Score the split as windows of train.seq_len tokens, each from a zero state, "
+        "instead of carrying the state through it (train.eval_windows).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Exact perplexity with the full softmax, plus bits per byte and word perplexity; or, with
-    --per-line, of every line of a file on its own."""
+    --per-line, of every line of a file on its own.
+
+    A split is read with the LSTM state carried through it, as published results are scored;
+    the perplexity counts every token, <unk> included, and the out-of-vocabulary (<unk>) tokens
+    and the perplexity without them are shown beside it.
+    """
 
     def body() -> None:
         if per_line is None and (out is not None or id_field is not None):
             raise ConfigError(f"{'--out' if out is not None else '--id-field'}: only with --per-line FILE")
         if per_line is not None and text is not None:
             raise ConfigError("--per-line: give either --text or --per-line, not both")
+        if windows and (text is not None or per_line is not None):
+            raise ConfigError("--windows: only when scoring a split (not with --text or --per-line)")
         cfg = _load(config, set_)
+        _notice_unused(cfg, set_, "eval", _EVAL_KEYS)
         if per_line is not None:
             from lmtrain.perline import score_file
             from lmtrain.rundir import load_run
@@ -203,15 +233,19 @@ def eval_(
         else:
             from lmtrain.evaluate import evaluate
 
-            r = evaluate(cfg, split.value, progress=not quiet and not as_json, batch_size=batch_size)
+            r = evaluate(cfg, split.value, progress=not quiet and not as_json, batch_size=batch_size,
+                         windows=windows or cfg.train.eval_windows)
         if as_json:
             typer.echo(json.dumps(r.to_dict()))
             return
         typer.echo(
-            f"{r.split} @ step {r.step}: perplexity {r.perplexity:.2f} | loss {r.loss:.4f} nats/token | "
+            f"{r.split} @ step {r.step}: perplexity {r.perplexity:.2f} ({r.scoring}) | loss {r.loss:.4f} nats/token | "
             f"{r.bits_per_byte:.4f} bits/byte | word perplexity {r.word_perplexity:.2f} | {r.tokens:,} tokens"
             + (f" in {r.seconds:.1f}s ({r.tokens / r.seconds:,.0f} tokens/s)" if r.seconds > 0 else "")
         )
+        typer.echo(f"  out of vocabulary (<unk>): {r.oov_tokens:,} tokens ({r.oov_rate:.2%})"
+                   + (f"; perplexity without them {r.perplexity_without_oov:.2f}"
+                      if r.oov_tokens and r.perplexity_without_oov is not None else ""))
 
     _guard(body)
 
@@ -241,6 +275,7 @@ def generate(
         if num_samples < 1:
             raise LmtrainError(f"--num-samples: must be >= 1, got {num_samples}")
         cfg = _load(config, set_)
+        _notice_unused(cfg, set_, "generate", _RUN_KEYS)
         samples = load(cfg.train.run_dir).generate(prompt, **asdict(options), num_samples=num_samples)
         if num_samples == 1:
             typer.echo(samples[0].text)
@@ -264,6 +299,7 @@ def export(
         from lmtrain.api import load
 
         cfg = _load(config, set_)
+        _notice_unused(cfg, set_, "export", _RUN_KEYS)
         path = load(cfg.train.run_dir).export(out)
         typer.echo(f"exported {path}: signatures next_token, step, zero_state, score, metadata, tokenizer_path; "
                    f"load with tf.saved_model.load({str(path)!r})")

@@ -25,7 +25,7 @@ SoftmaxKind = Literal["auto", "sampled", "full"]
 LstmImplKind = Literal["auto", "keras", "fused"]
 TokenizerKind = Literal["unigram", "bpe", "char", "word"]
 SamplerKind = Literal["unigram", "log_uniform", "uniform"]
-OptimizerKind = Literal["lazy_adam", "adam"]
+OptimizerKind = Literal["lazy_adam", "adam", "sgd"]
 JitKind = Literal["auto", True, False]
 PrecisionKind = Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]
 OnNanKind = Literal["stop", "skip"]
@@ -111,6 +111,12 @@ class TokenizerConfig:
     # Vocabulary size, including the <unk>, end-of-sequence and newline symbols. With
     # model_type word, null keeps every word of the training split (as PTB/WikiText count them).
     vocab_size: int | None = 8000
+    # With model_type word and vocab_size null: keep the words seen at least this often in the
+    # training split; the rarer ones become <unk>, so <unk> is trained and the words of the
+    # valid and test splits that training never saw get a learnt probability (WikiText-103
+    # kept words seen 3 times). Subword and character models split a rare word into pieces
+    # instead, and have no out-of-vocabulary words for it to act on.
+    min_count: int = 1
     # Share of characters the vocabulary must cover (1.0 for small alphabets).
     character_coverage: float = 1.0
     # At most this many lines are sampled to train SentencePiece, which bounds its time and
@@ -127,6 +133,11 @@ class TokenizerConfig:
                                   f"tokenizer.model_type=word, got {self.model_type}")
         else:
             _check_min("tokenizer.vocab_size", self.vocab_size, 8)
+        _check_min("tokenizer.min_count", self.min_count, 1)
+        if self.min_count > 1 and (self.model_type != "word" or self.vocab_size is not None):
+            raise ConfigError(f"tokenizer.min_count: {self.min_count} needs tokenizer.model_type=word and "
+                              f"tokenizer.vocab_size=null (got model_type {self.model_type}, vocab_size "
+                              f"{self.vocab_size}); a capped or subword vocabulary decides its words itself")
         _check_range("tokenizer.character_coverage", self.character_coverage, 0.9, 1.0)
         _check_min("tokenizer.max_sentences", self.max_sentences, 100)
         _check_min("tokenizer.max_sample_bytes", self.max_sample_bytes, 10_000)
@@ -230,7 +241,8 @@ class TrainConfig:
     # Stop after this many steps in all (null: no limit besides epochs).
     max_steps: int | None = 1000
     # "lazy_adam": Adam that updates only the rows a sparse gradient touches (fast at large
-    # vocabularies); "adam": Keras' dense Adam, which rewrites all V rows every step.
+    # vocabularies); "adam": Keras' dense Adam, which rewrites all V rows every step; "sgd":
+    # plain SGD (row-sparse too; the classic PTB recipes' rate is 20 with clip_norm 0.25).
     optimizer: OptimizerKind = "lazy_adam"
     # Adam learning rate (the peak, under warmup_cosine). null: from the LSTM's width,
     # 0.01 * sqrt(512 / model.hidden_dim), at most 0.02 (0.02 at 128 units, 0.01 at 512, 0.007
@@ -282,8 +294,12 @@ class TrainConfig:
     shuffle_buffer: int = 10_000
     # Truncated BPTT over continuous streams: each batch row reads its own contiguous part of
     # the training stream, the LSTM state carries from one window to the next (reset at each
-    # epoch start), and validation carries it the same way. No shuffling.
+    # epoch start). No shuffling.
     stateful: bool = False
+    # Validation (and `lmtrain eval --split`) reads the split as a few contiguous streams with the
+    # LSTM state carried, as published results are scored; true scores every seq_len window
+    # from a zero state instead (higher by the context it lacks: 6-8% at seq_len 20 on PTB).
+    eval_windows: bool = False
     # Checkpoints kept in the run directory.
     keep_checkpoints: int = 3
     # A step whose loss (or gradient norm) is not finite never updates the weights. "stop": end
@@ -321,6 +337,9 @@ class TrainConfig:
             _check_min("train.eval_tokens", self.eval_tokens, 1)
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate: must be > 0 or null, got {self.learning_rate!r}")
+        if self.optimizer == "sgd" and self.learning_rate is None:
+            raise ConfigError("train.learning_rate: null stands for an Adam rate (from the width); with "
+                              "train.optimizer=sgd set it (the classic PTB recipes use 20 with train.clip_norm 0.25)")
         if self.clip_norm is not None and self.clip_norm <= 0:
             raise ConfigError(f"train.clip_norm: must be > 0 or null, got {self.clip_norm!r}")
         _check_min("train.checkpoint_every", self.checkpoint_every, 1)
@@ -377,8 +396,12 @@ class Config:
         d = self.to_dict()
         # text_field only where it is set: data prepared before it existed keeps its fingerprint.
         ignored = ("dir", "workers") + (("text_field",) if self.data.text_field == "text" else ())
-        relevant = {"data": {k: v for k, v in d["data"].items() if k not in ignored},
-                    "tokenizer": d["tokenizer"]}
+        tokenizer = {k: v for k, v in d["tokenizer"].items() if k != "min_count" or v != 1}
+        if self.tokenizer.model_type == "word":
+            # Word data prepared before each unknown word got its own <unk> (SentencePiece merges
+            # runs of them) holds other ids: it must be prepared again.
+            tokenizer["unk"] = "one per word"
+        relevant = {"data": {k: v for k, v in d["data"].items() if k not in ignored}, "tokenizer": tokenizer}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -58,6 +58,30 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         raise ConfigError(str(exc)) from None
 
 
+def unused_overrides(overrides: Sequence[str], config: Config, trained: Config, honoured: set[str],
+                     verb: str, run_dir: str | Path) -> list[str]:
+    """One notice for each `--set` key that `verb` cannot honour: a key the trained run fixed
+    (its shapes, `train.stateful`, ...) given a value other than the run's own. Such a verb
+    rebuilds the model from the run directory's config, so the override would otherwise be
+    dropped without a word. `honoured` are the keys the verb does read from `config`."""
+    notices = []
+    mine, theirs = config.to_dict(), trained.to_dict()
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        section, _, name = key.partition(".")
+        if key in honoured or name not in mine.get(section, {}):
+            continue
+        wanted, used = mine[section][name], theirs[section][name]
+        if wanted != used:
+            notices.append(f"notice: --set {key}={_yaml_text(wanted)} is not used: `lmtrain {verb}` takes "
+                           f"{key} from the trained run in {run_dir}, which has {_yaml_text(used)}")
+    return notices
+
+
+def _yaml_text(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
 def save_config(config: Config, path: Path) -> None:
     """Write the fully resolved config, so a run directory describes itself."""
     write_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())

@@ -28,6 +28,11 @@ class SplitStats:
     words: int  # whitespace-separated words of the raw text
     shard_bytes: list[int] = field(default_factory=list)  # the size of each shard file, in order
     parts: int = 0  # of the documents, how many are parts of a file cut at a line end (the split by size)
+    unk_tokens: int | None = None  # ids that are <unk> (out of vocabulary); None: prepared before it was counted
+
+    @property
+    def unk_rate(self) -> float | None:
+        return None if self.unk_tokens is None else self.unk_tokens / max(self.tokens, 1)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Training uses the sampled softmax (`train_step`; or the full softmax, where `lmtrain.build.choose_softmax`
 decides for `model.softmax: auto` that the vocabulary is too small to sample from), evaluation
-the exact full softmax (`nll_sum`, chunked so memory is bounded by `softmax.LOGITS_BUDGET`, never B*T*V),
+the exact full softmax (`sequence_nll`, `nll_sum`, chunked so memory is bounded by `softmax.LOGITS_BUDGET`, never B*T*V),
 and generation steps one token at a time carrying each LSTM layer's (h, c). The LSTM layers are
 `lmtrain.keras.lstm.LSTM` (`model.lstm_impl`: the fused CPU kernel or Keras' own, same weights). The output layer's
 maths, the sampler, the row-gathering embedding and the optimizer are the library's
@@ -285,10 +285,6 @@ class LanguageModel(keras.Model):
         nll = self.full_nll(flat_h, tf.reshape(targets, [-1]))
         flat_m = tf.reshape(mask, [-1])
         return tf.reduce_sum(nll * flat_m), tf.reduce_sum(flat_m)
-
-    def compiled_nll_sum(self) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
-        """`nll_sum` compiled once for any batch and window size (evaluation calls it per batch)."""
-        return self._compiled("nll_sum", [_IDS, _IDS, tf.TensorSpec([None, None], tf.float32)])
 
     def compiled_sequence_nll(self) -> Callable[..., tuple[tf.Tensor, State]]:
         """`sequence_nll` compiled once for any batch, chunk length and state."""

@@ -27,7 +27,7 @@ from lmtrain.meta import DataMeta, SplitStats, load_prepared
 from lmtrain.paths import SPLITS, DataPaths
 from lmtrain.progress import progress_bar
 from lmtrain.shards import ShardWriter
-from lmtrain.tokenizer import EOS_ID, train_tokenizer
+from lmtrain.tokenizer import EOS_ID, UNK_ID, train_tokenizer
 from lmtrain.vocabsample import count_words, sample_lines
 
 _TMP_PREFIX = ".{}.tmp-"  # beside data.dir: a prepare being built (or killed while building)
@@ -85,8 +85,8 @@ def _build(config: Config, splits: dict[str, list[Document]], paths: DataPaths, 
     with BlockEncoder(paths.tokenizer, default_workers(all_docs, config.data.workers)) as encoder:
         train_docs = splits["train"]
         bar = progress_bar(total=len(train_docs), desc="tokenizer", unit="doc", disable=not progress)
-        if config.tokenizer.vocab_size is None:  # every word of the training split
-            sample, words = [], count_words(train_docs)
+        if config.tokenizer.vocab_size is None:  # every word of the training split (seen min_count times)
+            sample, words = [], count_words(train_docs, config.tokenizer.min_count)
         else:
             sample = sample_lines(train_docs, config.tokenizer.max_sentences, on_document=lambda: bar.update(1),
                                   max_bytes=config.tokenizer.max_sample_bytes)
@@ -122,7 +122,7 @@ def _encode(splits: dict[str, list[Document]], encoder: BlockEncoder, vocab: int
         docs = splits[split]
         writer = ShardWriter(paths, split, config.data.shard_tokens)
         stats = {"documents": len(docs), "parts": sum(doc.is_part for doc in docs), "tokens": 0, "characters": 0,
-                 "bytes": 0, "words": 0}
+                 "bytes": 0, "words": 0, "unk_tokens": 0}
         bar = progress_bar(total=len(docs), desc=f"encode {split}", unit="doc", disable=not progress)
         bad = 0  # characters of the current document replaced for not being UTF-8
         for doc, block in encoder.encode(docs):
@@ -131,6 +131,7 @@ def _encode(splits: dict[str, list[Document]], encoder: BlockEncoder, vocab: int
                 stats["bytes"] += block.bytes
                 stats["words"] += block.words
                 bad += block.replaced
+                stats["unk_tokens"] += int(np.count_nonzero(block.ids == UNK_ID))
                 writer.write(block.ids)
                 if split == "train":
                     counts += np.bincount(block.ids, minlength=vocab)

@@ -8,6 +8,7 @@ these functions, so their numbers agree.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,7 +19,7 @@ from lmtrain.errors import LmtrainError
 from lmtrain.model import LanguageModel
 from lmtrain.progress import progress_bar
 from lmtrain.records import damaged_shard_error, eval_dataset, stream_rows
-from lmtrain.tokenizer import EOS_ID
+from lmtrain.tokenizer import EOS_ID, UNK_ID
 
 SCORE_CHUNK = 1024  # tokens scored per call when the state is carried through a text
 
@@ -28,33 +29,77 @@ def perplexity(nats_per_token: float) -> float:
     return math.exp(nats_per_token) if nats_per_token < 709.0 else math.inf
 
 
-def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size: int,
-              progress: bool = False, stream_tokens: int | None = None, max_tokens: int | None = None,
-              total_tokens: int | None = None, should_stop: Callable[[], bool] | None = None,
-              label: str = "eval") -> tuple[float, float]:
-    """(total exact NLL in nats, number of predicted tokens) over a split, in float64.
+# A stream starts from a zero state and needs a few dozen tokens before its state is worth
+# anything: with streams of at least this many tokens that start costs under 0.1% of perplexity
+# (a zero state every 20 tokens cost 6-8% on Penn Treebank).
+MIN_STREAM_TOKENS = 2048
+# At least this many tokens per call when the state is carried: a call costs a fixed overhead
+# that small models and small batches (PTB's 20 x 20) would otherwise pay per 400 tokens.
+MIN_CALL_TOKENS = 4096
 
-    By default every window of `seq_len` starts from a zero state. With `stream_tokens` (the
-    split's token count; `train.stateful`), the split is read as `batch_size` contiguous rows
-    and the state is carried from window to window, as in stateful training.
 
-    `max_tokens` stops after the batch that reaches that many predicted tokens (always the same
-    first batches, so capped validations stay comparable). `total_tokens` (the split's size)
-    gives the progress bar (titled `label`) its end. `should_stop` is asked after every batch (one batch takes
-    about a second even at V = 100k): when it says yes the sums so far are returned at once, and
-    the caller, which knows why it asked, decides what they are worth.
+@dataclass(frozen=True)
+class SplitScore:
+    """The exact full-softmax NLL of a split (float64 sums), and how it was read."""
+
+    nll: float  # total, in nats
+    tokens: float  # predicted tokens
+    unk_nll: float  # of `nll`, the part at `<unk>` targets (out-of-vocabulary words)
+    unk_tokens: float  # predicted tokens that are `<unk>`
+    streams: int | None  # the state carried through this many contiguous streams; None: zero-state windows
+    window: int  # tokens per stream (or per window) a call reads
+
+    @property
+    def how(self) -> str:
+        """How the split was read, as the output lines name it."""
+        if self.streams is None:
+            return f"windows of {self.window} tokens from a zero state"
+        return f"state carried through {self.streams} stream(s)"
+
+
+def eval_layout(split_tokens: int, seq_len: int, batch_size: int) -> tuple[int, int]:
+    """(streams, window) for scoring a split with the state carried.
+
+    The split is cut into at most `batch_size` contiguous streams of at least
+    `MIN_STREAM_TOKENS` tokens, read side by side; a call reads `window` tokens of each, so that
+    it scores at least the `batch_size` x `seq_len` tokens zero-state windows do (and at least
+    `MIN_CALL_TOKENS`; memory stays bounded, the softmax works in blocks).
     """
-    if stream_tokens is None:
-        nll_sum = model.compiled_nll_sum()
+    streams = max(1, min(batch_size, split_tokens // MIN_STREAM_TOKENS))
+    return streams, max(seq_len, math.ceil(max(batch_size * seq_len, MIN_CALL_TOKENS) / streams))
+
+
+def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size: int, split_tokens: int,
+              windows: bool = False, progress: bool = False, max_tokens: int | None = None,
+              should_stop: Callable[[], bool] | None = None, label: str = "eval") -> SplitScore:
+    """The exact NLL of a prepared split of `split_tokens` ids (`SplitScore`).
+
+    By default the split is read as the contiguous streams of `eval_layout`, with the LSTM state
+    carried from call to call, as published language-model results are scored (the whole split
+    as one text, state carried). `windows` scores every window of `seq_len` tokens from a zero
+    state instead (`batch_size` of them at once): what a model trained on shuffled windows saw
+    in training, and worse by the context it lacks.
+
+    `max_tokens` scores the split's first that many predicted tokens (zero-state windows: the
+    first calls that reach that many), the same each time, so capped validations stay comparable. The progress bar is titled `label`.
+    `should_stop` is asked after every call (one takes about a second even at V = 100k): when it
+    says yes the sums so far are returned at once, and the caller, which knows why it asked,
+    decides what they are worth.
+    """
+    sequence_nll = model.compiled_sequence_nll()
+    if windows:
+        streams, window = None, seq_len
         batches = iter(eval_dataset(files, seq_len, batch_size))
     else:
-        sequence_nll = model.compiled_sequence_nll()
-        batches = iter(stream_rows(files, stream_tokens, batch_size, seq_len, full_only=False).prefetch(2))
-        state = model.zero_state(batch_size)
-    total = count = 0.0
-    goal = min(x for x in (max_tokens, total_tokens, math.inf) if x is not None)
+        # Capped: the split's first max_tokens predictions exactly, cut into streams of their own.
+        read = split_tokens if max_tokens is None else min(split_tokens, max_tokens + 1)
+        streams, window = eval_layout(read, seq_len, batch_size)
+        batches = iter(stream_rows(files, read, streams, window, full_only=False).prefetch(2))
+        state = model.zero_state(streams)
+    total = count = unk_total = unk_count = 0.0
+    goal = min(x for x in (max_tokens, split_tokens, math.inf) if x is not None)
     with progress_bar(desc=label, total=None if math.isinf(goal) else goal, unit="tok",
-              unit_scale=True, disable=not progress, leave=False) as bar:
+                      unit_scale=True, disable=not progress, leave=False) as bar:
         while max_tokens is None or count < max_tokens:
             try:
                 tokens, targets, mask = next(batches)
@@ -62,28 +107,29 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
                 break
             except tf.errors.OpError as exc:
                 raise damaged_shard_error(files, exc) from None
-            if stream_tokens is None:
-                s, c = nll_sum(tokens, targets, mask)
-            else:
-                nll, state = sequence_nll(tokens, targets, state)
-                s, c = tf.reduce_sum(nll * mask), tf.reduce_sum(mask)
-            total += float(s)
-            count += float(c)
-            bar.update(float(c))
+            if windows:
+                state = model.zero_state(tf.shape(tokens)[0])
+            nll, state = sequence_nll(tokens, targets, state)  # (B, T)
+            nll, mask = nll.numpy().astype(np.float64), mask.numpy()
+            unk = (targets.numpy() == UNK_ID) & (mask > 0)
+            total += float((nll * mask).sum())
+            count += float(mask.sum())
+            unk_total += float(nll[unk].sum())
+            unk_count += float(unk.sum())
+            bar.update(float(mask.sum()))
             if should_stop is not None and should_stop():
                 break
     if count == 0:
         raise LmtrainError("the split to evaluate holds no tokens")
-    return total, count
+    return SplitScore(total, count, unk_total, unk_count, streams, window)
 
 
 def score_ids(model: LanguageModel, ids: list[int]) -> np.ndarray:
     """Natural-log probability of each id given every id before it, the first given `</s>`.
 
     The text is read as one document, as if it followed another in a split, and with the LSTM
-    state carried across the whole of it (in chunks of `SCORE_CHUNK`, so memory stays bounded);
-    split evaluation instead starts every `train.seq_len` window from a zero state, so it sees
-    less context and scores the same text slightly worse.
+    state carried across the whole of it (in chunks of `SCORE_CHUNK`, so memory stays bounded),
+    as `split_nll` reads a split by default.
     """
     fn = model.compiled_sequence_nll()
     stream = np.asarray([EOS_ID] + list(ids), dtype=np.int32)

@@ -5,6 +5,10 @@ model (verse, dialogue). So every line is encoded on its own and followed by the
 and documents end with the end-of-sequence id `</s>`. Decoding splits on `<nl>` again, which
 also avoids the stray space SentencePiece's word-boundary marker would put after each break.
 Ids: 0 `<unk>`, 1 `</s>`, 2 `<nl>`, then the learned pieces; no padding or begin-of-sequence id.
+
+At word level every whitespace word is one id, an unknown one `<unk>`: SentencePiece itself
+merges a run of unknown pieces into one `<unk>` ("a <unk> <unk> said" became three ids on Penn
+Treebank, where 4,010 training tokens vanished that way), so such lines are encoded word by word.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 
 from lmtrain.config import TokenizerConfig
 from lmtrain.errors import LmtrainError
@@ -40,6 +45,9 @@ class Tokenizer:
         # The word model also learns a "▁<nl>" piece; it never occurs in encoded data, but an
         # undertrained model may still sample it, so it decodes as a line break too.
         self._breaks = {NL_ID} | {i for i in range(self.vocab_size) if self._sp.id_to_piece(i) == "\u2581" + _NL_PIECE}
+        proto = sentencepiece_model_pb2.ModelProto()
+        proto.ParseFromString(self._sp.serialized_model_proto())
+        self.word_level = proto.trainer_spec.model_type == sentencepiece_model_pb2.TrainerSpec.WORD
 
     @property
     def vocab_size(self) -> int:
@@ -47,9 +55,21 @@ class Tokenizer:
 
     def encode_lines(self, lines: list[str]) -> list[list[int]]:
         """Ids of each line followed by `<nl>` (one list per line; SentencePiece batches them)."""
-        encoded = self._sp.encode(lines, num_threads=os.cpu_count() or 1)
+        encoded = self._encode(lines, os.cpu_count() or 1)
         for ids in encoded:
             ids.append(NL_ID)
+        return encoded
+
+    def _encode(self, lines: list[str], threads: int) -> list[list[int]]:
+        """SentencePiece's ids of each line; at word level one id per whitespace word, each
+        unknown word its own `<unk>` (the lines where SentencePiece merged a run of them are
+        encoded again word by word: a per-line check, no Python work per token)."""
+        encoded = self._sp.encode(lines, num_threads=threads)
+        if self.word_level:
+            for i, line in enumerate(lines):
+                words = line.split()
+                if len(encoded[i]) != len(words):
+                    encoded[i] = [piece[0] if piece else UNK_ID for piece in self._sp.encode(words)]
         return encoded
 
     def encode_stream(self, lines: list[str], threads: int | None = None, records: list[int] | None = None
@@ -59,7 +79,7 @@ class Tokenizer:
         lines are followed by `</s>` as well. One batched SentencePiece call (on `threads`
         threads; default: every core), one flattening and one vectorised insertion of the
         `<nl>` (and `</s>`) ids: no Python work per token."""
-        encoded = self._sp.encode(lines, num_threads=threads or os.cpu_count() or 1)
+        encoded = self._encode(lines, threads or os.cpu_count() or 1)
         lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int32, count=int(lengths.sum()))
         ids = np.insert(flat, np.cumsum(lengths), np.int32(NL_ID))

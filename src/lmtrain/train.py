@@ -123,7 +123,6 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     else:
         iterator = iter(train_dataset(train_files, t.seq_len, t.batch_size, t.epochs, t.shuffle_buffer, t.seed))
     carry = StateCarry(model, t.batch_size, steps_per_epoch) if t.stateful else None
-    valid_tokens = splits["valid"].tokens if t.stateful else None
     # The loop's position: batches consumed. Not optimizer.iterations, which skipped batches
     # do not advance.
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -223,20 +222,20 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                 stop_early = False
                 if valid_files and (step % (t.eval_every or steps_per_epoch) == 0 or step == total_steps):
                     with pending_applied(optimizer, model.trainable_variables):
-                        nll, count = split_nll(model, valid_files, t.seq_len, t.batch_size, progress=progress,
-                                               stream_tokens=valid_tokens, max_tokens=t.eval_tokens,
-                                               total_tokens=splits["valid"].tokens,
-                                               should_stop=lambda: stop.signum is not None, label="valid")
+                        score = split_nll(model, valid_files, t.seq_len, t.batch_size, splits["valid"].tokens,
+                                          windows=t.eval_windows, progress=progress, max_tokens=t.eval_tokens,
+                                          should_stop=lambda: stop.signum is not None, label="valid")
                     if stop.signum is not None:  # stopped within a batch: the step is kept, not this
                         bar.write(f"step {step}: validation stopped by {signal.Signals(stop.signum).name} after "
-                                  f"{int(count)} tokens, not recorded")
+                                  f"{int(score.tokens)} tokens, not recorded")
                     else:
-                        valid_ppl = perplexity(nll / count)
+                        valid_ppl = perplexity(score.nll / score.tokens)
                         verdict = validation.record(step, valid_ppl)
                         with writer.as_default(step=step):
                             tf.summary.scalar("valid/perplexity", valid_ppl)
                             tf.summary.scalar("valid/train_seconds", t_end - loop_started - not_training)
-                        line = f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(count)} tokens)"
+                        line = (f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(score.tokens)} "
+                                f"tokens, {score.how})")
                         if verdict.improved and best_store is not None:
                             save(best_store)  # loading applies the pending LazyAdam steps, as evaluated
                             line += ", best so far"

@@ -77,11 +77,13 @@ def _chosen_lines(doc: Document, block: Block, chosen: np.ndarray) -> list[str]:
     return lines
 
 
-def count_words(docs: Sequence[Document]) -> dict[str, int]:
-    """How often each whitespace-separated word occurs in the documents (one streaming pass)."""
+def count_words(docs: Sequence[Document], min_count: int = 1) -> dict[str, int]:
+    """How often each whitespace-separated word occurs in the documents (one streaming pass),
+    for the words seen at least `min_count` times: the rest become `<unk>` when encoded, so
+    `<unk>` is trained on them (with every word kept, it never occurs in training)."""
     counts: collections.Counter[str] = collections.Counter()
     for doc in docs:
         for block in doc.blocks():
             for line in doc.decode(block)[0]:
                 counts.update(line.split())
-    return dict(counts)
+    return {word: n for word, n in counts.items() if n >= min_count}
