@@ -79,6 +79,9 @@ def main() -> None:
     args = p.parse_args()
 
     from lmtrain.configfile import load_config
+    from lmtrain.keras.tfboot import import_tensorflow
+
+    import_tensorflow()  # quietly: the report reads fit's TensorBoard scalars
     from lmtrain.rundir import logged_scalars
 
     write_text(args.text_dir)
