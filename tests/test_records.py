@@ -83,6 +83,17 @@ def test_stream_rows_read_contiguous_parts(tmp_path, monkeypatch):
     assert targets == tokens[1:]
     row1 = np.concatenate([b[1][1][b[2][1] > 0] for b in full])
     assert row1.tolist() == tokens[18:35]  # 17 targets per row
+    # scoring cuts the same batches from the ids in memory (and reads a large split as above)
+    from lmtrain import records
+
+    for limit in (records.IN_MEMORY_TOKENS, 0):
+        monkeypatch.setattr(records, "IN_MEMORY_TOKENS", limit)
+        cut = [tuple(np.asarray(t) for t in b) for b in records.stream_batches(files, len(tokens), 3, 4)]
+        assert len(cut) == len(full)
+        for mine, theirs in zip(cut, full):
+            assert [a.dtype for a in mine] == [b.dtype for b in theirs] and mine[2].tolist() == theirs[2].tolist()
+            kept = theirs[2] > 0  # what is masked after a row's last target feeds nothing that counts
+            assert mine[0][kept].tolist() == theirs[0][kept].tolist() and mine[1][kept].tolist() == theirs[1][kept].tolist()
 
 
 def test_records_are_framed_exactly_as_tensorflow_frames_them(tmp_path):

@@ -200,9 +200,9 @@ def eval_(
     """Exact perplexity with the full softmax, plus bits per byte and word perplexity; or, with
     --per-line, of every line of a file on its own.
 
-    A split is read with the LSTM state carried through it, as published results are scored;
-    the perplexity counts every token, <unk> included, and the out-of-vocabulary (<unk>) tokens
-    and the perplexity without them are shown beside it.
+    A split is read with the LSTM state carried through it, as published results are scored.
+
+    The perplexity counts every token, <unk> included; the <unk> count comes beside it.
     """
 
     def body() -> None:

@@ -18,7 +18,7 @@ import tensorflow as tf
 from lmtrain.errors import LmtrainError
 from lmtrain.model import LanguageModel
 from lmtrain.progress import progress_bar
-from lmtrain.records import damaged_shard_error, eval_dataset, stream_rows
+from lmtrain.records import damaged_shard_error, eval_dataset, stream_batches
 from lmtrain.tokenizer import EOS_ID, UNK_ID
 
 SCORE_CHUNK = 1024  # tokens scored per call when the state is carried through a text
@@ -94,7 +94,7 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
         # Capped: the split's first max_tokens predictions exactly, cut into streams of their own.
         read = split_tokens if max_tokens is None else min(split_tokens, max_tokens + 1)
         streams, window = eval_layout(read, seq_len, batch_size)
-        batches = iter(stream_rows(files, read, streams, window, full_only=False).prefetch(2))
+        batches = stream_batches(files, read, streams, window)
         state = model.zero_state(streams)
     total = count = unk_total = unk_count = 0.0
     goal = min(x for x in (max_tokens, split_tokens, math.inf) if x is not None)
@@ -110,8 +110,8 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
             if windows:
                 state = model.zero_state(tf.shape(tokens)[0])
             nll, state = sequence_nll(tokens, targets, state)  # (B, T)
-            nll, mask = nll.numpy().astype(np.float64), mask.numpy()
-            unk = (targets.numpy() == UNK_ID) & (mask > 0)
+            nll, mask, targets = nll.numpy().astype(np.float64), np.asarray(mask), np.asarray(targets)
+            unk = (targets == UNK_ID) & (mask > 0)
             total += float((nll * mask).sum())
             count += float(mask.sum())
             unk_total += float(nll[unk].sum())
