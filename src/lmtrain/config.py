@@ -294,11 +294,12 @@ class TrainConfig:
     shuffle_buffer: int = 10_000
     # Truncated BPTT over continuous streams: each batch row reads its own contiguous part of
     # the training stream, the LSTM state carries from one window to the next (reset at each
-    # epoch start). No shuffling.
+    # epoch start). No shuffling. Better over many epochs, worse in runs of under two (see
+    # docs/options.md); configs/ptb.yaml sets it.
     stateful: bool = False
     # Validation (and `lmtrain eval --split`) reads the split as a few contiguous streams with the
     # LSTM state carried, as published results are scored; true scores every seq_len window
-    # from a zero state instead (higher by the context it lacks: 6-8% at seq_len 20 on PTB).
+    # from a zero state instead (higher, by the context every window lacks).
     eval_windows: bool = False
     # Checkpoints kept in the run directory.
     keep_checkpoints: int = 3
