@@ -390,3 +390,17 @@ def test_a_run_dir_from_before_a_new_config_key_still_resumes(tmp_path, corpus):
     r = cli("fit", cfg, "-q", "--set", "train.max_steps=14")
     assert r.exit_code == 0, r.output
     assert "step 14" in r.output
+
+
+def test_training_data_that_ends_early_is_one_error_line(tmp_path, corpus, monkeypatch):
+    """A restored data position from another version of the input pipeline can end the data
+    before the run's last step: one error line, no traceback, the checkpoints kept."""
+    import lmtrain.train as train_module
+
+    real = train_module.train_dataset
+    monkeypatch.setattr(train_module, "train_dataset", lambda *a, **k: real(*a, **k).take(7))
+    cfg = _in_process_config(tmp_path, corpus)
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    r = cli("fit", cfg, "-q")
+    assert_clean_error(r, 1, "the training data ran out at step 7 of 12", "--force")
+    assert load_run(tmp_path / "run").step == 5  # the checkpoint before it is kept

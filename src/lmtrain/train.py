@@ -182,6 +182,13 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                     batch = next(iterator)
                 except tf.errors.OpError as exc:
                     raise damaged_shard_error(train_files, exc) from None
+                except StopIteration:
+                    # The data yields exactly the run's steps, so only a restored data position from
+                    # another version of the input pipeline (the stateful one changed) ends it early.
+                    raise LmtrainError(
+                        f"the training data ran out at step {step} of {total_steps}: the checkpoint's data position "
+                        f"does not fit this version's input pipeline; start the run again with --force, or "
+                        f"evaluate the run as it is") from None
                 wait += time.perf_counter() - t0
                 # ---- forward / backward / update (skipped by the step itself if not finite)
                 if carry is None:
