@@ -67,7 +67,7 @@ def unused_overrides(overrides: Sequence[str], config: Config, trained: Config, 
     notices = []
     mine, theirs = config.to_dict(), trained.to_dict()
     for item in overrides:
-        key = item.partition("=")[0].strip()
+        key = _split_override(item)[0]
         section, _, name = key.partition(".")
         if key in honoured or name not in mine.get(section, {}):
             continue
@@ -108,9 +108,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
+def _split_override(item: str) -> tuple[str, str, str]:
+    """`section.key=value` as (section.key, '=' or '' when it is missing, value text)."""
     key, sep, text = item.partition("=")
-    key = key.strip()
+    return key.strip(), sep, text
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = _split_override(item)
     if not sep or "." not in key:
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.batch_size=64")
     section, _, name = key.partition(".")
