@@ -1,6 +1,8 @@
 """lmtrain.keras.lstm: the fused LSTM computes what keras.layers.LSTM computes, gradients included,
 with the same weights, and the CLI model can switch between the two."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -95,7 +97,7 @@ def test_same_weights_same_names_and_config_round_trip():
     again = LSTM.from_config(config)
     assert again.impl == "fused" and again.units == 5
     # everything else is Keras' own configuration
-    assert set(keras.layers.LSTM(5).get_config()) == set(config) - {"impl"}
+    assert set(keras.layers.LSTM(5).get_config()) == set(config) - {"impl", "weight_drop", "output_dropout", "ar", "tar"}
 
 
 def test_fused_model_saves_and_loads_as_keras_file(tmp_path):
@@ -158,3 +160,100 @@ def test_cli_model_switches_implementation_with_the_same_weights():
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
     with pytest.raises(Exception, match="lstm_impl"):
         config_from_dict({"model": {"lstm_impl": "cudnn"}})
+
+
+REGULARISED = {"weight_drop": 0.5, "output_dropout": 0.3, "dropout": 0.2, "ar": 2.0, "tar": 1.0}
+
+
+def _regularised_run(layer, x, state):
+    layer.cell.seed_generator.state.assign([7, 0])  # the same masks for both implementations
+    with tf.GradientTape() as tape:
+        out, h, c = layer(x, initial_state=state, training=True)
+        penalty = tf.add_n(layer.losses) if layer.losses else tf.constant(0.0)
+        loss = tf.reduce_sum(out * tf.sin(out)) + tf.reduce_sum(c * c) + penalty
+    return [out, h, c, penalty, *tape.gradient(loss, layer.trainable_weights)]
+
+
+def test_weight_drop_locked_dropout_and_penalties_are_the_same_in_both_implementations():
+    keras_lstm, fused = _pair(6, 4, **REGULARISED)
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(size=(3, 7, 4)), tf.float32)
+    state = [tf.constant(rng.normal(size=(3, 6)), tf.float32) for _ in range(2)]
+    got, want = _regularised_run(fused, x, state), _regularised_run(keras_lstm, x, state)
+    names = ["outputs", "h", "c", "penalty", "d_kernel", "d_recurrent_kernel", "d_bias"]
+    for name, a, b in zip(names, got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
+    out = got[0].numpy()
+    # Locked output dropout: a unit dropped for a sequence is dropped at every step of it.
+    dropped = out == 0
+    assert dropped.any() and (dropped == dropped[:, :1, :]).all()
+    # The weight-drop mask is really applied: without it (same input mask) the outputs differ.
+    plain = LSTM(6, return_sequences=True, return_state=True, impl="fused", dropout=0.2, output_dropout=0.3)
+    plain.build((None, None, 4))
+    for w, v in zip(plain.weights, fused.weights):
+        w.assign(v)
+    assert not np.allclose(_regularised_run(plain, x, state)[1].numpy(), got[1].numpy())
+    # In inference nothing is dropped and nothing is added.
+    inference = fused(x, initial_state=state)
+    np.testing.assert_allclose(inference[0].numpy(), keras_lstm(x, initial_state=state)[0].numpy(), atol=1e-5)
+    assert not (inference[0].numpy() == 0).any()
+
+
+def test_activation_penalties_are_awd_lstms():
+    from lmtrain.keras.regularize import activation_penalty
+
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    dropped = raw * (rng.random((2, 1, 3)) > 0.5) * 2
+    want = 2.0 * np.mean(dropped ** 2) + 1.0 * np.mean((raw[:, 1:] - raw[:, :-1]) ** 2) * 4 / 5
+    # TAR's 2 x 4 differences are averaged over the batch's 10 tokens, as AR's squares are
+    got = activation_penalty(tf.constant(dropped), tf.constant(raw), 2.0, 1.0)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    # Spread over replicas: each replica's rows over the global count add up to the whole.
+    halves = [activation_penalty(tf.constant(dropped[i:i + 1]), tf.constant(raw[i:i + 1]), 2.0, 1.0, count=10.0)
+              for i in range(2)]
+    np.testing.assert_allclose(float(halves[0] + halves[1]), want, rtol=1e-5)
+
+
+def test_regularised_layers_save_and_load_as_a_keras_file(tmp_path):
+    from lmtrain.keras import Embedding
+
+    model = keras.Sequential([keras.Input((None,), dtype="int32"), Embedding(20, 4, word_dropout=0.1),
+                              LSTM(5, return_sequences=True, weight_drop=0.4, output_dropout=0.25, ar=2.0, tar=1.0)])
+    ids = np.random.default_rng(1).integers(0, 20, size=(2, 6))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    emb, lstm = loaded.layers
+    assert emb.word_dropout == 0.1
+    assert (lstm.weight_drop, lstm.output_dropout, lstm.ar, lstm.tar) == (0.4, 0.25, 2.0, 1.0)
+    np.testing.assert_allclose(loaded.predict(ids, verbose=0), model.predict(ids, verbose=0), atol=1e-6)
+    # fit minimises the penalties too: Keras collects the layer's add_loss
+    loaded.compile(optimizer="sgd", loss="mse")
+    assert np.isfinite(loaded.fit(ids, np.zeros((2, 6, 5)), verbose=0).history["loss"][0])
+
+
+def test_word_dropout_drops_whole_word_types():
+    from lmtrain.keras import Embedding
+
+    emb = Embedding(50, 3, word_dropout=0.5)
+    emb.build((None, None))
+    ids = tf.constant([list(range(50)) * 4])  # every id four times
+    rows = emb(ids, training=True).numpy()[0].reshape(4, 50, 3)
+    zero = (rows == 0).all(-1)  # (4, 50)
+    assert (zero == zero[:1]).all()  # each type dropped at all of its occurrences or none
+    assert 10 < zero[0].sum() < 40
+    kept = emb.embeddings.numpy()[~zero[0]] * 2  # kept rows scaled by 1 / (1 - rate)
+    np.testing.assert_allclose(rows[0][~zero[0]], kept, rtol=1e-6)
+    np.testing.assert_array_equal(emb(ids).numpy()[0, :50], emb.embeddings.numpy())  # inference
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"weight_drop": 1.0}, "weight_drop must be a rate in [0, 1)"),
+    ({"output_dropout": -0.1}, "output_dropout must be a rate"),
+    ({"ar": -1}, "ar must be a number >= 0"),
+    ({"tar": 1.0, "return_sequences": False}, "need return_sequences=True"),
+])
+def test_regularisation_arguments_are_checked(kwargs, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        LSTM(4, **kwargs)

@@ -2,10 +2,11 @@
 
 A package that imports nothing from the app (`lmtrain.config`, `lmtrain.train`, the CLI...): the
 app imports it, never the reverse. Its modules: `layers` (the SampledSoftmax head and its loss;
-`outputs`, what the head's outputs carry for it), `embedding`, `lstm`, `softmax` (the maths both
-the head and `lmtrain fit` use), `sampling` (the negatives), `negatives` (how many, and the one
-check on that number), `optim` (LazyAdam and the warm-up schedules) and `tfboot` (TensorFlow
-imported without its start-up notices).
+`outputs`, what the head's outputs carry for it), `embedding`, `lstm`, `regularize` (dropout
+masks and activation penalties), `softmax` (the maths both the head and `lmtrain fit` use),
+`sampling` (the negatives), `negatives` (how many, and the one check on that number), `optim`
+(LazyAdam and the warm-up schedules) and `tfboot` (TensorFlow imported without its start-up
+notices).
 
     import math
     import keras
@@ -27,9 +28,11 @@ imported without its start-up notices).
 - `LazyAdam`: Adam that updates only the rows a sparse gradient touches.
 - `warmup_cosine`: `lmtrain fit`'s default learning rate (5% linear warm-up, cosine decay).
 - `Embedding`: `keras.layers.Embedding` that reads only the rows it looks up (no whole-matrix
-  copy per step once LazyAdam has scatter-updated it).
+  copy per step once LazyAdam has scatter-updated it), with `word_dropout` (whole word types).
 - `LSTM`: `keras.layers.LSTM` with `impl="auto" | "keras" | "fused"`; the fused kernel (forward
-  and backward written for the CPU) trains about 2x faster there, with the same weights.
+  and backward written for the CPU) trains about 2x faster there, with the same weights. And
+  AWD-LSTM's regularisers, which Keras lacks: `weight_drop` on the recurrent kernel,
+  `output_dropout` (locked), `ar` / `tar` (`regularize` holds the shared pieces).
 - `CandidateSampler`, `RunningUnigramSampler` and the proposals: the stateless negative
   samplers, for custom losses.
 

@@ -27,6 +27,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from lmtrain.keras.regularize import activation_penalty, batch_dropout, check_penalty, check_rate, keep_mask
+
 IMPLS = ("auto", "keras", "fused")
 
 
@@ -140,15 +142,36 @@ class LSTM(keras.layers.LSTM):
     `recurrent_dropout=0`, `go_backwards=False`, `unroll=False`, and no mask; with `auto` a
     call that has a mask runs Keras' loop instead.
 
+    The regularisation of AWD-LSTM (Merity et al. 2017), which Keras' LSTM lacks, in training
+    only and with the same masks in both implementations:
+        weight_drop: DropConnect on the recurrent kernel, one mask per call (batch) shared by
+            every step and row. The kernel stays one matrix, so the fused loop (and cuDNN, with
+            `impl="keras"` on a GPU) run at full speed, unlike `recurrent_dropout`.
+        dropout: Keras' own input dropout, already one mask per sequence (variational).
+        output_dropout: locked dropout on the output sequence (one mask per sequence and unit,
+            shared across time).
+        ar, tar: activation regularisation (`ar` x mean square of the dropped outputs) and
+            temporal activation regularisation (`tar` x mean square of the step-to-step change
+            of the undropped outputs), added with `add_loss`, so `model.fit` minimises them.
+    The masks come from the cell's seed generator, a variable of the layer: a checkpoint of it
+    resumes with the same masks.
+
     Example:
         lstm = lmtrain.keras.LSTM(512, return_sequences=True)            # fused on CPU
         lstm = lmtrain.keras.LSTM(512, return_sequences=True, impl="keras")
+        lstm = lmtrain.keras.LSTM(512, return_sequences=True, weight_drop=0.5, output_dropout=0.4, ar=2, tar=1)
     """
 
-    def __init__(self, units: int, impl: str = "auto", **kwargs: Any) -> None:
+    def __init__(self, units: int, impl: str = "auto", weight_drop: float = 0.0, output_dropout: float = 0.0,
+                 ar: float = 0.0, tar: float = 0.0, **kwargs: Any) -> None:
         super().__init__(units, **kwargs)
         self.impl = impl
         self._resolved = resolve_impl(impl)
+        self.weight_drop = check_rate("LSTM weight_drop", weight_drop)
+        self.output_dropout = check_rate("LSTM output_dropout", output_dropout)
+        self.ar, self.tar = check_penalty("LSTM ar", ar), check_penalty("LSTM tar", tar)
+        if (self.ar or self.tar) and not self.return_sequences:
+            raise ValueError("LSTM ar / tar penalise the output sequence; they need return_sequences=True")
         if impl == "fused" and (reason := self._unsupported()):
             raise ValueError(f"LSTM(impl='fused') cannot run {reason}; use impl='keras'")
 
@@ -168,20 +191,46 @@ class LSTM(keras.layers.LSTM):
             return "unroll=True"
         return None
 
+    def call(self, sequences: Any, initial_state: Any = None, mask: Any = None, training: bool = False) -> Any:
+        out = super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+        if not (training and (self.output_dropout or self.ar or self.tar)):
+            return out
+        raw = out[0] if isinstance(out, (list, tuple)) else out
+        dropped = batch_dropout(raw, self.output_dropout, self.cell.seed_generator, locked=True)
+        if self.ar or self.tar:
+            self.add_loss(activation_penalty(dropped, raw, self.ar, self.tar))
+        return [dropped, *out[1:]] if isinstance(out, (list, tuple)) else dropped
+
     def inner_loop(self, sequences: Any, initial_state: Any, mask: Any, training: bool = False) -> Any:
+        # Weight drop: one mask on the recurrent kernel for the whole call (every step and row),
+        # drawn before either implementation runs, so both compute the same function.
+        recurrent = self.cell.recurrent_kernel
+        dropped = None
+        if training and self.weight_drop:
+            dropped = recurrent.value * keep_mask(tf.shape(recurrent.value), self.weight_drop, self.cell.seed_generator,
+                                                  recurrent.dtype)
         if self._resolved != "fused" or self._unsupported() is not None or mask is not None:
             if mask is not None and self.impl == "fused":
                 raise ValueError("LSTM(impl='fused') does not take a mask; use impl='auto' or 'keras'")
-            return super().inner_loop(sequences, initial_state, mask, training=training)
+            if dropped is None:
+                return super().inner_loop(sequences, initial_state, mask, training=training)
+            # Keras' cell and its cuDNN path read `cell.recurrent_kernel`: they see the dropped
+            # matrix for this call (set past Keras' attribute tracking, and put back after).
+            object.__setattr__(self.cell, "recurrent_kernel", tf.cast(dropped, self.compute_dtype))
+            try:
+                return super().inner_loop(sequences, initial_state, mask, training=training)
+            finally:
+                object.__setattr__(self.cell, "recurrent_kernel", recurrent)
         if training and self.cell.dropout:  # one input mask for every step, as Keras' cuDNN path
             sequences = sequences * self.cell.get_dropout_mask(sequences[:, 0, :])[:, None, :]
         # Under a mixed policy the products run in the compute dtype and the cell in float32
         # (see fused_lstm); the weights are passed as they are stored.
-        weights = [w.value for w in (self.cell.kernel, self.cell.recurrent_kernel, self.cell.bias)]
+        weights = [self.cell.kernel.value, recurrent.value if dropped is None else dropped, self.cell.bias.value]
         h0, c0 = (tf.cast(s, tf.float32) if s.dtype != tf.float64 else s for s in initial_state)
         outputs, h, c = fused_lstm(sequences, h0, c0, *weights, matmul_dtype=sequences.dtype,
                                    output_dtype=h0.dtype)
         return h, outputs, [h, c]
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "impl": self.impl}
+        return {**super().get_config(), "impl": self.impl, "weight_drop": self.weight_drop,
+                "output_dropout": self.output_dropout, "ar": self.ar, "tar": self.tar}
