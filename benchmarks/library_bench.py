@@ -8,7 +8,8 @@ corpus's words (34 plays to train, 2 to validate, as the demo splits them; words
 `--min-count` times in training become <unk>) and reports the validation perplexity (full
 softmax, `model.evaluate`) of:
   - the snippet as written: no counts, no `adapt` (the running unigram proposal);
-  - `head.adapt(y)` first;
+  - `head.adapt(y)` first (the head's bias then starts at the log unigram, as `lmtrain fit`'s
+    does), and the same with `bias_initializer="zeros"` (the start before that);
   - `sampler="log_uniform"` (TensorFlow's default proposal) on the same alphabetical ids, and on
     ids sorted by frequency, where it is right;
   - `Dense(V, "softmax")` with Keras' Adam at the same rate and steps (what the head replaces);
@@ -35,7 +36,7 @@ from lmtrain.keras import LazyAdam, SampledSoftmax  # noqa: E402
 
 BATCH, SEQ = 32, 35
 WORD = re.compile(r"[a-z']+")
-RUNS = ("no adapt", "adapt", "log_uniform", "log_uniform, ids by frequency", "Dense + Adam")
+RUNS = ("no adapt", "adapt", "adapt, zero bias", "log_uniform", "log_uniform, ids by frequency", "Dense + Adam")
 
 
 def words(docs) -> list[str]:  # type: ignore[no-untyped-def]
@@ -58,12 +59,12 @@ def build(vocab: int, run: str, y: np.ndarray) -> keras.Model:
         loss, optimizer = "sparse_categorical_crossentropy", keras.optimizers.Adam(5e-3)
     else:
         head = SampledSoftmax(vocab, num_sampled=min(256, vocab // 2), sampler="log_uniform" if "log_uniform" in run else None,
-                              seed=0)
+                              seed=0, bias_initializer="zeros" if "zero bias" in run else None)
         loss, optimizer = head.loss, LazyAdam(5e-3)
     model = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(vocab, 64),
                               keras.layers.LSTM(128, return_sequences=True), head])
-    if run == "adapt":
-        head.adapt(y)
+    if run.startswith("adapt"):
+        head.adapt(y)  # after build, before training: the bias starts at the unigram unless told otherwise
     model.compile(optimizer=optimizer, loss=loss)
     return model
 

@@ -33,6 +33,7 @@ from lmtrain.keras.sampling import (
     RunningUnigramSampler,
     frequency_order_correlation,
     proposal,
+    unigram_log_prior,
 )
 
 # Keras' losses read targets as float32 (`Loss.__call__` converts them), which holds every
@@ -73,9 +74,8 @@ class SampledSoftmax(keras.layers.Layer):
         vocab_size: number of classes V (ids 0 .. V-1).
         num_sampled: negatives drawn per training step, shared by every position of the batch;
             fewer than `vocab_size`. None (the default): an eighth of `vocab_size`, at least
-            1,024 and at most 4,096, as `lmtrain fit` draws with a zero bias at the start (1,024
-            lost 3.7% to the full softmax at 25k words where 3,125 won 7.2%;
-            `lmtrain.keras.negatives.default_negatives`).
+            1,024 and at most 4,096 (2,048 where `counts=` is given, so the bias starts at the
+            unigram), as `lmtrain fit` draws (`lmtrain.keras.negatives.default_negatives`).
         sampler: the proposal the negatives are drawn from: "unigram" (the default: in proportion
             to the targets' counts, from `counts=` or `adapt` where given, else counted from the
             targets as training goes, in the layer's `target_counts` weight; any id order works),
@@ -91,7 +91,12 @@ class SampledSoftmax(keras.layers.Layer):
         unique: draw `num_sampled` distinct negatives (without replacement); else with replacement.
         seed: seeds the negatives; with the layer's `step` counter it keys a stateless draw, so a
             restored model continues with the negatives an uninterrupted one would have drawn.
-        kernel_initializer, bias_initializer: initializers of `kernel` and `bias`.
+        kernel_initializer, bias_initializer: initializers of `kernel` and `bias`. bias_initializer
+            None (the default): the log of the add-one unigram of the counts where they are known
+            before training (`counts=`, or `adapt` before the first step), as `lmtrain fit` starts
+            (the untrained head is then the unigram model, and the rare ids' logits start low:
+            see `lmtrain.keras.sampling.unigram_log_prior`); zeros where they are not (the running
+            counts, which start empty: the bias then learns the unigram as training goes).
 
     Call: inputs [..., D] (e.g. [B, T, D] from an LSTM with `return_sequences=True`, or [B, D]).
     With `training=True` (as `fit` calls it) the output is the inputs, as float32: the hidden
@@ -114,14 +119,14 @@ class SampledSoftmax(keras.layers.Layer):
         seed: int | None = None,
         tied_to: Any = None,
         kernel_initializer: Any = "glorot_uniform",
-        bias_initializer: Any = "zeros",
+        bias_initializer: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or not 2 <= vocab_size <= MAX_VOCAB:
             raise ValueError(f"SampledSoftmax: vocab_size must be an integer from 2 to {MAX_VOCAB}; got {vocab_size!r}")
-        if num_sampled is None:
-            num_sampled = default_negatives(vocab_size)
+        if num_sampled is None:  # fewer where the bias will start at the unigram (counts known now)
+            num_sampled = default_negatives(vocab_size, unigram_bias=counts is not None and bias_initializer is None)
             if negatives_problem(num_sampled, vocab_size):
                 raise ValueError(f"SampledSoftmax: the default num_sampled ({num_sampled}) needs a larger vocabulary; "
                                  f"got vocab_size {int(vocab_size)}: pass num_sampled from 1 to "
@@ -146,7 +151,7 @@ class SampledSoftmax(keras.layers.Layer):
             raise ValueError(f"SampledSoftmax: tied_to must be a keras.layers.Embedding of the same model (or its "
                              f"name); got {type(tied_to).__name__}")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.bias_initializer = None if bias_initializer is None else keras.initializers.get(bias_initializer)
         self.supports_masking = True
         self._candidates: CandidateSampler | None = None
         self._eager_outputs = _EagerMarks()
@@ -166,7 +171,7 @@ class SampledSoftmax(keras.layers.Layer):
                                            name="kernel")
         elif self._tie.layer is not None:
             self._check_tie()
-        self.bias = self.add_weight(shape=(self.vocab_size,), initializer=self.bias_initializer, dtype="float32",
+        self.bias = self.add_weight(shape=(self.vocab_size,), initializer=self._bias_initializer(), dtype="float32",
                                     autocast=False, name="bias")
         # Training steps taken: with `seed` it keys the negatives. One per replica's step under
         # tf.distribute (every replica draws the same negatives).
@@ -244,7 +249,8 @@ class SampledSoftmax(keras.layers.Layer):
             counts=None if self.counts is None else self.counts.tolist(), distortion=self.distortion,
             unique=self.unique, seed=self.seed, tied_to=None if self._tie is None else self._tie.name,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            bias_initializer=(None if self.bias_initializer is None
+                              else keras.initializers.serialize(self.bias_initializer)),
         )
         return config
 
@@ -277,6 +283,17 @@ class SampledSoftmax(keras.layers.Layer):
             counts += np.bincount(ids, minlength=self.vocab_size)
         self.counts = counts
         self._candidates = None
+        if self.built and self.bias_initializer is None and int(self.step.numpy()) == 0:
+            self.bias.assign(unigram_log_prior(counts))  # not trained yet: start where build would have
+
+    def _bias_initializer(self) -> Any:
+        """The bias's initializer: the one given, else the unigram's log prior where the counts
+        are known, else zeros."""
+        if self.bias_initializer is not None:
+            return self.bias_initializer
+        if self.counts is None:
+            return "zeros"
+        return keras.initializers.Constant(unigram_log_prior(self.counts))
 
     @property
     def sampler(self) -> CandidateSampler | RunningUnigramSampler:

