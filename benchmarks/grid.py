@@ -15,7 +15,12 @@ the demo's width.
 Finished runs leave `<run>.json` under `--out` and are reused while their config is unchanged,
 so the grid can be run a point at a time (`--points`) and extended.
 
-Usage: python benchmarks/grid.py [--points NAME ...] [--out runs/grid] [--full]
+The data-size axis (`--data-size`, or its points by name) trains to convergence with early
+stopping on a play, four tragedies in one file, the demo corpus and Penn Treebank, at two
+widths, BPE 8k and word level, and sweeps the regularisation around the default instead:
+dropout 0.1 / 0.3 / 0.5 x weight drop 0 / 0.3 / 0.5, with and without weight averaging.
+
+Usage: python benchmarks/grid.py [--points NAME ...] [--data-size] [--out runs/grid] [--full]
 """
 
 from __future__ import annotations
@@ -40,12 +45,18 @@ from lmtrain.meta import load_prepared  # noqa: E402
 from lmtrain.paths import DataPaths  # noqa: E402
 from lmtrain.prepare import prepare  # noqa: E402
 from lmtrain.records import split_files  # noqa: E402
-from lmtrain.runlength import for_run  # noqa: E402
+from lmtrain.runlength import REGULARISATION_KEYS, for_run  # noqa: E402
 from lmtrain.train import fit  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 RECORD_VERSION = 1
-VOCABS = {"u2k": "unigram:2000", "u8k": "unigram:8000", "w25k": "word:25000", "b8k": "bpe:8000", "b32k": "bpe:32000"}
+VOCABS = {"u2k": "unigram:2000", "u8k": "unigram:8000", "w25k": "word:25000", "b8k": "bpe:8000", "b32k": "bpe:32000",
+          "word": "word:null"}
+# The data-size axis: a play (Hamlet, 32k words), four tragedies in one file (the README's own-text
+# example, 600 KB), the demo corpus (all 38 plays) and Penn Treebank (its own splits; `make ptb`
+# writes them to data/ptb-text).
+PLAYS = {"play": ("hamlet",), "tragedies": ("hamlet", "king-lear", "macbeth", "othello")}
+CORPORA = ("demo", "play", "tragedies", "ptb")
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,9 @@ class Point:
     vocab: str  # a VOCABS key
     embedding_dim: int
     hidden_dim: int
-    steps: int
+    steps: int  # the run's steps (0: epochs of `corpus` with early stopping instead)
+    corpus: str = "demo"  # a CORPORA key
+    epochs: int = 0  # with steps 0: at most this many epochs, patience 2
 
 
 # Widths 64/128, 256/512 (the demo's), 512/1024; 150 to 3000 steps (300, 600 and 800 place the
@@ -87,6 +100,14 @@ POINTS = (
     Point("l512-600", "u8k", 512, 1024, 600),
     Point("l512-1000", "u8k", 512, 1024, 1000),
 )
+# Trained to convergence (early stopping, patience 2) on corpora of four sizes, at the demo's
+# width and the larger one, subword 8k (BPE, as the README's own-text example) and word level.
+DATA_POINTS = tuple(
+    Point(f"{corpus}-{width}-{vocab}", vocab, width, 2 * width, 0, corpus, epochs)
+    for corpus, epochs, vocabs in (("play", 30, ("b8k", "word")), ("tragedies", 20, ("b8k", "word")),
+                                   ("demo", 10, ("b8k", "word")), ("ptb", 20, ("word",)))
+    for width in (256, 512) for vocab in vocabs)
+ALL_POINTS = POINTS + DATA_POINTS
 
 
 @dataclass
@@ -99,19 +120,62 @@ class Run:
     wall_seconds: float = 0.0
 
 
+def corpus_sources(args: argparse.Namespace, name: str) -> list[str]:
+    """`--set` overrides that point data.corpus at a data-size point's corpus (written under --out
+    from the built-in plays, as a user's own one-file text)."""
+    if name == "demo":
+        return []
+    if name == "ptb":
+        from ptb import write_text  # benchmarks/ptb.py: the files from the `treebank` package (the ptb extra)
+
+        text = Path("data/ptb-text")
+        write_text(text)
+        return ["data.corpus={" + ", ".join(f"{s}: {text / f'ptb.{s}.txt'}" for s in ("train", "valid", "test")) + "}"]
+    path = args.out / f"{name}.txt"
+    if not path.is_file():
+        from lmtrain.corpus import list_documents
+
+        docs = {Path(d.name).stem: d for d in list_documents(["shakespeare"])}
+        path.write_text("".join(line + "\n" for play in PLAYS[name] for line in docs[play].lines()))
+    return [f"data.corpus={path}"]
+
+
 def point_config(args: argparse.Namespace, point: Point, extra: list[str]) -> Config:
     kind, _, size = VOCABS[point.vocab].partition(":")
     base = [f"tokenizer.model_type={kind}", f"tokenizer.vocab_size={size}",
-            f"data.dir={args.out / ('data-' + point.vocab)}", f"model.embedding_dim={point.embedding_dim}",
-            f"model.hidden_dim={point.hidden_dim}", f"train.max_steps={point.steps}", "train.epochs=1000",
-            f"train.checkpoint_every={point.steps}", "train.eval_every=null", *args.overrides]
+            f"data.dir={args.out / ('data-' + (point.vocab if point.corpus == 'demo' else f'{point.corpus}-{point.vocab}'))}",
+            f"model.embedding_dim={point.embedding_dim}", f"model.hidden_dim={point.hidden_dim}",
+            "train.eval_every=null", *corpus_sources(args, point.corpus)]
+    if point.steps:
+        base += [f"train.max_steps={point.steps}", "train.epochs=1000", f"train.checkpoint_every={point.steps}"]
+    else:
+        base += [f"train.epochs={point.epochs}", "train.max_steps=null", "train.patience=2",
+                 "train.checkpoint_every=100000"]
+    asked = load_config(args.config, base + args.overrides + extra)
     # With the choices the run's length makes (tying, schedule) made, as `fit` makes them, so a
-    # record's config says what was trained and the sweep goes around what users get.
-    return for_run(load_config(args.config, base + extra), point.steps)
+    # record's config says what was trained and the sweep goes around what users get; the
+    # regularisation `fit` chooses from the data (the run directory's config.yaml says which).
+    made = for_run(asked, point.steps or 10_000)
+    if not point.steps:
+        made = dataclasses.replace(made, model=dataclasses.replace(made.model, tie_weights=asked.model.tie_weights),
+                                   train=dataclasses.replace(made.train, schedule=asked.train.schedule))
+    return dataclasses.replace(made, model=dataclasses.replace(
+        made.model, **{k: getattr(asked.model, k) for k in REGULARISATION_KEYS}))
 
 
-def sweep(cfg: Config) -> dict[str, list[str]]:
-    """The default and the runs around it, as --set overrides of the default config."""
+def sweep(cfg: Config, point: Point) -> dict[str, list[str]]:
+    """The default and the runs around it, as --set overrides of the default config. At the
+    data-size points: dropout 0.1 / 0.3 / 0.5 x weight drop 0 / 0.3 / 0.5, with and without
+    weight averaging (the other regularisers as the rule sets them)."""
+    if not point.steps:
+        runs: dict[str, list[str]] = {"default": []}
+        for dropout in (0.1, 0.3, 0.5):
+            for weight_drop in (0.0, 0.3, 0.5):
+                for average in (False, True):
+                    name = f"dropout {dropout:g} wd {weight_drop:g}{' avg' if average else ''}"
+                    runs[name] = [f"model.dropout={dropout}", f"model.weight_drop={weight_drop}",
+                                  f"train.average={str(average).lower()}"]
+        return runs
     t, m = cfg.train, cfg.model
     rate = t.rate(m.hidden_dim)
     other_schedule = "constant" if t.schedule == "warmup_cosine" else "warmup_cosine"
@@ -129,7 +193,8 @@ def sweep(cfg: Config) -> dict[str, list[str]]:
 # Adam (the two gave the same perplexity to the last digit at s64-1000).
 FULL = {"full": ["model.softmax=full"]}
 # The variant names `sweep` gives (what "best of sweep" is taken over).
-SWEEP_NAMES = ("default", "rate x0.5", "rate x2", "constant", "warmup_cosine", "untied", "tied")
+SWEEP_NAMES = ("default", "rate x0.5", "rate x2", "constant", "warmup_cosine", "untied", "tied",
+               *(f"dropout {d:g} wd {w:g}{a}" for d in (0.1, 0.3, 0.5) for w in (0.0, 0.3, 0.5) for a in ("", " avg")))
 
 
 def record_path(args: argparse.Namespace, point: Point, variant: str) -> Path:
@@ -202,7 +267,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=DEMO)
     p.add_argument("--points", nargs="+", default=[q.name for q in POINTS], metavar="POINT",
-                   help=f"Grid points to run (default: all: {' '.join(q.name for q in POINTS)}).")
+                   help=f"Grid points to run (default: the demo corpus's: {' '.join(q.name for q in POINTS)}; "
+                        f"the data-size axis, trained to convergence: {' '.join(q.name for q in DATA_POINTS)}).")
+    p.add_argument("--data-size", action="store_true",
+                   help="Run the data-size axis's points (instead of the demo corpus's, unless --points names them).")
     p.add_argument("--variants", nargs="+", metavar="VARIANT", help="Only these variants of the sweep.")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=KEY=VALUE,KEY=VALUE",
                    help="An extra run at every point, e.g. 'rate 0.01=train.learning_rate=0.01' (repeatable).")
@@ -212,7 +280,10 @@ def main() -> None:
     p.add_argument("--fresh", action="store_true", help="Retrain even runs whose config is unchanged.")
     p.add_argument("--report", action="store_true", help="Train nothing: the table of the runs already finished.")
     args = p.parse_args()
-    by_name = {q.name: q for q in POINTS}
+    by_name = {q.name: q for q in ALL_POINTS}
+    if args.data_size:
+        named = args.points != [q.name for q in POINTS]
+        args.points = list(dict.fromkeys((args.points if named else []) + [q.name for q in DATA_POINTS]))
     unknown = [n for n in args.points if n not in by_name]
     if unknown:
         p.error(f"--points: unknown {', '.join(unknown)} (points: {', '.join(by_name)})")
@@ -220,7 +291,7 @@ def main() -> None:
     args.finished = finished_runs(args.out)
     results: list[tuple[Point, float, list[Run], int]] = []
     for point in (by_name[n] for n in args.points):
-        plan = sweep(point_config(args, point, []))
+        plan = sweep(point_config(args, point, []), point)
         planned = len(plan)
         if args.variants:
             plan = {k: v for k, v in plan.items() if k in args.variants}
@@ -243,8 +314,9 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, results: list[tuple[Point, float, list[Run], int]]) -> None:
-    lines = ["Validation perplexity (full softmax) at equal steps; `default` is the config as users get it; "
-             "the sweep: rate x0.5 and x2, the other schedule, the other tying.", "",
+    lines = ["Validation perplexity (full softmax) at equal steps, or the best of a run to convergence with early "
+             "stopping; `default` is the config as users get it; the sweep: rate x0.5 and x2, the other schedule, "
+             "the other tying, or at the data-size points dropout x weight drop x averaging.", "",
              "| point | vocabulary | E/H | steps | unigram | default | best of sweep | default vs best "
              "| full softmax | default vs full | runs |",
              "|---|---|---|---:|---:|---:|---|---:|---:|---:|---|"]
@@ -259,7 +331,7 @@ def report(args: argparse.Namespace, results: list[tuple[Point, float, list[Run]
         full_gap = f"{100 * (default.valid / full.valid - 1):+.1f}%" if default and full else "-"
         cells = "; ".join(f"{r.variant} {r.valid:.1f}" for r in runs)
         lines.append(f"| {point.name} | {VOCABS[point.vocab]} | {point.embedding_dim}/{point.hidden_dim} "
-                     f"| {point.steps} | {unigram:.1f} | {f'{default.valid:.2f}' if default else '-'} "
+                     f"| {point.steps or 'early stop'} | {unigram:.1f} | {f'{default.valid:.2f}' if default else '-'} "
                      f"| {best.variant} {best.valid:.2f} | {gap} | {f'{full.valid:.2f}' if full else '-'} "
                      f"| {full_gap} | {cells} |")
     text = "\n".join(lines) + "\n"

@@ -163,6 +163,39 @@ def test_defaults_grid_runs_the_sweep_and_reuses_finished_runs(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_grid_data_size_point_trains_to_convergence_and_sweeps_the_regularisation(tmp_path):
+    command = [
+        sys.executable, str(BENCH.with_name("grid.py")), "--points", "play-256-word", "--out", str(tmp_path / "grid"),
+        "--variants", "default", "dropout 0.5 wd 0.5 avg",
+        *[arg for kv in ("model.embedding_dim=8", "model.hidden_dim=8", "model.num_sampled=10", "train.epochs=2",
+                         "tokenizer.min_count=20") for arg in ("--set", kv)],
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "grid" / "play.txt").read_text().startswith("\n")  # Hamlet, written from the built-in plays
+    records = {p.name: json.loads(p.read_text()) for p in (tmp_path / "grid").glob("play-256-word--*.json")}
+    swept = records["play-256-word--dropout-0-5-wd-0-5-avg.json"]["config"]
+    assert (swept["model"]["dropout"], swept["model"]["weight_drop"], swept["train"]["average"]) == (0.5, 0.5, True)
+    default = records["play-256-word--default.json"]["config"]
+    # epochs with early stopping, and the regularisation left to fit (null in the record: the rule's)
+    assert (default["train"]["max_steps"], default["train"]["patience"], default["model"]["dropout"]) == (None, 2, None)
+    row = next(line for line in (tmp_path / "grid" / "results.md").read_text().splitlines()
+               if line.startswith("| play-256-word |"))
+    assert "| early stop |" in row and "dropout 0.5 wd 0.5 avg" in row
+
+
+@pytest.mark.slow
+def test_regularisation_benchmark_times_each_variant():
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("regularise_bench.py")), "--vocab", "300", "--batch-size", "2",
+         "--seq-len", "4", "--embedding-dim", "8", "--hidden-dim", "8", "--num-sampled", "16", "--warmup", "1",
+         "--reps", "2"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    ms = json.loads(out.stdout.strip().splitlines()[-1])["ms"]
+    assert set(ms) == {"plain", "locked", "wd+locked", "awd"} and all(v > 0 for v in ms.values())
+
+
 def test_library_benchmark_runs_the_readme_model_on_a_word_vocabulary(tmp_path):
     from helpers import write_corpus
 

@@ -91,9 +91,12 @@ def _reference(cfg_path: Path, tmp_path: Path) -> Path:
     # Tied weights: the embedding's gradient joins the input lookup's rows and the output rows
     # (the multi-worker test below covers the untied model).
     {"tie_weights": True, "embedding_dim": 16, "hidden_dim": 16},
-    # Dropout: each replica must use its rows of the global batch's masks, not one shared mask.
+    # Dropout: each replica must use its rows of the global batch's masks, not one shared mask;
+    # weight drop and word dropout the one mask of the batch; the activation penalties must
+    # add up over replicas to one device's.
     {"dropout": 0.3, "embedding_dropout": 0.2},
-], ids=["tied", "dropout"])
+    {"dropout": 0.3, "locked_dropout": True, "weight_drop": 0.4, "word_dropout": 0.2, "ar": 2.0, "tar": 1.0},
+], ids=["tied", "dropout", "regularised"])
 def test_mirrored_over_two_cpus_matches_one_device(tmp_path, corpus, model):
     cfg_path = _config_file(tmp_path, corpus, **model)
     one = _reference(cfg_path, tmp_path)

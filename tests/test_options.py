@@ -461,3 +461,83 @@ def test_precision_auto_takes_bfloat16_only_where_the_cpu_multiplies_it_natively
         "mixed_bfloat16", "train.precision=auto: this CPU has avx512_bf16")
     assert resolve_precision("auto", {"avx512f", "avx2"})[0] == "float32"
     assert resolve_precision("mixed_float16", set()) == ("mixed_float16", "train.precision=mixed_float16")
+
+
+def test_regularisation_follows_the_runs_exposure_and_a_resumed_run_keeps_it():
+    import dataclasses
+
+    from lmtrain.config import Config
+    from lmtrain.configfile import config_from_dict
+    from lmtrain.runlength import LIGHT, REGULARISATION_KEYS, STRONG, exposure, for_run, parameter_count, regularisation
+
+    # the demo model: embedding, LSTM, projection to the tied width, bias
+    assert parameter_count(256, 512, 1, 8000, True, 256) == 8000 * 256 + 4 * 512 * (256 + 512 + 1) + 512 * 256 + 8000
+    assert exposure(10 * 1000, 1000, 500) == 5.0  # ten passes at half a parameter per token
+    assert regularisation(0.5) == LIGHT and regularisation(5.0) == LIGHT and regularisation(1e4) == STRONG
+    middle = [regularisation(e) for e in (10, 30, 99)]
+    for key in ("dropout", "weight_drop", "word_dropout", "ar", "tar"):
+        values = [LIGHT[key]] + [m[key] for m in middle] + [STRONG[key]]
+        assert values == sorted(values) and values[1] > LIGHT[key], (key, values)
+    assert all(m["locked_dropout"] for m in middle)
+
+    def chosen(cfg, steps, tokens, **kwargs):
+        made = for_run(cfg, steps, train_tokens=tokens, vocab_size=8000, **kwargs).model
+        return {k: getattr(made, k) for k in REGULARISATION_KEYS}
+
+    default = Config()
+    assert chosen(default, 1000, 50_000_000) == LIGHT  # well under one pass of a large corpus
+    assert chosen(default, 1000, 100_000) == STRONG  # 22 passes of a book
+    assert {k: getattr(for_run(default, 1000).model, k) for k in REGULARISATION_KEYS} == LIGHT  # data unknown
+    told = config_from_dict({"model": {"dropout": 0.2, "ar": 0.0}})
+    made = chosen(told, 1000, 100_000)
+    assert made["dropout"] == 0.2 and made["ar"] == 0.0 and made["weight_drop"] == STRONG["weight_drop"]
+    resolved = for_run(default, 1000, train_tokens=100_000, vocab_size=8000)
+    assert for_run(resolved, 10, train_tokens=10**9, vocab_size=8000) == resolved  # idempotent
+    # resumed: the choices the run started with, whatever the rest of it would choose...
+    assert chosen(default, 10, 10**9, started=resolved) == STRONG
+    # ...and a run directory from before the keys existed (null there) goes on as it trained
+    legacy = dataclasses.replace(resolved, model=dataclasses.replace(
+        resolved.model, **{k: None for k in REGULARISATION_KEYS}))
+    assert chosen(default, 1000, 100_000, started=legacy) == LIGHT
+
+
+def test_fit_says_what_regularisation_the_run_chose(tmp_path, corpus):
+    import json
+
+    import yaml
+
+    from lmtrain.runlength import exposure, parameter_count, regularisation
+
+    # a wide model for the tiny corpus: many parameters per training token
+    sections = tiny_sections(tmp_path, corpus, model={"dropout": None, "hidden_dim": 96, "embedding_dim": 16,
+                                                      "tie_weights": False}, train={"max_steps": 30, "epochs": 20})
+    cfg = write_config(tmp_path / "c.yaml", sections)
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    r = cli("fit", cfg)
+    assert r.exit_code == 0, r.output
+    tokens = json.loads((tmp_path / "data" / "meta.json").read_text())["splits"]["train"]["tokens"]
+    level = exposure(30 * 4 * 8, tokens, parameter_count(16, 96, 1, 34, False, None))
+    want = regularisation(level)
+    assert 5 < level < 100 and want["locked_dropout"]  # between the light and the strong setting
+    line = next(line for line in r.output.splitlines() if line.startswith("regularisation: "))
+    assert line == (f"regularisation: dropout {want['dropout']:g} (locked), weight drop {want['weight_drop']:g}, word "
+                    f"dropout {want['word_dropout']:g}, AR {want['ar']:g}, TAR {want['tar']:g} (model.dropout, "
+                    f"model.weight_drop, model.word_dropout, model.ar, model.tar and model.locked_dropout null: "
+                    f"exposure {level:,.1f} = {30 * 32 / tokens:,.1f} passes x "
+                    f"{parameter_count(16, 96, 1, 34, False, None) / tokens:,.2f} parameters per training token; "
+                    f"light up to 5, AWD-LSTM's from 100)")
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]
+    assert {k: saved[k] for k in want} == want
+    # A run directory written before the keys existed loads as it trained: the light setting.
+    import lmtrain
+
+    config_file = tmp_path / "run" / "config.yaml"
+    old = yaml.safe_load(config_file.read_text())
+    for key in ("weight_drop", "word_dropout", "ar", "tar", "locked_dropout"):
+        del old["model"][key]
+    old["model"]["dropout"] = 0.1
+    config_file.write_text(yaml.safe_dump(old))
+    loaded = lmtrain.load(tmp_path / "run")
+    made = loaded.config.model
+    assert (made.weight_drop, made.word_dropout, made.ar, made.tar, made.locked_dropout) == (0.0, 0.0, 0.0, 0.0, False)
+    assert loaded.model.embedding.word_seed is None and all(lstm.weight_drop == 0 for lstm in loaded.model.lstms)

@@ -21,12 +21,12 @@ from lmtrain.distribute import train_step as distributed_step
 from lmtrain.errors import LmtrainError
 from lmtrain.keras.negatives import negatives_problem, negatives_rule
 from lmtrain.keras.optim import LazyAdam, warmup_cosine, warmup_stable_decay
-from lmtrain.keras.sampling import CandidateSampler, proposal, unigram_proposal
+from lmtrain.keras.sampling import CandidateSampler, proposal, unigram_log_prior
 from lmtrain.meta import DataMeta
 from lmtrain.model import LanguageModel
 from lmtrain.precision import resolve_precision
 from lmtrain.records import num_windows, stream_windows_per_row
-from lmtrain.runlength import for_run
+from lmtrain.runlength import REGULARISATION_KEYS, for_run
 
 # ---- the model and its softmax --------------------------------------------------------------
 
@@ -64,17 +64,11 @@ def _negatives_words(m: ModelConfig, k: int) -> str:
 
 def initial_output_bias(kind: str, unigram_counts: list[int]) -> np.ndarray | None:
     """The output layer's initial bias (`model.output_bias_init`): None for zeros, or for "unigram"
-    log Q of the training unigram, (count + 1) / (tokens + V), so the untrained model is the
-    unigram model.
-
-    Why it matters for the sampled softmax: a row's bias moves only in the steps that draw it,
-    and a rare word is drawn a few times an epoch. From zero, the ~50k words of a word-level
-    vocabulary seen once or twice keep logits near those of common words for most of a run, and
-    the full softmax's normaliser, which sums all of them, pays for it.
-    """
+    log Q of the training unigram (`lmtrain.keras.sampling.unigram_log_prior`, which says why),
+    so the untrained model is the unigram model."""
     if kind == "zeros":
         return None
-    return np.log(unigram_proposal(unigram_counts)).astype(np.float32)
+    return unigram_log_prior(unigram_counts)
 
 
 def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> LanguageModel:
@@ -82,9 +76,10 @@ def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> 
     The config must have its run's choices made (`lmtrain.runlength.for_run`): whether to tie
     depends on the run's length."""
     m = config.model
-    if m.tie_weights is None:
-        raise ValueError("create_model: model.tie_weights is null, which depends on the run's length; "
-                         "pass lmtrain.runlength.for_run(config, total_steps)")
+    open_keys = [k for k in ("tie_weights", *REGULARISATION_KEYS) if getattr(m, k) is None]
+    if open_keys:
+        raise ValueError(f"create_model: model.{', model.'.join(open_keys)} null, which depend on the run; "
+                         "pass lmtrain.runlength.for_run(config, total_steps, ...)")
     loss, _ = choose_softmax(m, vocab_size)
     k = m.negatives(vocab_size)
     if loss == "sampled" and negatives_problem(k, vocab_size):
@@ -102,7 +97,9 @@ def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> 
         num_layers=m.num_layers, dropout=m.dropout, softmax=loss,
         clip_norm=config.train.clip_norm, sampler=sampler, precision=resolve_precision(config.train.precision)[0],
         tie_weights=m.tie_weights, projection_dim=m.projection_dim, embedding_dropout=m.embedding_dropout,
-        lstm_impl=m.lstm_impl, output_bias=initial_output_bias(m.output_bias_init, unigram_counts), name="lstm_lm",
+        lstm_impl=m.lstm_impl, output_bias=initial_output_bias(m.output_bias_init, unigram_counts),
+        weight_drop=m.weight_drop, word_dropout=m.word_dropout, locked_dropout=m.locked_dropout, ar=m.ar, tar=m.tar,
+        name="lstm_lm",
     )
     model.build(None)
     return model
@@ -220,6 +217,9 @@ def build_run(config: Config, meta: DataMeta) -> tuple[Config, LanguageModel, ke
     the data `meta` describes trains: what a run directory's checkpoint is restored into
     (`lmtrain.rundir.load_run`). The optimizer is built, not restored: its slots stay unread."""
     total_steps = step_counts(config, meta)[1]
-    config = for_run(config, total_steps)  # a run directory's config has them made: unchanged
+    # A run directory's config has them made (unchanged), or was written before a key existed:
+    # it is its own start, so such a key stands for what that version trained with.
+    config = for_run(config, total_steps, started=config, train_tokens=meta.splits["train"].tokens,
+                     vocab_size=meta.vocab_size)
     model = create_model(config, meta.vocab_size, meta.unigram_counts)
     return config, model, create_optimizer(config.train, total_steps, config.model.hidden_dim)

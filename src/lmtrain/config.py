@@ -157,10 +157,31 @@ class ModelConfig:
     lstm_impl: LstmImplKind = "auto"
     # Dropout between LSTM layers and before the output layer (0 disables it). Only the
     # layers' inputs and outputs are dropped, never the recurrent connections, which keeps the
-    # cuDNN LSTM kernel usable on GPU.
-    dropout: float = 0.1
+    # cuDNN LSTM kernel usable on GPU. null: from how hard the run can overfit (its passes over
+    # the training split times parameters per training token, see lmtrain.runlength.regularisation):
+    # 0.1 up to the demo's exposure (one or two passes of a corpus about the model's size), rising
+    # to 0.5 for many epochs of a small corpus. fit prints the choice; a resumed run keeps it.
+    dropout: float | None = None
     # Dropout on the embedding output (null: the same as dropout).
     embedding_dropout: float | None = None
+    # One dropout mask per sequence, shared by every time step (variational / locked dropout,
+    # Gal & Ghahramani 2016), for dropout and embedding_dropout; false: a mask per token. null:
+    # locked wherever the rule above regularises more than the light setting.
+    locked_dropout: bool | None = None
+    # Weight drop (DropConnect) on each LSTM layer's recurrent kernel: one mask per batch,
+    # shared by every step (AWD-LSTM uses 0.5). The kernel stays one matrix, so the fused LSTM
+    # and cuDNN run at full speed (Keras' recurrent_dropout turns cuDNN off). null: by the same
+    # rule as dropout, 0 in the light setting, up to 0.5.
+    weight_drop: float | None = None
+    # Embedding dropout over whole word types: an id's embedding row is zeroed for the whole
+    # batch with this probability (AWD-LSTM uses 0.1). null: by the same rule, 0 up to 0.1.
+    word_dropout: float | None = None
+    # Activation regularisation: this times the mean square of the softmax's (dropped) input
+    # vectors is added to the training loss (AWD-LSTM uses 2). null: by the same rule, 0 up to 2.
+    ar: float | None = None
+    # Temporal activation regularisation: this times the mean square of their change from one
+    # step to the next, before dropout (AWD-LSTM uses 1). null: by the same rule, 0 up to 1.
+    tar: float | None = None
     # Training loss: "sampled" (sampled softmax), "full" (full softmax), or "auto": full when
     # the negatives (num_sampled) would not be fewer than the ids (a byte- or character-level
     # vocabulary, say: there is nothing to sample from), sampled otherwise (measured as good or
@@ -196,9 +217,16 @@ class ModelConfig:
         _check_min("model.embedding_dim", self.embedding_dim, 1)
         _check_min("model.hidden_dim", self.hidden_dim, 1)
         _check_min("model.num_layers", self.num_layers, 1)
-        _check_range("model.dropout", self.dropout, 0.0, 0.9)
+        if self.dropout is not None:
+            _check_range("model.dropout", self.dropout, 0.0, 0.9)
         if self.embedding_dropout is not None:
             _check_range("model.embedding_dropout", self.embedding_dropout, 0.0, 0.9)
+        for key in ("weight_drop", "word_dropout"):
+            if getattr(self, key) is not None:
+                _check_range(f"model.{key}", getattr(self, key), 0.0, 0.9)
+        for key in ("ar", "tar"):
+            if getattr(self, key) is not None:
+                _check_min(f"model.{key}", getattr(self, key), 0.0)
         if self.num_sampled is not None:
             _check_min("model.num_sampled", self.num_sampled, 1)
         _check_range("model.sampler_distortion", self.sampler_distortion, 0.0, 1.0)
@@ -301,6 +329,11 @@ class TrainConfig:
     # LSTM state carried, as published results are scored; true scores every seq_len window
     # from a zero state instead (higher, by the context every window lacks).
     eval_windows: bool = False
+    # Weight averaging (what averaged SGD evaluates): from the first validation that does not
+    # improve on the best, the running mean of the weights over every later step is what
+    # validation scores and what eval, generate and export use (training goes on from the
+    # trained weights). Costs one pass over the weights per step once begun.
+    average: bool = False
     # Checkpoints kept in the run directory.
     keep_checkpoints: int = 3
     # A step whose loss (or gradient norm) is not finite never updates the weights. "stop": end

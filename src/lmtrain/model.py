@@ -25,6 +25,7 @@ import tensorflow as tf
 from lmtrain.keras import softmax
 from lmtrain.keras.embedding import Embedding
 from lmtrain.keras.lstm import LSTM
+from lmtrain.keras.regularize import activation_penalty, batch_dropout
 from lmtrain.keras.softmax import SamplerFn
 
 _IDS = tf.TensorSpec([None, None], tf.int32)  # token ids [B, T] of any batch and length
@@ -52,6 +53,11 @@ class LanguageModel(keras.Model):
         embedding_dropout: float | None = None,
         lstm_impl: str = "auto",
         output_bias: Any = None,
+        weight_drop: float = 0.0,
+        word_dropout: float = 0.0,
+        locked_dropout: bool = False,
+        ar: float = 0.0,
+        tar: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -64,6 +70,10 @@ class LanguageModel(keras.Model):
         self.clip_norm, self.sampler = clip_norm, sampler
         self.precision, self.tie_weights = precision, tie_weights
         self._output_bias = output_bias  # [V] initial output bias (None: zeros)
+        # AWD-LSTM's regularisers (lmtrain.keras.regularize): weight drop is the LSTM layers',
+        # word dropout the embedding's; dropout masks (locked: one per sequence) and the
+        # activation penalties on the softmax's input are drawn and added here.
+        self.locked_dropout, self.ar, self.tar = locked_dropout, ar, tar
         # Width of the vectors the softmax reads: the projection's if there is one. Tying needs
         # it to be the embedding width, so a projection is added when the LSTM is wider.
         if tie_weights and projection_dim is None and hidden_dim != embedding_dim:
@@ -75,10 +85,11 @@ class LanguageModel(keras.Model):
 
         # Embedding and LSTMs compute in `precision` (weights stay float32 under mixed policies);
         # the output layer is always float32.
-        self.embedding = Embedding(vocab_size, embedding_dim, name="embedding", dtype=precision)
+        self.embedding = Embedding(vocab_size, embedding_dim, word_dropout=word_dropout, name="embedding",
+                                   dtype=precision)
         self.lstms = [
-            LSTM(hidden_dim, return_sequences=True, return_state=True, impl=lstm_impl, name=f"lstm_{i}",
-                 dtype=precision)
+            LSTM(hidden_dim, return_sequences=True, return_state=True, impl=lstm_impl, weight_drop=weight_drop,
+                 name=f"lstm_{i}", dtype=precision)
             for i in range(num_layers)
         ]
         # lm_1b's LSTM-2048-512 projects its output the same way (there, inside the cell). The
@@ -131,8 +142,16 @@ class LanguageModel(keras.Model):
     def call(self, tokens: tf.Tensor, training: bool = False, initial_state: State | None = None,
              return_state: bool = False) -> Any:
         """Output vectors [B, T, output_dim] in float32 (and the final `State` if asked)."""
-        z = self._dropout(0, self.embedding(tokens), training)  # (B, T, E)
+        z, _, state = self.forward(tokens, training, initial_state)
+        return (z, state) if return_state else z
+
+    def forward(self, tokens: tf.Tensor, training: bool = False, initial_state: State | None = None
+                ) -> tuple[tf.Tensor, tf.Tensor, State]:
+        """(the softmax's input [B, T, output_dim] float32, the same before its dropout, the
+        final `State`): what `call` returns, and what the activation penalties need."""
+        z = self._dropout(0, self.embedding(tokens, training=training), training)  # (B, T, E)
         hs, cs = [], []
+        raw = z
         for i, lstm in enumerate(self.lstms):
             init = None
             if initial_state is not None:
@@ -140,32 +159,24 @@ class LanguageModel(keras.Model):
             z, h, c = lstm(z, initial_state=init, training=training)  # (B, T, H)
             if self.projection is not None and i == self.num_layers - 1:
                 z = self.projection(z)  # (B, T, P)
+            raw = z
             z = self._dropout(i + 1, z, training)
             hs.append(tf.cast(h, tf.float32))
             cs.append(tf.cast(c, tf.float32))
         # The losses run in float32 even under a mixed-precision policy (log-Q needs it).
-        z = tf.cast(z, tf.float32)
-        return (z, (tf.stack(hs), tf.stack(cs))) if return_state else z
+        return tf.cast(z, tf.float32), raw, (tf.stack(hs), tf.stack(cs))
 
     def _dropout(self, index: int, x: tf.Tensor, training: bool) -> tf.Tensor:
-        """Dropout layer `index` on x [B, ...]. Under tf.distribute each replica holds B of the
-        global batch's N*B rows, and Keras' Dropout would draw the same mask on every replica
-        (the generator state is mirrored): instead each draws the global batch's mask, exactly
-        as one device draws it, and keeps its own rows, so N replicas train like one device."""
+        """Dropout layer `index` on x [B, T, D]: one mask element per value, or with
+        `locked_dropout` one per sequence and feature. Under tf.distribute each replica keeps
+        its rows of the global batch's mask (`regularize.batch_dropout`), so N replicas train
+        like one device; on one device unlocked dropout is Keras' Dropout itself."""
         layer = self.dropouts[index]
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-        if not training or layer.rate == 0 or replicas == 1:
+        if not training or layer.rate == 0 or (replicas == 1 and not self.locked_dropout):
             return layer(x, training=training)
-        seed = layer.seed_generator.next()  # what Keras' Dropout draws its mask with...
-        if seed.dtype != tf.int32:  # ...and how its TensorFlow backend casts it
-            seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
-        rows = tf.shape(x)[0]
-        shape = tf.concat([[rows * replicas], tf.shape(x)[1:]], 0)
-        scale = tf.nn.experimental.stateless_dropout(tf.ones(shape, x.dtype), rate=layer.rate,
-                                                     seed=seed)  # 0 or 1/(1-rate)
-        first = ctx.replica_id_in_sync_group * rows
-        return x * scale[first:first + rows]
+        return batch_dropout(x, layer.rate, layer.seed_generator, locked=self.locked_dropout)
 
     # ---- losses -------------------------------------------------------------------------------
 
@@ -216,10 +227,7 @@ class LanguageModel(keras.Model):
         count = tf.maximum(ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(flat_m)), 1.0)
         rows = None
         with tf.GradientTape() as tape:
-            if state is None:
-                hidden = self(tokens, training=True)
-            else:
-                hidden, new_state = self(tokens, training=True, initial_state=state, return_state=True)
+            hidden, raw, new_state = self.forward(tokens, training=True, initial_state=state)
             flat_h = tf.reshape(hidden, [-1, self.output_dim])  # (B*T, H)
             flat_t = tf.reshape(targets, [-1])
             if self.softmax == "sampled":
@@ -232,7 +240,10 @@ class LanguageModel(keras.Model):
             else:
                 nll = softmax.block_nll(flat_h, flat_t, self.softmax_w, self.softmax_b)
             local_sum = tf.reduce_sum(nll * flat_m)
-            scaled = self.optimizer.scale_loss(local_sum / count)  # loss scaling under mixed_float16
+            objective = local_sum / count
+            if self.ar or self.tar:  # on this replica's tokens over the global count: replicas add up
+                objective += activation_penalty(hidden, raw, self.ar, self.tar, mask, count)
+            scaled = self.optimizer.scale_loss(objective)  # loss scaling under mixed_float16
         sources = variables + (rows.trainable() if rows is not None else [])
         grads = tape.gradient(scaled, sources)
         grads, row_grads = grads[:len(variables)], grads[len(variables):]

@@ -116,6 +116,7 @@ def load_run(run_dir: Path) -> TrainedRun:
     if lazy is not None:
         prefix = "optimizer/" if lazy is optimizer else "optimizer/inner_optimizer/"
         _apply_pending_from(latest, prefix, lazy, model.trainable_variables)
+    _apply_average_from(latest, model.trainable_variables)
     return TrainedRun(config, meta, Tokenizer(run.tokenizer), model, int(step.numpy()))
 
 
@@ -141,6 +142,23 @@ def _apply_pending_from(path: str, prefix: str, optimizer: LazyAdam, variables: 
         # One whole assign: a partial (slice) assign would switch the variable to copy-on-read,
         # and every full read of it in scoring would then copy it.
         variable.assign(weights.reshape(variable.shape))
+
+
+def _apply_average_from(path: str, variables: list[Any]) -> None:
+    """Where the run averaged its weights (`train.average`, lmtrain.averaging) and had begun to,
+    put the mean in place of the trained weights: it is what validation scored."""
+    stored = dict(tf.train.list_variables(path))
+    key = "average/{}/.ATTRIBUTES/VARIABLE_VALUE"
+    if key.format("active") not in stored or not bool(tf.train.load_variable(path, key.format("active"))):
+        return
+    if int(tf.train.load_variable(path, key.format("count"))) == 0:
+        return
+    for i, variable in enumerate(variables):
+        name = key.format(f"mean_{i}")
+        if stored.get(name) != list(variable.shape):
+            raise LmtrainError(f"checkpoint {path}: its averaged weights do not match the model "
+                               f"(no mean for {variable.path}); it was written for another config")
+        variable.assign(tf.train.load_variable(path, name))
 
 
 def _read_rows(path: str, key: str, shape: list[int], lo: int, n: int, dtype: Any) -> tf.Tensor:

@@ -1,6 +1,7 @@
-"""The choices a config leaves open that depend on the model's width and the run's length: the
-default learning rate, whether a run is short (untied, at a constant rate) or long (tied, warm-up
-+ cosine), and `for_run`, which makes those choices for a run so every verb builds the same model.
+"""The choices a config leaves open that depend on the model's width, the run's length and the data
+it will see: the default learning rate, whether a run is short (untied, at a constant rate) or
+long (tied, warm-up + cosine), how strongly to regularise (`regularisation`), and `for_run`,
+which makes those choices for a run so every verb builds the same model.
 
 Plain Python, no TensorFlow: the config's schema asks here when it resolves a null key.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lmtrain.config import Config
@@ -60,17 +61,85 @@ def short_run(total_steps: int, hidden_dim: int) -> bool:
     return int(total_steps) < short_run_steps(hidden_dim)
 
 
-def for_run(config: Config, total_steps: int, started: Config | None = None) -> Config:
+# The regularisation rule (see `regularisation`): today's light dropout up to LIGHT_EXPOSURE,
+# AWD-LSTM's strength from STRONG_EXPOSURE, in between in proportion to the log of the exposure.
+LIGHT_EXPOSURE, STRONG_EXPOSURE = 5.0, 100.0
+# The model.* keys the rule sets where they are null, with their light (every run before the
+# rule) and strong (AWD-LSTM's, Merity et al. 2017) values.
+REGULARISATION_KEYS = ("dropout", "weight_drop", "word_dropout", "ar", "tar", "locked_dropout")
+LIGHT = {"dropout": 0.1, "weight_drop": 0.0, "word_dropout": 0.0, "ar": 0.0, "tar": 0.0, "locked_dropout": False}
+STRONG = {"dropout": 0.5, "weight_drop": 0.5, "word_dropout": 0.1, "ar": 2.0, "tar": 1.0, "locked_dropout": True}
+
+
+def parameter_count(embedding_dim: int, hidden_dim: int, num_layers: int, vocab_size: int, tied: bool,
+                    projection_dim: int | None) -> int:
+    """Trainable parameters of lmtrain's model: embedding, LSTM layers, projection, output layer."""
+    output_dim = projection_dim or hidden_dim
+    lstm = sum(4 * hidden_dim * ((embedding_dim if i == 0 else hidden_dim) + hidden_dim + 1) for i in range(num_layers))
+    projection = hidden_dim * projection_dim if projection_dim else 0
+    return vocab_size * embedding_dim + lstm + projection + (0 if tied else vocab_size * output_dim) + vocab_size
+
+
+def exposure(seen_tokens: float, train_tokens: float, parameters: int) -> float:
+    """How hard a run can overfit: the passes it makes over its training split times the
+    parameters per training token (seen x parameters / train tokens squared). Under one pass of
+    a corpus with more tokens than parameters it is below 1; the demo's 1,000 steps about 5;
+    ten epochs of the default model on Penn Treebank about 45; ten epochs of it on a 600 KB
+    book about 250."""
+    return float(seen_tokens) * parameters / max(float(train_tokens), 1.0) ** 2
+
+
+def regularisation(exposure_: float) -> dict[str, Any]:
+    """The model.* regularisation keys where they are null: `LIGHT` (dropout 0.1 per token,
+    nothing else) up to an exposure of 5, `STRONG` (AWD-LSTM's: locked dropout 0.5, weight drop
+    0.5, word dropout 0.1, AR 2, TAR 1) from 100, and between them each number in proportion to
+    the log of the exposure, with locked masks.
+
+    Why the run's exposure decides it: a model that sees its data once cannot memorise it, and
+    dropout only slows it down; one that sees a small corpus many times memorises it, and the
+    validation perplexity runs away after a few epochs. The measurements behind the bounds are
+    in benchmarks/results/regularisation-2026-12-05.md.
+    """
+    if exposure_ <= LIGHT_EXPOSURE:
+        return dict(LIGHT)
+    share = min(1.0, math.log(exposure_ / LIGHT_EXPOSURE) / math.log(STRONG_EXPOSURE / LIGHT_EXPOSURE))
+    values: dict[str, Any] = {k: round(LIGHT[k] + share * (STRONG[k] - LIGHT[k]), 2)
+                              for k in REGULARISATION_KEYS if k != "locked_dropout"}
+    values["locked_dropout"] = True
+    return values
+
+
+def for_run(config: Config, total_steps: int, started: Config | None = None, train_tokens: int | None = None,
+            vocab_size: int | None = None) -> Config:
     """`config` with the choices it leaves to the run made for a run of `total_steps` steps:
-    model.tie_weights and train.schedule where they are null (see `short_run`).
+    model.tie_weights and train.schedule where they are null (see `short_run`), and the
+    regularisation keys (`REGULARISATION_KEYS`) where they are null, from the run's exposure to
+    `train_tokens` training tokens at `vocab_size` ids (see `regularisation`; unknown data
+    counts as a single pass over plenty of it: the light setting).
 
     `started`: the config saved by the run when it first started (its run directory). Its
-    choices are kept, so a run resumed with a longer max_steps keeps its architecture and
-    schedule. Idempotent: a config with nothing left open comes back unchanged.
+    choices are kept, so a run resumed with a longer max_steps keeps its architecture, schedule
+    and regularisation (a run directory from before a key existed keeps what it trained with).
+    Idempotent: a config with nothing left open comes back unchanged.
     """
     m, t = config.model, config.train
     if started is not None:
         m = m if m.tie_weights is not None else dataclasses.replace(m, tie_weights=started.model.tie_weights)
         t = t if t.schedule is not None else dataclasses.replace(t, schedule=started.train.schedule)
-    return dataclasses.replace(config, model=dataclasses.replace(m, tie_weights=m.ties(total_steps)),
-                               train=dataclasses.replace(t, schedule=t.schedule_for(total_steps, m.hidden_dim)))
+        m = dataclasses.replace(m, **{k: _first(getattr(m, k), getattr(started.model, k), LIGHT[k])
+                                      for k in REGULARISATION_KEYS})
+    m = dataclasses.replace(m, tie_weights=m.ties(total_steps))
+    t = dataclasses.replace(t, schedule=t.schedule_for(total_steps, m.hidden_dim))
+    if any(getattr(m, k) is None for k in REGULARISATION_KEYS):
+        chosen = dict(LIGHT)
+        if train_tokens and vocab_size:
+            params = parameter_count(m.embedding_dim, m.hidden_dim, m.num_layers, vocab_size, bool(m.tie_weights),
+                                     m.projection_dim)
+            chosen = regularisation(exposure(total_steps * t.batch_size * t.seq_len, train_tokens, params))
+        m = dataclasses.replace(m, **{k: _first(getattr(m, k), chosen[k]) for k in REGULARISATION_KEYS})
+    return dataclasses.replace(config, model=m, train=t)
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None."""
+    return next(v for v in values if v is not None)

@@ -12,15 +12,17 @@ scoring the validation split is `lmtrain.scoring`.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
 
+from lmtrain.averaging import WeightAverage
 from lmtrain.build import build_trainer, choose_softmax, step_counts
 from lmtrain.checkpoints import CheckpointStore
 from lmtrain.config import Config
@@ -36,7 +38,16 @@ from lmtrain.precision import resolve_precision
 from lmtrain.progress import progress_bar
 from lmtrain.records import damaged_shard_error, split_files, stream_rows, train_dataset
 from lmtrain.rundir import init_run_dir, restore, started_config, training_checkpoint
-from lmtrain.runlength import for_run, short_run, short_run_steps
+from lmtrain.runlength import (
+    LIGHT_EXPOSURE,
+    REGULARISATION_KEYS,
+    STRONG_EXPOSURE,
+    exposure,
+    for_run,
+    parameter_count,
+    short_run,
+    short_run_steps,
+)
 from lmtrain.scoring import perplexity, split_nll
 from lmtrain.signals import StopSignals
 
@@ -89,7 +100,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     steps_per_epoch, total_steps = step_counts(config, meta)
     asked, first = config, None if force else started_config(run)
     # What the config leaves to the run's length; a resumed run keeps what it started with.
-    config = for_run(config, total_steps, first)
+    config = for_run(config, total_steps, first, train_tokens=splits["train"].tokens, vocab_size=meta.vocab_size)
     if chief:
         init_run_dir(run, data, config, force, first)
     else:
@@ -110,11 +121,17 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
         if asked.model.tie_weights is None or asked.train.schedule is None:
             echo(f"run length: {_length_words(asked, config, total_steps, resumed=first is not None)}")
         echo(f"learning rate: {_rate_words(config)}")
+        if any(getattr(asked.model, k) is None for k in REGULARISATION_KEYS):
+            echo(f"regularisation: {_regularisation_words(asked, config, total_steps, splits['train'].tokens, meta.vocab_size, resumed=first is not None)}")
         if t.precision == "auto":
             echo("precision: {} ({})".format(*resolve_precision(t.precision)))
     model, optimizer, train_fn = build_trainer(config, meta.vocab_size, meta.unigram_counts, total_steps,
                                                distribution)
     validation = ValidationRecord(t)
+    average = None
+    if t.average:
+        with distribution.strategy.scope():
+            average = WeightAverage(model.trainable_variables)
     best_store = CheckpointStore(run.checkpoints / "best", keep=1) if t.patience else None
 
     if t.stateful:
@@ -129,7 +146,8 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     skipped_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = training_checkpoint(model, optimizer, data=iterator, step=step_var, skipped=skipped_var,
                                      validation=validation.checkpoint(),
-                                     **({"train_state": carry.checkpoint()} if carry else {}))
+                                     **({"train_state": carry.checkpoint()} if carry else {}),
+                                     **({"average": average.checkpoint()} if average else {}))
     store = CheckpointStore(run.checkpoints, t.keep_checkpoints)
     latest = store.latest()
     if latest:
@@ -198,7 +216,10 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                     carry.after(logs["state"])
                 step += 1
                 interval_tokens += float(t.batch_size * t.seq_len)
-                if not bool(logs["applied"]):
+                applied = bool(logs["applied"])
+                if average is not None and applied:
+                    average.update()
+                if not applied:
                     if t.on_nan == "stop":
                         raise LmtrainError(_nan_message(step, store.latest()))
                     skipped += 1
@@ -228,7 +249,8 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                 # ---- validation (full softmax): every eval_every steps or epoch, and at the end
                 stop_early = False
                 if valid_files and (step % (t.eval_every or steps_per_epoch) == 0 or step == total_steps):
-                    with pending_applied(optimizer, model.trainable_variables):
+                    averaged = average is not None and average.started
+                    with pending_applied(optimizer, model.trainable_variables), _averaged(average):
                         score = split_nll(model, valid_files, t.seq_len, t.batch_size, splits["valid"].tokens,
                                           windows=t.eval_windows, progress=progress, max_tokens=t.eval_tokens,
                                           should_stop=lambda: stop.signum is not None, label="valid")
@@ -242,10 +264,13 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                             tf.summary.scalar("valid/perplexity", valid_ppl)
                             tf.summary.scalar("valid/train_seconds", t_end - loop_started - not_training)
                         line = (f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(score.tokens)} "
-                                f"tokens, {score.how})")
+                                f"tokens, {score.how}{', averaged weights' if averaged else ''})")
                         if verdict.improved and best_store is not None:
                             save(best_store)  # loading applies the pending LazyAdam steps, as evaluated
                             line += ", best so far"
+                        if average is not None and not verdict.improved and not average.started:
+                            average.start()  # the non-monotone trigger (see lmtrain.averaging)
+                            line += "; averaging the weights from here"
                         if verdict.lower_rate:
                             rate = _current_rate(optimizer) * t.plateau_factor
                             optimizer.learning_rate.assign(rate)
@@ -291,6 +316,11 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
                      time.perf_counter() - loop_started - not_training)
 
 
+def _averaged(average: WeightAverage | None) -> Any:
+    """The averaged weights in place for a validation, where averaging has begun."""
+    return average.applied() if average is not None else contextlib.nullcontext()
+
+
 def _nan_message(step: int, latest: str | None, what: str = "loss") -> str:
     kept = f"the last checkpoint ({latest}) is kept as it was" if latest else "no checkpoint had been written yet"
     if what == "loss":
@@ -329,6 +359,26 @@ def _length_words(asked: Config, config: Config, total_steps: int, resumed: bool
     kind = "short" if short_run(total_steps, hidden) else "not short"
     return (f"{total_steps:,} steps, {kind} (short: under {short_run_steps(hidden):,} at model.hidden_dim "
             f"{hidden}): {choices}; a resumed run keeps its first choice)")
+
+
+def _regularisation_words(asked: Config, config: Config, total_steps: int, train_tokens: int, vocab_size: int,
+                          resumed: bool) -> str:
+    """How `fit` names the regularisation the null keys stand for, and why."""
+    m = config.model
+    made = (f"dropout {m.dropout:g} ({'locked' if m.locked_dropout else 'a mask per token'}), weight drop "
+            f"{m.weight_drop:g}, word dropout {m.word_dropout:g}, AR {m.ar:g}, TAR {m.tar:g}")
+    open_keys = [f"model.{k}" for k in REGULARISATION_KEYS if getattr(asked.model, k) is None]
+    keys = open_keys[0] if len(open_keys) == 1 else f"{', '.join(open_keys[:-1])} and {open_keys[-1]}"
+    if resumed:
+        return f"{made} ({keys} null: kept from the run's start)"
+    t = config.train
+    params = parameter_count(m.embedding_dim, m.hidden_dim, m.num_layers, vocab_size, bool(m.tie_weights),
+                             m.projection_dim)
+    seen = total_steps * t.batch_size * t.seq_len
+    level = exposure(seen, train_tokens, params)
+    return (f"{made} ({keys} null: exposure {level:,.1f} = {seen / train_tokens:,.1f} passes x "
+            f"{params / train_tokens:,.2f} parameters per training token; light up to {LIGHT_EXPOSURE:g}, "
+            f"AWD-LSTM's from {STRONG_EXPOSURE:g})")
 
 
 def _current_rate(optimizer: keras.optimizers.Optimizer) -> float:
