@@ -98,12 +98,19 @@ def main() -> None:
     text = evaluate(args.config, overrides, "--text", str(args.text_dir / "ptb.test.txt"))
 
     curve = [(step, ppl) for _, step, ppl in logged_scalars(run_dir / "logs", "valid/perplexity")]
-    m, t = cfg.model, cfg.train
+    import yaml
+
+    from lmtrain.configfile import config_from_dict
+
+    trained = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))  # null keys as fit set them
+    m, t = trained.model, trained.train
     lines = [
         f"# Penn Treebank: {args.config.name} {' '.join(args.overrides)}".rstrip(),
         "",
         f"lmtrain {m.num_layers} x {m.hidden_dim} (embedding {m.embedding_dim}), batch {t.batch_size}, "
-        f"seq_len {t.seq_len}, {t.epochs} epochs, stateful {t.stateful}, dropout {m.dropout}, "
+        f"seq_len {t.seq_len}, {t.epochs} epochs, stateful {t.stateful}, dropout {m.dropout} "
+        f"({'locked' if m.locked_dropout else 'per token'}), weight drop {m.weight_drop}, word dropout "
+        f"{m.word_dropout}, AR {m.ar}, TAR {m.tar}, optimizer {t.optimizer}, "
         f"softmax {m.softmax}; fit took {fit_seconds / 60:.1f} min here (0 if the run was already finished).",
         "Perplexity counts every token, `<unk>` and end of sentence included, as the papers do.",
         "",

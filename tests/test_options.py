@@ -170,7 +170,8 @@ def test_a_short_run_trains_untied_at_a_constant_rate_unless_told():
     assert (long.model.tie_weights, long.train.schedule) == (True, "warmup_cosine")
     assert for_run(long, 10) == long  # made choices are kept (idempotent)
     told = config_from_dict({"model": {"tie_weights": True}, "train": {"schedule": "warmup_stable_decay"}})
-    assert for_run(told, 10) == told
+    made = for_run(told, 10)
+    assert (made.model.tie_weights, made.train.schedule) == (True, "warmup_stable_decay")
     # a projection to another width than the embedding's cannot be tied: null leaves it untied
     projected = dataclasses.replace(default, model=dataclasses.replace(default.model, projection_dim=64))
     assert for_run(projected, 5000).model.tie_weights is False
@@ -472,9 +473,11 @@ def test_regularisation_follows_the_runs_exposure_and_a_resumed_run_keeps_it():
 
     # the demo model: embedding, LSTM, projection to the tied width, bias
     assert parameter_count(256, 512, 1, 8000, True, 256) == 8000 * 256 + 4 * 512 * (256 + 512 + 1) + 512 * 256 + 8000
+    assert parameter_count(256, 512, 1, 8000, True, None) == parameter_count(256, 512, 1, 8000, True, 256)  # tying projects
     assert exposure(10 * 1000, 1000, 500) == 5.0  # ten passes at half a parameter per token
-    assert regularisation(0.5) == LIGHT and regularisation(5.0) == LIGHT and regularisation(1e4) == STRONG
-    middle = [regularisation(e) for e in (10, 30, 99)]
+    assert regularisation(0.5, 10) == LIGHT and regularisation(5.0, 10) == LIGHT and regularisation(1e4, 10) == STRONG
+    assert regularisation(1e4, 1.9) == LIGHT  # under two passes: light, however large the model
+    middle = [regularisation(e, 10) for e in (10, 30, 99)]
     for key in ("dropout", "weight_drop", "word_dropout", "ar", "tar"):
         values = [LIGHT[key]] + [m[key] for m in middle] + [STRONG[key]]
         assert values == sorted(values) and values[1] > LIGHT[key], (key, values)
@@ -486,6 +489,7 @@ def test_regularisation_follows_the_runs_exposure_and_a_resumed_run_keeps_it():
 
     default = Config()
     assert chosen(default, 1000, 50_000_000) == LIGHT  # well under one pass of a large corpus
+    assert chosen(default, 1000, 1_300_000) == LIGHT  # the demo: 1.7 passes
     assert chosen(default, 1000, 100_000) == STRONG  # 22 passes of a book
     assert {k: getattr(for_run(default, 1000).model, k) for k in REGULARISATION_KEYS} == LIGHT  # data unknown
     told = config_from_dict({"model": {"dropout": 0.2, "ar": 0.0}})
@@ -510,22 +514,22 @@ def test_fit_says_what_regularisation_the_run_chose(tmp_path, corpus):
 
     # a wide model for the tiny corpus: many parameters per training token
     sections = tiny_sections(tmp_path, corpus, model={"dropout": None, "hidden_dim": 96, "embedding_dim": 16,
-                                                      "tie_weights": False}, train={"max_steps": 30, "epochs": 20})
+                                                      "tie_weights": False}, train={"max_steps": 120, "epochs": 20})
     cfg = write_config(tmp_path / "c.yaml", sections)
     assert cli("prepare", cfg, "-q").exit_code == 0
     r = cli("fit", cfg)
     assert r.exit_code == 0, r.output
     tokens = json.loads((tmp_path / "data" / "meta.json").read_text())["splits"]["train"]["tokens"]
-    level = exposure(30 * 4 * 8, tokens, parameter_count(16, 96, 1, 34, False, None))
-    want = regularisation(level)
-    assert 5 < level < 100 and want["locked_dropout"]  # between the light and the strong setting
+    level = exposure(120 * 4 * 8, tokens, parameter_count(16, 96, 1, 34, False, None))
+    want = regularisation(level, 120 * 32 / tokens)
+    assert 120 * 32 / tokens > 2 and 5 < level < 100 and want["locked_dropout"]  # between light and strong
     line = next(line for line in r.output.splitlines() if line.startswith("regularisation: "))
     assert line == (f"regularisation: dropout {want['dropout']:g} (locked), weight drop {want['weight_drop']:g}, word "
                     f"dropout {want['word_dropout']:g}, AR {want['ar']:g}, TAR {want['tar']:g} (model.dropout, "
                     f"model.weight_drop, model.word_dropout, model.ar, model.tar and model.locked_dropout null: "
-                    f"exposure {level:,.1f} = {30 * 32 / tokens:,.1f} passes x "
+                    f"exposure {level:,.1f} = {120 * 32 / tokens:,.1f} passes x "
                     f"{parameter_count(16, 96, 1, 34, False, None) / tokens:,.2f} parameters per training token; "
-                    f"light up to 5, AWD-LSTM's from 100)")
+                    f"light under 2 passes or up to 5, AWD-LSTM's from 100)")
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]
     assert {k: saved[k] for k in want} == want
     # A run directory written before the keys existed loads as it trained: the light setting.

@@ -61,9 +61,10 @@ def short_run(total_steps: int, hidden_dim: int) -> bool:
     return int(total_steps) < short_run_steps(hidden_dim)
 
 
-# The regularisation rule (see `regularisation`): today's light dropout up to LIGHT_EXPOSURE,
-# AWD-LSTM's strength from STRONG_EXPOSURE, in between in proportion to the log of the exposure.
-LIGHT_EXPOSURE, STRONG_EXPOSURE = 5.0, 100.0
+# The regularisation rule (see `regularisation`): the light setting in runs of under MIN_PASSES
+# passes over the training split or up to LIGHT_EXPOSURE, AWD-LSTM's strength from
+# STRONG_EXPOSURE, in between in proportion to the log of the exposure.
+MIN_PASSES, LIGHT_EXPOSURE, STRONG_EXPOSURE = 2.0, 5.0, 100.0
 # The model.* keys the rule sets where they are null, with their light (every run before the
 # rule) and strong (AWD-LSTM's, Merity et al. 2017) values.
 REGULARISATION_KEYS = ("dropout", "weight_drop", "word_dropout", "ar", "tar", "locked_dropout")
@@ -74,6 +75,8 @@ STRONG = {"dropout": 0.5, "weight_drop": 0.5, "word_dropout": 0.1, "ar": 2.0, "t
 def parameter_count(embedding_dim: int, hidden_dim: int, num_layers: int, vocab_size: int, tied: bool,
                     projection_dim: int | None) -> int:
     """Trainable parameters of lmtrain's model: embedding, LSTM layers, projection, output layer."""
+    if tied and projection_dim is None and hidden_dim != embedding_dim:
+        projection_dim = embedding_dim  # tying projects a wider LSTM's output to the embedding width
     output_dim = projection_dim or hidden_dim
     lstm = sum(4 * hidden_dim * ((embedding_dim if i == 0 else hidden_dim) + hidden_dim + 1) for i in range(num_layers))
     projection = hidden_dim * projection_dim if projection_dim else 0
@@ -82,25 +85,29 @@ def parameter_count(embedding_dim: int, hidden_dim: int, num_layers: int, vocab_
 
 def exposure(seen_tokens: float, train_tokens: float, parameters: int) -> float:
     """How hard a run can overfit: the passes it makes over its training split times the
-    parameters per training token (seen x parameters / train tokens squared). Under one pass of
-    a corpus with more tokens than parameters it is below 1; the demo's 1,000 steps about 5;
-    ten epochs of the default model on Penn Treebank about 45; ten epochs of it on a 600 KB
-    book about 250."""
+    parameters per training token (seen x parameters / train tokens squared). The demo's 1,000
+    steps are 5 (1.7 passes x 2.9); ten epochs of the default model over Penn Treebank 45; ten
+    epochs of it over a 600 KB book 250."""
     return float(seen_tokens) * parameters / max(float(train_tokens), 1.0) ** 2
 
 
-def regularisation(exposure_: float) -> dict[str, Any]:
+def regularisation(exposure_: float, passes: float) -> dict[str, Any]:
     """The model.* regularisation keys where they are null: `LIGHT` (dropout 0.1 per token,
-    nothing else) up to an exposure of 5, `STRONG` (AWD-LSTM's: locked dropout 0.5, weight drop
-    0.5, word dropout 0.1, AR 2, TAR 1) from 100, and between them each number in proportion to
-    the log of the exposure, with locked masks.
+    nothing else) in a run of under two passes over its training split or up to an exposure of
+    5, `STRONG` (AWD-LSTM's: locked dropout 0.5, weight drop 0.5, word dropout 0.1, AR 2, TAR 1)
+    from 100, and between them each number in proportion to the log of the exposure, with
+    locked masks.
 
     Why the run's exposure decides it: a model that sees its data once cannot memorise it, and
     dropout only slows it down; one that sees a small corpus many times memorises it, and the
-    validation perplexity runs away after a few epochs. The measurements behind the bounds are
-    in benchmarks/results/regularisation-2026-12-05.md.
+    validation perplexity runs away after a few epochs (a 600 KB book, the default model, ten
+    epochs: best 94.8 at epoch 3, 748 at epoch 10 with the light setting; 85.1 at epoch 10 and
+    still falling with the strong one). Why runs of under two passes stay light: every earlier
+    default was tuned and checked there (benchmarks/grid.py: 150 to 3,000 steps of the demo
+    corpus, at most 1.7 passes at the widths that overfit), with dropout 0.1. The measurements:
+    benchmarks/results/regularisation-2026-12-05.md.
     """
-    if exposure_ <= LIGHT_EXPOSURE:
+    if passes < MIN_PASSES or exposure_ <= LIGHT_EXPOSURE:
         return dict(LIGHT)
     share = min(1.0, math.log(exposure_ / LIGHT_EXPOSURE) / math.log(STRONG_EXPOSURE / LIGHT_EXPOSURE))
     values: dict[str, Any] = {k: round(LIGHT[k] + share * (STRONG[k] - LIGHT[k]), 2)
@@ -135,7 +142,8 @@ def for_run(config: Config, total_steps: int, started: Config | None = None, tra
         if train_tokens and vocab_size:
             params = parameter_count(m.embedding_dim, m.hidden_dim, m.num_layers, vocab_size, bool(m.tie_weights),
                                      m.projection_dim)
-            chosen = regularisation(exposure(total_steps * t.batch_size * t.seq_len, train_tokens, params))
+            seen = total_steps * t.batch_size * t.seq_len
+            chosen = regularisation(exposure(seen, train_tokens, params), seen / train_tokens)
         m = dataclasses.replace(m, **{k: _first(getattr(m, k), chosen[k]) for k in REGULARISATION_KEYS})
     return dataclasses.replace(config, model=m, train=t)
 

@@ -40,6 +40,7 @@ from lmtrain.records import damaged_shard_error, split_files, stream_rows, train
 from lmtrain.rundir import init_run_dir, restore, started_config, training_checkpoint
 from lmtrain.runlength import (
     LIGHT_EXPOSURE,
+    MIN_PASSES,
     REGULARISATION_KEYS,
     STRONG_EXPOSURE,
     exposure,
@@ -377,8 +378,8 @@ def _regularisation_words(asked: Config, config: Config, total_steps: int, train
     seen = total_steps * t.batch_size * t.seq_len
     level = exposure(seen, train_tokens, params)
     return (f"{made} ({keys} null: exposure {level:,.1f} = {seen / train_tokens:,.1f} passes x "
-            f"{params / train_tokens:,.2f} parameters per training token; light up to {LIGHT_EXPOSURE:g}, "
-            f"AWD-LSTM's from {STRONG_EXPOSURE:g})")
+            f"{params / train_tokens:,.2f} parameters per training token; light under {MIN_PASSES:g} passes or "
+            f"up to {LIGHT_EXPOSURE:g}, AWD-LSTM's from {STRONG_EXPOSURE:g})")
 
 
 def _current_rate(optimizer: keras.optimizers.Optimizer) -> float:
