@@ -86,7 +86,7 @@ def parameter_count(embedding_dim: int, hidden_dim: int, num_layers: int, vocab_
 def exposure(seen_tokens: float, train_tokens: float, parameters: int) -> float:
     """How hard a run can overfit: the passes it makes over its training split times the
     parameters per training token (seen x parameters / train tokens squared). The demo's 1,000
-    steps are 5 (1.7 passes x 2.9); ten epochs of the default model over Penn Treebank 45; ten
+    steps are 5.1 (1.7 passes x 2.9); ten epochs of the default model over Penn Treebank 46; ten
     epochs of it over a 600 KB book 250."""
     return float(seen_tokens) * parameters / max(float(train_tokens), 1.0) ** 2
 
