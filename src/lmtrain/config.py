@@ -4,7 +4,8 @@ Every field has its default and a one-line comment here and nowhere else; YAML f
 what differs. Each section checks its ranges and the rules between its keys when it is built, so
 the rest of the code can trust the config; reading YAML and `--set` overrides (and the type
 checks) is `lmtrain.configfile`'s; the rules a null key stands for where the choice depends on
-the run's length or the model's width (learning rate, tying, schedule) are `lmtrain.runlength`'s.
+the run's length, the model's width or the data (learning rate, tying, schedule, regularisation)
+are `lmtrain.runlength`'s.
 
 The defaults are the built-in demo (Shakespeare, unigram 8k, 256-dim embedding, 512-unit LSTM),
 so every verb works with no config at all.

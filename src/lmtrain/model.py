@@ -9,6 +9,11 @@ maths, the sampler, the row-gathering embedding and the optimizer are the librar
 (`lmtrain.keras.softmax`, `lmtrain.keras.sampling`, `lmtrain.keras.layers`, `lmtrain.keras.optim`): what a Keras user
 gets from `lmtrain.keras` is what `lmtrain fit` trains with.
 
+Regularisation (AWD-LSTM's): weight drop is the LSTM layers' own and word dropout the
+embedding's (`lmtrain.keras`); the dropout masks between layers (per token, or locked: one per
+sequence) and the activation penalties on the softmax's input are applied here, with masks that
+are the same however many replicas share a batch (`lmtrain.keras.regularize`).
+
 Why the output matrix is a [V, H] weight of the model and not a `Dense` layer: the sampled loss
 wants rows per class ([V, D], the transpose of a Dense kernel), and gathering rows is what keeps
 its gradient an `IndexedSlices` touching only B*T + num_sampled rows. `call` returns hidden
