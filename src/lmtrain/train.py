@@ -123,7 +123,9 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
             echo(f"run length: {_length_words(asked, config, total_steps, resumed=first is not None)}")
         echo(f"learning rate: {_rate_words(config)}")
         if any(getattr(asked.model, k) is None for k in REGULARISATION_KEYS):
-            echo(f"regularisation: {_regularisation_words(asked, config, total_steps, splits['train'].tokens, meta.vocab_size, resumed=first is not None)}")
+            words = _regularisation_words(asked, config, total_steps, splits["train"].tokens, meta.vocab_size,
+                                          resumed=first is not None)
+            echo(f"regularisation: {words}")
         if t.precision == "auto":
             echo("precision: {} ({})".format(*resolve_precision(t.precision)))
     model, optimizer, train_fn = build_trainer(config, meta.vocab_size, meta.unigram_counts, total_steps,
