@@ -240,7 +240,8 @@ def run_one(args: argparse.Namespace, point: Point, variant: str, overrides: lis
     prepare(cfg, progress=False, echo=lambda _: None)
     started = time.perf_counter()
     result = fit(cfg, force=True, progress=False, echo=lambda _: None)
-    run.valid = float(result.valid_perplexity)
+    # An early-stopped run keeps its best checkpoint (what eval uses): its figure is the best one.
+    run.valid = float(result.best_perplexity if cfg.train.patience else result.valid_perplexity)
     run.tokens_per_sec = float(result.tokens_per_sec or 0.0)
     run.wall_seconds = time.perf_counter() - started
     record = {"version": RECORD_VERSION, "config": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)}
