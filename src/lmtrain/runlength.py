@@ -91,6 +91,16 @@ def exposure(seen_tokens: float, train_tokens: float, parameters: int) -> float:
     return float(seen_tokens) * parameters / max(float(train_tokens), 1.0) ** 2
 
 
+def run_exposure(config: Config, total_steps: int, train_tokens: int, vocab_size: int) -> tuple[float, float, int]:
+    """(exposure, passes, parameters) of a run of `total_steps` steps of `config` (tying made)
+    over `train_tokens` training tokens at `vocab_size` ids."""
+    m, t = config.model, config.train
+    params = parameter_count(m.embedding_dim, m.hidden_dim, m.num_layers, vocab_size, bool(m.tie_weights),
+                             m.projection_dim)
+    seen = total_steps * t.batch_size * t.seq_len
+    return exposure(seen, train_tokens, params), seen / max(train_tokens, 1), params
+
+
 def regularisation(exposure_: float, passes: float) -> dict[str, Any]:
     """The model.* regularisation keys where they are null: `LIGHT` (dropout 0.1 per token,
     nothing else) in a run of under two passes over its training split or up to an exposure of
@@ -140,10 +150,9 @@ def for_run(config: Config, total_steps: int, started: Config | None = None, tra
     if any(getattr(m, k) is None for k in REGULARISATION_KEYS):
         chosen = dict(LIGHT)
         if train_tokens and vocab_size:
-            params = parameter_count(m.embedding_dim, m.hidden_dim, m.num_layers, vocab_size, bool(m.tie_weights),
-                                     m.projection_dim)
-            seen = total_steps * t.batch_size * t.seq_len
-            chosen = regularisation(exposure(seen, train_tokens, params), seen / train_tokens)
+            level, passes, _ = run_exposure(dataclasses.replace(config, model=m, train=t), total_steps, train_tokens,
+                                            vocab_size)
+            chosen = regularisation(level, passes)
         m = dataclasses.replace(m, **{k: _first(getattr(m, k), chosen[k]) for k in REGULARISATION_KEYS})
     return dataclasses.replace(config, model=m, train=t)
 

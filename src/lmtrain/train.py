@@ -43,9 +43,8 @@ from lmtrain.runlength import (
     MIN_PASSES,
     REGULARISATION_KEYS,
     STRONG_EXPOSURE,
-    exposure,
     for_run,
-    parameter_count,
+    run_exposure,
     short_run,
     short_run_steps,
 )
@@ -374,12 +373,8 @@ def _regularisation_words(asked: Config, config: Config, total_steps: int, train
     keys = open_keys[0] if len(open_keys) == 1 else f"{', '.join(open_keys[:-1])} and {open_keys[-1]}"
     if resumed:
         return f"{made} ({keys} null: kept from the run's start)"
-    t = config.train
-    params = parameter_count(m.embedding_dim, m.hidden_dim, m.num_layers, vocab_size, bool(m.tie_weights),
-                             m.projection_dim)
-    seen = total_steps * t.batch_size * t.seq_len
-    level = exposure(seen, train_tokens, params)
-    return (f"{made} ({keys} null: exposure {level:,.1f} = {seen / train_tokens:,.1f} passes x "
+    level, passes, params = run_exposure(config, total_steps, train_tokens, vocab_size)
+    return (f"{made} ({keys} null: exposure {level:,.1f} = {passes:,.1f} passes x "
             f"{params / train_tokens:,.2f} parameters per training token; light under {MIN_PASSES:g} passes or "
             f"up to {LIGHT_EXPOSURE:g}, AWD-LSTM's from {STRONG_EXPOSURE:g})")
 
