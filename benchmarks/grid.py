@@ -155,10 +155,9 @@ def point_config(args: argparse.Namespace, point: Point, extra: list[str]) -> Co
     # With the choices the run's length makes (tying, schedule) made, as `fit` makes them, so a
     # record's config says what was trained and the sweep goes around what users get; the
     # regularisation `fit` chooses from the data (the run directory's config.yaml says which).
-    made = for_run(asked, point.steps or 10_000)
-    if not point.steps:
-        made = dataclasses.replace(made, model=dataclasses.replace(made.model, tie_weights=asked.model.tie_weights),
-                                   train=dataclasses.replace(made.train, schedule=asked.train.schedule))
+    if not point.steps:  # the run's length is up to early stopping: every choice is left to fit
+        return asked
+    made = for_run(asked, point.steps)
     return dataclasses.replace(made, model=dataclasses.replace(
         made.model, **{k: getattr(asked.model, k) for k in REGULARISATION_KEYS}))
 
