@@ -71,8 +71,9 @@ ptb: install
 	$(BIN)/python benchmarks/ptb.py --config $(PTB_CONFIG) $(PTB_SET)
 
 # Training-step, sampled-vs-full step (model.softmax=auto), LSTM (keras vs fused, with `lmtrain fit`
-# on the demo), scoring, generation, eval --per-line and library benchmarks, and the demo step's share of
-# the machine's matmul rate in float32 and bfloat16 (about 25 minutes on 2 CPU cores; see benchmarks/).
+# on the demo), scoring, generation, eval --per-line and library benchmarks, the demo step's share of
+# the machine's matmul rate in float32 and bfloat16, and the LiteRT files of the demo and a keyboard-shaped
+# model: size, step latency, perplexity (about 45 minutes on 2 CPU cores; see benchmarks/).
 bench: install
 	$(BIN)/python benchmarks/step_bench.py
 	$(BIN)/python benchmarks/softmax_bench.py
@@ -83,6 +84,7 @@ bench: install
 	$(BIN)/python benchmarks/library_bench.py
 	$(BIN)/python benchmarks/regularise_bench.py
 	$(BIN)/python benchmarks/utilisation_bench.py
+	$(BIN)/python benchmarks/device_bench.py
 
 # prepare end to end on generated corpora of 200 MB and 1 GB, as .txt and as .jsonl.zst: MB/s and peak RSS
 # (about 10 minutes).

@@ -207,6 +207,30 @@ def test_library_benchmark_runs_the_readme_model_on_a_word_vocabulary(tmp_path):
         assert any(line.startswith(f"| {run}") for line in out.stdout.splitlines()), run
 
 
+@pytest.mark.slow
+def test_device_benchmark_exports_the_keyboard_model_and_reads_its_files(tmp_path):
+    from helpers import tiny_sections, write_config, write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    cfg = write_config(tmp_path / "tiny.yaml", tiny_sections(tmp_path, corpus))
+    out = subprocess.run([sys.executable, str(BENCH.with_name("device_bench.py")), "--config", str(cfg),
+                          "--models", "keyboard", "--keyboard", "30", "8", "12", "--valid-tokens", "60",
+                          "--latency-tokens", "25",
+                          "--out", str(tmp_path / "bench")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out.stdout.strip().splitlines()[-1])["results"]
+    assert [(r["model"], r["format"], r["quantize"]) for r in rows] == [
+        ("keyboard", "SavedModel", "float32 (TensorFlow)"), ("keyboard", "LiteRT", "none"),
+        ("keyboard", "LiteRT", "float16"), ("keyboard", "LiteRT", "int8"), ("keyboard", "LiteRT", "int8, per-row scales")]
+    assert rows[0]["vocab"] <= 30 and rows[0]["hidden_dim"] == 12  # the keyboard's shape was trained
+    for r in rows:
+        assert r["step_p50_ms"] > 0 and r["step_p95_ms"] >= r["step_p50_ms"] and r["perplexity"] > 1
+        if r["format"] == "LiteRT":
+            assert r["file_mb"] > 0 and not any(op.startswith("CUSTOM") for op in r["ops"])
+    assert rows[1]["max_difference"] <= 1e-4 and rows[1]["perplexity"] == pytest.approx(rows[0]["perplexity"])
+    assert "| keyboard (V" in out.stdout
+
+
 def test_comparison_plan_takes_the_default_negatives_and_marks_autos_choice(monkeypatch):
     """Without running anything: the plan's sampled runs carry the negatives num_sampled: null
     stands for at each vocabulary, and the default mark follows model.softmax=auto."""

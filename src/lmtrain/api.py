@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmtrain.errors import InputError
 from lmtrain.evaluate import EvalResult, evaluate_text
 from lmtrain.export import export_model
 from lmtrain.generate import Generation, SamplingOptions, generate_text
-from lmtrain.paths import RunPaths
+from lmtrain.paths import RunPaths, check_export_target
 from lmtrain.rundir import TrainedRun, load_run
 from lmtrain.scoring import score_ids
 
@@ -42,6 +43,7 @@ class TrainedModel:
         self.step = run.step  # training step of the checkpoint
         self.tokenizer = run.tokenizer
         self.model = run.model  # the Keras model (lmtrain.model.LanguageModel)
+        self.meta = run.meta  # the prepared data's meta.json, as the run saw it
 
     @property
     def vocab_size(self) -> int:
@@ -77,17 +79,61 @@ class TrainedModel:
         out = generate_text(self.model, self.tokenizer, prompt, options, num_samples or 1)
         return out if num_samples is not None else out[0]
 
-    def export(self, out_dir: str | Path | None = None) -> Path:
-        """Write a SavedModel (see `lmtrain.export`); default `<run_dir>/export`."""
-        out = Path(out_dir) if out_dir is not None else self.run_dir / "export"
-        info: dict[str, Any] = {"step": self.step, "config": self.config.to_dict(),
-                                "text": "each line then <nl> (id 2); a document ends with </s> (id 1)"}
-        return export_model(self.model, out, RunPaths(self.run_dir).tokenizer, info)
+    def export(self, out_dir: str | Path | None = None, format: str = "savedmodel", quantize: str | None = None,
+               top_k: int = 3) -> Path:
+        """Write the model for serving; returns the directory written.
+
+        `format="savedmodel"` (default `<run_dir>/export`): a SavedModel for TensorFlow
+        (`lmtrain.export`). `format="litert"` (default `<run_dir>/litert`): a LiteRT file for a
+        phone (`export_litert`, which also returns what its check measured).
+        """
+        check_export_options(format, quantize)
+        if format == "litert":
+            return self.export_litert(out_dir, quantize or "int8", top_k).path
+        out = check_export_target(Path(out_dir or self.run_dir / "export"))
+        return export_model(self.model, out, RunPaths(self.run_dir).tokenizer, self._export_info())
+
+    def export_litert(self, out_dir: str | Path | None = None, quantize: str = "int8", top_k: int = 3) -> Any:
+        """Write a LiteRT (TFLite) file for a phone to `out_dir` (default `<run_dir>/litert`) and
+        return a `lmtrain.litert.LiteExport`: its size, operators and check.
+
+        The file's one-token `step` also gives the `top_k` most likely next ids; its weights are
+        stored as `quantize` = "none" | "float16" | "int8". Before anything is written it is run
+        through the LiteRT interpreter against this model on the first tokens of the validation
+        split (`lmtrain.litert`).
+        """
+        from lmtrain import litert  # the converter is loaded only for this format
+
+        check_export_options("litert", quantize)
+        out = check_export_target(Path(out_dir or self.run_dir / "litert"))
+        ids, source, is_text = litert.check_tokens(Path(self.config.data.dir), self.meta, self.vocab_size)
+        return litert.export_litert(self.model, out, RunPaths(self.run_dir).tokenizer, self._export_info(), quantize,
+                                    top_k, ids, source, is_text)
+
+    def _export_info(self) -> dict[str, Any]:
+        return {"step": self.step, "config": self.config.to_dict(),
+                "text": "each line then <nl> (id 2); a document ends with </s> (id 1)"}
 
     def __repr__(self) -> str:
         m = self.config.model
         return (f"TrainedModel({str(self.run_dir)!r}, step={self.step}, vocab={self.vocab_size}, "
                 f"layers={m.num_layers}x{m.hidden_dim})")
+
+
+EXPORT_FORMATS = ("savedmodel", "litert")
+
+
+def check_export_options(format: str, quantize: str | None) -> None:
+    """Raise `InputError` for an export format or quantization that does not exist, or a
+    quantization asked of a format that has none (before any model is loaded)."""
+    from lmtrain.litert import QUANTIZE
+
+    if format not in EXPORT_FORMATS:
+        raise InputError(f"--format {format}: must be one of {', '.join(EXPORT_FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise InputError(f"--quantize {quantize}: must be one of {', '.join(QUANTIZE)}")
+    if format != "litert" and quantize not in (None, "none"):
+        raise InputError(f"--quantize {quantize}: only --format litert is quantized")
 
 
 def load(run_dir: str | Path) -> TrainedModel:

@@ -290,19 +290,45 @@ def generate(
 def export(
     config: ConfigArg = None,
     set_: SetOpt = None,
-    out: Annotated[Optional[Path], typer.Option(help="Where to write the SavedModel (default: RUN_DIR/export).",
-                                                show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Directory to write (default: RUN_DIR/export, or RUN_DIR/litert with --format litert). "
+             "An earlier export there is replaced; anything else there is an error.", show_default=False)] = None,
+    format_: Annotated[str, typer.Option(
+        "--format", metavar="savedmodel|litert",
+        help="savedmodel: for TensorFlow and TF Serving. litert: a LiteRT (TFLite) file for a phone, "
+             "one-token step with builtin ops only, checked through the interpreter.")] = "savedmodel",
+    quantize: Annotated[Optional[str], typer.Option(
+        metavar="none|float16|int8", show_default=False,
+        help="litert only: how the weights are stored: none (float32), float16, or int8 (dynamic range, the "
+             "default).")] = None,
+    top_k: Annotated[int, typer.Option(
+        "--top-k", min=0, help="litert only: the step also outputs the k most likely next ids (0: none).")] = 3,
 ) -> None:
-    """Write a SavedModel that plain TensorFlow can load: next-token, step, score signatures."""
+    """Write the trained model for serving: a SavedModel, or a LiteRT file for on-device use."""
 
     def body() -> None:
-        from lmtrain.api import load
+        from lmtrain.api import check_export_options, load
 
         cfg = _load(config, set_)
         _notice_unused(cfg, set_, "export", _RUN_KEYS)
-        path = load(cfg.train.run_dir).export(out)
-        typer.echo(f"exported {path}: signatures next_token, step, zero_state, score, metadata, tokenizer_path; "
-                   f"load with tf.saved_model.load({str(path)!r})")
+        check_export_options(format_, quantize)
+        if format_ == "savedmodel":
+            if top_k != 3:
+                raise InputError("--top-k applies to --format litert only")
+            path = load(cfg.train.run_dir).export(out)
+            typer.echo(f"exported {path}: signatures next_token, step, zero_state, score, metadata, "
+                       f"tokenizer_path; load with tf.saved_model.load({str(path)!r})")
+            return
+        done = load(cfg.train.run_dir).export_litert(out, quantize or "int8", top_k)
+        typer.echo(f"exported {done.path}: {done.quantize} model.tflite, {done.file_bytes / 1e6:.2f} MB "
+                   f"({done.bytes_per_parameter:.2f} bytes per parameter, {done.parameters:,} parameters), "
+                   f"signatures step and zero_state, builtin ops only; tokenizer.model and lmtrain.json beside it")
+        if done.check is not None:
+            c = done.check
+            ppl = (f"perplexity {c.perplexity:.2f} through the interpreter, {c.model_perplexity:.2f} with the model "
+                   f"({(c.perplexity / c.model_perplexity - 1) * 100:+.2f}%); " if c.perplexity is not None else "")
+            typer.echo(f"checked on {c.source}, one token at a time: {ppl}"
+                       f"largest log-probability difference {c.max_difference:.2g}")
 
     _guard(body)
 

@@ -23,8 +23,6 @@ followed by the newline id, and a document ends with `</s>`.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,30 +30,24 @@ import tensorflow as tf
 
 from lmtrain.errors import LmtrainError, describe_write_error
 from lmtrain.model import LanguageModel
+from lmtrain.paths import EXPORT_INFO, publish_dir
 from lmtrain.tokenizer import EOS_ID, NL_ID, UNK_ID
 
 
 def export_model(model: LanguageModel, out_dir: Path, tokenizer_path: Path | None, info: dict[str, Any]) -> Path:
-    """Write the SavedModel to `out_dir`, atomically: a failed export leaves any old one in place."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    """Write the SavedModel to `out_dir` (`paths.publish_dir`: a failed export leaves any old one
+    in place, and only an earlier export is replaced)."""
+
+    def fill(tmp: Path) -> None:
         module = _serving_module(model, tokenizer_path)
         signatures = {name: getattr(module, name).get_concrete_function() for name in module.endpoints}
-        tf.saved_model.save(module, str(tmp), signatures=signatures)
-        (tmp / "lmtrain.json").write_text(json.dumps(info, indent=1))
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        if out_dir.exists():
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except (OSError, tf.errors.OpError) as exc:
-        raise LmtrainError(f"export could not write {out_dir}: {describe_write_error(exc)}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+        try:
+            tf.saved_model.save(module, str(tmp), signatures=signatures)
+        except tf.errors.OpError as exc:
+            raise LmtrainError(f"export could not write {out_dir}: {describe_write_error(exc)}") from None
+        (tmp / EXPORT_INFO).write_text(json.dumps({"format": "savedmodel", **info}, indent=1))
+
+    return publish_dir(Path(out_dir), fill)
 
 
 def _serving_module(model: LanguageModel, tokenizer_path: Path | None) -> tf.Module:
