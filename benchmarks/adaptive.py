@@ -42,7 +42,7 @@ from lmtrain.keras import LSTM  # noqa: E402
 from lmtrain.meta import load_prepared  # noqa: E402
 from lmtrain.paths import DataPaths  # noqa: E402
 from lmtrain.records import eval_dataset, split_files, train_dataset  # noqa: E402
-from lmtrain.runlength import for_run  # noqa: E402
+from lmtrain.resolve import resolve  # noqa: E402
 from lmtrain.scoring import perplexity as perplexity_of  # noqa: E402
 
 RATE, CLIP, DIV_VALUE = 0.002, 0.25, 4.0
@@ -138,7 +138,7 @@ def train_adaptive(config: Config, eval_every: int, cutoffs: list[int] | None = 
     files = {s: split_files(data, s, meta.splits[s].shard_bytes) for s in ("train", "valid", "test")}
     _, total_steps = step_counts(config, meta)
     # The dropout lmtrain's run of this config trains with (model.dropout null: set from the data).
-    m = for_run(config, total_steps, train_tokens=meta.splits["train"].tokens, vocab_size=vocab).model
+    m = resolve(config, total_steps, train_tokens=meta.splits["train"].tokens, vocab_size=vocab).model
     keras.utils.set_random_seed(t.seed)
     model = AdaptiveLM(vocab, m.embedding_dim, m.hidden_dim, m.dropout, cutoffs)
     model.build((None, None))

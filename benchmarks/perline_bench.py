@@ -31,9 +31,9 @@ from lmtrain.corpus import list_documents
 from lmtrain.paths import DataPaths
 from lmtrain.perline import score_file
 from lmtrain.records import split_files
-from lmtrain.rundir import load_run
 from lmtrain.scoring import split_nll
 from lmtrain.shards import ShardWriter
+from lmtrain.trained import load_run
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 

@@ -23,12 +23,12 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
+from common import synthetic_batch, zipf_counts  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
-from common import synthetic_batch, zipf_counts  # noqa: E402
-
-from lmtrain.build import build_trainer  # noqa: E402
 from lmtrain.configfile import load_config  # noqa: E402
+from lmtrain.resolve import resolve  # noqa: E402
+from lmtrain.trainstep import build_trainer  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -45,7 +45,7 @@ def main() -> None:
     t = config.train
     counts = zipf_counts(args.vocab)
     batch = synthetic_batch(counts, t.batch_size, t.seq_len)
-    _, _, step = build_trainer(config, args.vocab, counts.tolist())
+    _, _, step = build_trainer(resolve(config, 1000), args.vocab, counts.tolist())
     for _ in range(3):
         float(step(batch)["loss"])
     logdir = tempfile.mkdtemp(prefix="lmtrain-profile-")

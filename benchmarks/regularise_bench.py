@@ -20,10 +20,17 @@ import statistics
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from lmtrain.build import build_trainer  # noqa: E402
-from lmtrain.configfile import config_from_dict  # noqa: E402
+from common import (  # noqa: E402
+    add_shape_arguments,
+    round_robin,
+    shape_sections,
+    synthetic_batch,
+    zipf_counts,
+)
 
-from common import add_shape_arguments, round_robin, shape_sections, synthetic_batch, zipf_counts  # noqa: E402
+from lmtrain.configfile import config_from_dict  # noqa: E402
+from lmtrain.resolve import resolve  # noqa: E402
+from lmtrain.trainstep import build_trainer  # noqa: E402
 
 VARIANTS = {
     "plain": {"dropout": 0.1},
@@ -47,7 +54,7 @@ def main() -> None:
         sections = shape_sections(args.vocab, args)
         sections["model"] = {**sections["model"], "num_layers": args.num_layers, **model}
         config = config_from_dict(sections)
-        _, _, step_fn = build_trainer(config, args.vocab, counts.tolist(), total_steps=10_000)
+        _, _, step_fn = build_trainer(resolve(config, 10_000), args.vocab, counts.tolist(), total_steps=10_000)
         steps[name] = (lambda f: lambda: f(batch)["loss"].numpy())(step_fn)
     times = round_robin(steps, args.warmup, args.reps)
     medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}

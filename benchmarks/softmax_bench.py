@@ -20,11 +20,19 @@ from typing import Any, Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from lmtrain.build import build_trainer, choose_softmax  # noqa: E402
+from common import (  # noqa: E402
+    add_shape_arguments,
+    round_robin,
+    shape_sections,
+    synthetic_batch,
+    zipf_counts,
+)
+
+from lmtrain.build import choose_softmax  # noqa: E402
 from lmtrain.config import ModelConfig  # noqa: E402
 from lmtrain.configfile import config_from_dict  # noqa: E402
-
-from common import add_shape_arguments, round_robin, shape_sections, synthetic_batch, zipf_counts  # noqa: E402
+from lmtrain.resolve import resolve  # noqa: E402
+from lmtrain.trainstep import build_trainer  # noqa: E402
 
 
 def main() -> None:
@@ -42,7 +50,7 @@ def main() -> None:
         for kind in ("sampled", "full"):
             sections = shape_sections(vocab, args)
             config = config_from_dict({**sections, "model": {**sections["model"], "softmax": kind}})
-            _, _, step = build_trainer(config, vocab, counts.tolist())
+            _, _, step = build_trainer(resolve(config, 1000), vocab, counts.tolist())
             variants[f"{kind}_{vocab}"] = (lambda s, b: lambda: float(s(b)["loss"]))(step, batch)
     times = round_robin(variants, args.warmup, args.reps)
     results = []

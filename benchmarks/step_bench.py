@@ -37,12 +37,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import (  # noqa: E402
+    add_shape_arguments,
+    floor_step,
+    shape_sections,
+    synthetic_batch,
+    zipf_counts,
+)
 
-from lmtrain.build import build_trainer  # noqa: E402
 from lmtrain.configfile import config_from_dict  # noqa: E402
 from lmtrain.keras import Embedding, LazyAdam, SampledSoftmax  # noqa: E402
-
-from common import add_shape_arguments, floor_step, shape_sections, synthetic_batch, zipf_counts  # noqa: E402
+from lmtrain.resolve import resolve  # noqa: E402
+from lmtrain.trainstep import build_trainer  # noqa: E402
 
 
 def main() -> None:
@@ -70,7 +76,7 @@ def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
     batch = synthetic_batch(counts, args.batch_size, args.seq_len)
 
     variants: dict[str, Callable[[], Any]] = {}
-    model, optimizer, step = build_trainer(config, vocab, counts.tolist())
+    model, optimizer, step = build_trainer(resolve(config, 1000), vocab, counts.tolist())
     variants["sampled"] = lambda: step(batch)["loss"]
     float(step(batch)["loss"])  # trace now, while LazyAdam is the model's optimizer
     # (d) and (a) train the same model objects (sharing them keeps peak memory down): (d) is the
@@ -130,7 +136,7 @@ def probe_sampled_rss(vocab: int, args: argparse.Namespace) -> float:
 def sampled_only_rss(vocab: int, args: argparse.Namespace) -> float:
     config = config_from_dict(shape_sections(vocab, args))
     counts = zipf_counts(vocab)
-    _, _, step = build_trainer(config, vocab, counts.tolist())
+    _, _, step = build_trainer(resolve(config, 1000), vocab, counts.tolist())
     batch = synthetic_batch(counts, args.batch_size, args.seq_len)
     for _ in range(3):
         float(step(batch)["loss"])

@@ -30,14 +30,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
 from common import round_robin, synthetic_batch, zipf_counts  # noqa: E402
 
-from lmtrain.build import build_trainer  # noqa: E402
 from lmtrain.config import Config  # noqa: E402
 from lmtrain.configfile import load_config  # noqa: E402
 from lmtrain.flops import Matmul, step_matmuls  # noqa: E402
 from lmtrain.keras import LSTM  # noqa: E402
+from lmtrain.resolve import resolve  # noqa: E402
+from lmtrain.trainstep import build_trainer  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 PRECISIONS = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16}
@@ -65,7 +65,7 @@ def run(config: Config, vocab: int, rounds: int, steps: int) -> dict[str, Any]:
     models = {}
     for precision in PRECISIONS:
         cfg = _with_precision(config, precision)
-        model, _, step = build_trainer(cfg, vocab, counts.tolist())
+        model, _, step = build_trainer(resolve(cfg, 1000), vocab, counts.tolist())
         models[precision] = model
         float(step(batch)["loss"])  # trace
         timers[f"step {precision}"] = _repeat(lambda step=step: step(batch)["loss"], steps)

@@ -1,11 +1,11 @@
 """The benchmarks run end to end (tiny shapes) and end with the JSON line tools read."""
 
-import pytest
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import cli
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "step_bench.py"

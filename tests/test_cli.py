@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from helpers import assert_clean_error, cli, tiny_sections, write_config
 
 

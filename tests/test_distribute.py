@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import cli, tiny_sections, write_config
 
 from lmtrain.checkpoints import CheckpointStore
 from lmtrain.configfile import load_config
 from lmtrain.prepare import prepare
 from lmtrain.rundir import logged_scalars
 from lmtrain.train import fit
-
-from helpers import cli, tiny_sections, write_config
 
 # A worker: the real `fit`, with the trained model captured to save its weights where the test
 # can read them (a non-chief worker writes nothing to the run directory).

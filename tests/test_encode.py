@@ -6,13 +6,12 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+from helpers import tiny_sections, write_config, write_corpus
 
 from lmtrain.configfile import load_config
 from lmtrain.corpus import Document, list_documents
 from lmtrain.encode import BlockEncoder
 from lmtrain.prepare import prepare
-
-from helpers import tiny_sections, write_config, write_corpus
 
 
 def _awkward_corpus(root: Path) -> Path:

@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-
 from helpers import cli
 
 TEXT = "the king and the queen\nsweet night come\n"

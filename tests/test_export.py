@@ -9,7 +9,6 @@ import textwrap
 
 import numpy as np
 import tensorflow as tf
-
 from helpers import cli
 
 TEXT = "the king and the queen\nsweet night come\n"

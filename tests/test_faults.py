@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_clean_error, cli, tiny_sections, write_config, write_corpus
 
 from lmtrain.checkpoints import CheckpointStore
 from lmtrain.keras import softmax
-from lmtrain.rundir import load_run
-
-from helpers import assert_clean_error, cli, tiny_sections, write_config, write_corpus
+from lmtrain.trained import load_run
 
 TRAIN = {"batch_size": 8, "seq_len": 16, "epochs": 3, "max_steps": None, "checkpoint_every": 10, "log_every": 10}
 MODEL = {"embedding_dim": 32, "hidden_dim": 128, "dropout": 0.2}  # dropout: its random state must resume too

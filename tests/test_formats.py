@@ -15,10 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import sentencepiece as spm
 import zstandard
+from helpers import WORDS, assert_clean_error, cli, write_config
 
 from lmtrain.corpus import list_documents, split_documents
-
-from helpers import WORDS, assert_clean_error, cli, write_config
 
 _COMPRESS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
              ".zst": lambda b: zstandard.ZstdCompressor().compress(b)}

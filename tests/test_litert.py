@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import assert_clean_error, cli
 
 TEXT = "the king and the queen\nsweet night come\n"

@@ -11,7 +11,7 @@ import tensorflow as tf
 from lmtrain.build import create_model
 from lmtrain.configfile import config_from_dict
 from lmtrain.keras.lstm import LSTM, resolve_impl
-from lmtrain.runlength import for_run
+from lmtrain.resolve import resolve
 
 
 def _pair(units, width, **kwargs):
@@ -148,7 +148,7 @@ def test_cli_model_switches_implementation_with_the_same_weights():
     for impl in ("keras", "fused"):
         config = config_from_dict({"tokenizer": {"vocab_size": vocab}, "model": {
             "embedding_dim": 8, "hidden_dim": 12, "num_layers": 2, "num_sampled": 10, "lstm_impl": impl}})
-        models[impl] = create_model(for_run(config, 1000), vocab, [1] * vocab)
+        models[impl] = create_model(resolve(config, 1000), vocab, [1] * vocab)
     keras_model, fused_model = models["keras"], models["fused"]
     assert [v.path for v in fused_model.weights] == [v.path for v in keras_model.weights]
     for a, b in zip(keras_model.weights, fused_model.weights):

@@ -7,7 +7,7 @@ import tensorflow as tf
 from lmtrain.build import create_model
 from lmtrain.configfile import config_from_dict
 from lmtrain.keras import softmax as softmax_module
-from lmtrain.runlength import for_run
+from lmtrain.resolve import resolve
 
 V = 50
 
@@ -16,7 +16,7 @@ def _model(**model_changes):
     cfg = config_from_dict({"tokenizer": {"vocab_size": V},
                             "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10, "dropout": 0.0,
                                       "tie_weights": False, **model_changes}})
-    return create_model(for_run(cfg, 1000), V, list(range(V)))
+    return create_model(resolve(cfg, 1000), V, list(range(V)))
 
 
 def _batch(b=3, t=5, seed=0):
@@ -56,15 +56,17 @@ def test_chunked_full_softmax_matches_one_block(monkeypatch):
 
 
 def test_sampled_gradients_touch_only_the_used_rows():
-    model = _model()
+    """The gradients of the training step fit runs (`gradients`, clipped), not of a loss alone."""
+    model = _model()  # train.clip_norm 1 by default: the gradients are clipped
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
     x, y, m = _batch()
-    with tf.GradientTape() as tape:
-        h = tf.reshape(model(x, training=True), [-1, 12])
-        loss = tf.reduce_mean(model.sampled_nll(h, tf.reshape(y, [-1]), tf.constant(0, tf.int64)))
-    g_w, g_b, g_emb = tape.gradient(loss, [model.softmax_w, model.softmax_b, model.embedding.embeddings])
+    grads, out = model.gradients(tuple(tf.constant(a) for a in (x, y, m)))
+    by_variable = {id(v): g for v, g in zip(model.trainable_variables, grads)}
+    g_w, g_b, g_emb = (by_variable[id(v)] for v in (model.softmax_w, model.softmax_b, model.embedding.embeddings))
     for g in (g_w, g_b, g_emb):
         assert isinstance(g, tf.IndexedSlices)
     assert g_w.indices.shape[0] == y.size + 10  # B*T true rows + num_sampled negatives
+    assert g_emb.indices.shape[0] == x.size and bool(out["finite"])
 
 
 def test_sampled_train_step_lowers_the_loss():
@@ -109,7 +111,8 @@ def test_sampled_loss_equals_tensorflows_own():
     h = tf.reshape(model(x), [-1, 12])
     labels = tf.reshape(tf.cast(y, tf.int64), [-1])
     step = tf.constant(3, tf.int64)
-    ours = model.sampled_nll(h, labels, step)
+    rows = softmax_module.output_rows(model.softmax_w.value, model.softmax_b.value, labels, model.sampler, step)
+    ours = softmax_module.sampled_nll(h, rows)  # the maths of the training step (`gradients`)
     theirs = tf.nn.sampled_softmax_loss(
         weights=model.softmax_w, biases=model.softmax_b, labels=labels[:, None], inputs=h, num_sampled=10,
         num_classes=V, sampled_values=model.sampler(labels[:, None], step), remove_accidental_hits=True)
@@ -125,7 +128,7 @@ def test_sampled_train_step_never_touches_all_vocabulary_rows(unique):
     cfg = config_from_dict({"tokenizer": {"vocab_size": vocab},
                             "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10,
                                       "sampler_unique": unique}})
-    model = create_model(for_run(cfg, 1000), vocab, list(range(vocab)))
+    model = create_model(resolve(cfg, 1000), vocab, list(range(vocab)))
     optimizer = LazyAdam()
     model.compile(optimizer=optimizer)
     optimizer.build(model.trainable_variables)
@@ -192,7 +195,7 @@ def test_unigram_output_bias_makes_the_untrained_model_the_unigram_model():
         cfg = config_from_dict({"tokenizer": {"vocab_size": V},
                                 "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10,
                                           "output_bias_init": kind}})
-        models[kind] = create_model(for_run(cfg, 1000), V, counts)
+        models[kind] = create_model(resolve(cfg, 1000), V, counts)
     np.testing.assert_allclose(models["unigram"].softmax_b.numpy(), np.log(q), rtol=1e-5)
     assert not np.any(models["zeros"].softmax_b.numpy())
     rng = np.random.default_rng(0)
@@ -212,7 +215,7 @@ def test_mixed_bfloat16_runs_the_lstm_in_bfloat16_and_the_softmax_input_in_float
     cfg = config_from_dict({"tokenizer": {"vocab_size": V},
                             "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10, "tie_weights": True},
                             "train": {"precision": "mixed_bfloat16"}})
-    model = create_model(for_run(cfg, 1000), V, list(range(V)))
+    model = create_model(resolve(cfg, 1000), V, list(range(V)))
     assert model.embedding.compute_dtype == "bfloat16" and model.lstms[0].compute_dtype == "bfloat16"
     assert model.projection.compute_dtype == "float32" and model.dropouts[-1].compute_dtype == "float32"
     batch = tuple(tf.constant(a) for a in _batch())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from helpers import cli, tiny_sections, write_config
 
 
@@ -17,7 +16,7 @@ def test_log_uniform_warns_when_ids_are_not_sorted_by_frequency(tmp_path, corpus
     assert cli("prepare", cfg, "-q").exit_code == 0
     r = cli("fit", cfg, "-q")
     assert r.exit_code == 0, r.output
-    assert ("warning: model.sampler=log_uniform assumes ids sorted by frequency" in r.output) == warns, r.output
+    assert ("warning: model.sampler=log_uniform: assumes ids sorted by decreasing frequency" in r.output) == warns, r.output
 
 
 def test_uniform_sampler_trains(tmp_path, corpus):
@@ -57,11 +56,11 @@ def test_projection_without_tying_and_bad_combination(tmp_path, corpus):
     from lmtrain.build import create_model
     from lmtrain.configfile import config_from_dict
     from lmtrain.errors import ConfigError
-    from lmtrain.runlength import for_run
+    from lmtrain.resolve import resolve
 
     for tie in (False, None):  # null: a projection to another width than the embedding's is not tied
         cfg = config_from_dict(tiny_sections(tmp_path, corpus, model={"projection_dim": 10, "tie_weights": tie}))
-        model = create_model(for_run(cfg, 1000), 34, [1] * 34)
+        model = create_model(resolve(cfg, 1000), 34, [1] * 34)
         assert model.softmax_w.shape == (34, 10) and model.projection.kernel.shape == (24, 10)
         assert not model.tie_weights
     with pytest.raises(ConfigError, match="model.projection_dim: must equal model.embedding_dim .* set "
@@ -156,29 +155,30 @@ def test_a_short_run_trains_untied_at_a_constant_rate_unless_told():
 
     # a wider model is done with the short-run recipe sooner: 650 steps at 512 units
     from lmtrain.configfile import config_from_dict
+    from lmtrain.resolve import resolve
 
     # a wider model is done with the short-run recipe sooner: 650 steps at 512 units
-    from lmtrain.runlength import for_run, short_run, short_run_steps
+    from lmtrain.runlength import short_run, short_run_steps
 
     # a wider model is done with the short-run recipe sooner: 650 steps at 512 units
     assert [short_run_steps(h) for h in (128, 512, 1024)] == [920, 650, 550]
     assert short_run(649, 512) and not short_run(650, 512) and short_run(900, 128)
     default = Config()  # 512 units
     assert default.model.tie_weights is None and default.train.schedule is None
-    short, long = for_run(default, 649), for_run(default, 650)
+    short, long = resolve(default, 649), resolve(default, 650)
     assert (short.model.tie_weights, short.train.schedule) == (False, "constant")
     assert (long.model.tie_weights, long.train.schedule) == (True, "warmup_cosine")
-    assert for_run(long, 10) == long  # made choices are kept (idempotent)
+    assert resolve(long, 10) == long  # made choices are kept (idempotent)
     told = config_from_dict({"model": {"tie_weights": True}, "train": {"schedule": "warmup_stable_decay"}})
-    made = for_run(told, 10)
+    made = resolve(told, 10)
     assert (made.model.tie_weights, made.train.schedule) == (True, "warmup_stable_decay")
     # a projection to another width than the embedding's cannot be tied: null leaves it untied
     projected = dataclasses.replace(default, model=dataclasses.replace(default.model, projection_dim=64))
-    assert for_run(projected, 5000).model.tie_weights is False
+    assert resolve(projected, 5000).model.tie_weights is False
     # a run that started short keeps its choices when resumed for longer, and the reverse
-    assert for_run(default, 5000, started=short) == dataclasses.replace(
+    assert resolve(default, 5000, started=short) == dataclasses.replace(
         long, model=short.model, train=dataclasses.replace(long.train, schedule="constant"))
-    assert for_run(default, 10, started=long).model.tie_weights is True
+    assert resolve(default, 10, started=long).model.tie_weights is True
 
 
 def test_fit_says_what_the_run_length_chose_and_a_resumed_run_keeps_it(tmp_path, corpus):
@@ -221,9 +221,9 @@ def test_step_flops_count_the_lstm_projection_and_output_matmuls():
     from lmtrain.build import create_model
     from lmtrain.config import Config
     from lmtrain.flops import step_flops, step_matmuls
-    from lmtrain.runlength import for_run
+    from lmtrain.resolve import resolve
 
-    demo = for_run(Config(), 1000)  # E 256, H 512 projected to 256 and tied, 1,024 negatives at 8k
+    demo = resolve(Config(), 1000)  # E 256, H 512 projected to 256 and tied, 1,024 negatives at 8k
     full = dataclasses.replace(demo, model=dataclasses.replace(demo.model, softmax="full"))
     models = {cfg.model.softmax: create_model(cfg, 8000, [1] * 8000) for cfg in (demo, full)}
     lstm, projection, sampled = 2 * 4 * 512 * (256 + 512), 2 * 512 * 256, 2 * 256 * 1024
@@ -415,8 +415,8 @@ def test_stateful_resume_is_exact(tmp_path, corpus):
 
     from lmtrain.configfile import load_config
     from lmtrain.prepare import prepare
-    from lmtrain.rundir import load_run
     from lmtrain.train import fit
+    from lmtrain.trained import load_run
 
     def config(name, steps):
         (tmp_path / name).mkdir(exist_ok=True)
@@ -438,16 +438,16 @@ def test_stateful_resume_is_exact(tmp_path, corpus):
 def test_embedding_dropout_rate_is_its_own(tmp_path, corpus):
     from lmtrain.build import create_model
     from lmtrain.configfile import config_from_dict
-    from lmtrain.runlength import for_run
+    from lmtrain.resolve import resolve
 
     def rates(**model):
         cfg = config_from_dict(tiny_sections(tmp_path, corpus, model={"num_layers": 2, **model}))
-        return [d.rate for d in create_model(for_run(cfg, 1000), 34, [1] * 34).dropouts]
+        return [d.rate for d in create_model(resolve(cfg, 1000), 34, [1] * 34).dropouts]
 
     assert rates(dropout=0.3) == [0.3, 0.3, 0.3]
     assert rates(dropout=0.3, embedding_dropout=0.1) == [0.1, 0.3, 0.3]
     assert all(not lstm.dropout and not lstm.recurrent_dropout for lstm in  # cuDNN-compatible LSTMs
-               create_model(for_run(config_from_dict(tiny_sections(tmp_path, corpus, model={"dropout": 0.5})), 1000),
+               create_model(resolve(config_from_dict(tiny_sections(tmp_path, corpus, model={"dropout": 0.5})), 1000),
                             34, [1] * 34).lstms)
 
 
@@ -469,7 +469,15 @@ def test_regularisation_follows_the_runs_exposure_and_a_resumed_run_keeps_it():
 
     from lmtrain.config import Config
     from lmtrain.configfile import config_from_dict
-    from lmtrain.runlength import LIGHT, REGULARISATION_KEYS, STRONG, exposure, for_run, parameter_count, regularisation
+    from lmtrain.resolve import resolve
+    from lmtrain.runlength import (
+        LIGHT,
+        REGULARISATION_KEYS,
+        STRONG,
+        exposure,
+        parameter_count,
+        regularisation,
+    )
 
     # the demo model: embedding, LSTM, projection to the tied width, bias
     assert parameter_count(256, 512, 1, 8000, True, 256) == 8000 * 256 + 4 * 512 * (256 + 512 + 1) + 512 * 256 + 8000
@@ -484,19 +492,19 @@ def test_regularisation_follows_the_runs_exposure_and_a_resumed_run_keeps_it():
     assert all(m["locked_dropout"] for m in middle)
 
     def chosen(cfg, steps, tokens, **kwargs):
-        made = for_run(cfg, steps, train_tokens=tokens, vocab_size=8000, **kwargs).model
+        made = resolve(cfg, steps, train_tokens=tokens, vocab_size=8000, **kwargs).model
         return {k: getattr(made, k) for k in REGULARISATION_KEYS}
 
     default = Config()
     assert chosen(default, 1000, 50_000_000) == LIGHT  # well under one pass of a large corpus
     assert chosen(default, 1000, 1_300_000) == LIGHT  # the demo: 1.7 passes
     assert chosen(default, 1000, 100_000) == STRONG  # 22 passes of a book
-    assert {k: getattr(for_run(default, 1000).model, k) for k in REGULARISATION_KEYS} == LIGHT  # data unknown
+    assert {k: getattr(resolve(default, 1000).model, k) for k in REGULARISATION_KEYS} == LIGHT  # data unknown
     told = config_from_dict({"model": {"dropout": 0.2, "ar": 0.0}})
     made = chosen(told, 1000, 100_000)
     assert made["dropout"] == 0.2 and made["ar"] == 0.0 and made["weight_drop"] == STRONG["weight_drop"]
-    resolved = for_run(default, 1000, train_tokens=100_000, vocab_size=8000)
-    assert for_run(resolved, 10, train_tokens=10**9, vocab_size=8000) == resolved  # idempotent
+    resolved = resolve(default, 1000, train_tokens=100_000, vocab_size=8000)
+    assert resolve(resolved, 10, train_tokens=10**9, vocab_size=8000) == resolved  # idempotent
     # resumed: the choices the run started with, whatever the rest of it would choose...
     assert chosen(default, 10, 10**9, started=resolved) == STRONG
     # ...and a run directory from before the keys existed (null there) goes on as it trained

@@ -9,8 +9,14 @@ import signal
 
 import pytest
 import zstandard
-
-from helpers import WORDS, assert_clean_error, cli, tiny_sections, write_config, write_corpus
+from helpers import (
+    WORDS,
+    assert_clean_error,
+    cli,
+    tiny_sections,
+    write_config,
+    write_corpus,
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 
-from lmtrain.progress import LogLines, progress_bar
-
 from helpers import tiny_sections, write_config
+
+from lmtrain.progress import LogLines, progress_bar
 
 
 def test_log_lines_are_whole_and_spaced_in_time():

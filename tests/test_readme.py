@@ -9,7 +9,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-
 from helpers import WORDS, cli, tiny_sections, write_config
 
 README = Path(__file__).resolve().parents[1] / "README.md"

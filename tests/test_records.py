@@ -7,7 +7,13 @@ import tensorflow as tf
 from lmtrain import shards
 from lmtrain.errors import LmtrainError
 from lmtrain.paths import DataPaths
-from lmtrain.records import damaged_shard_error, eval_dataset, num_windows, split_files, windows
+from lmtrain.records import (
+    damaged_shard_error,
+    eval_dataset,
+    num_windows,
+    split_files,
+    windows,
+)
 from lmtrain.shards import ShardWriter, frame
 
 

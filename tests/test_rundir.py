@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
+from helpers import load_tiny_config as _config
 
 from lmtrain.checkpoints import CheckpointStore
 from lmtrain.errors import LmtrainError
 from lmtrain.prepare import prepare
-from lmtrain.rundir import load_run, weight_key
-from lmtrain.runlength import for_run
+from lmtrain.resolve import resolve
+from lmtrain.rundir import weight_key
 from lmtrain.train import fit
-
-from helpers import load_tiny_config as _config
+from lmtrain.trained import load_run
 
 
 def test_checkpoint_holds_every_weight(tmp_path, corpus):
@@ -50,7 +50,7 @@ def test_checkpoint_of_another_shape_is_named(tmp_path, corpus):
 @pytest.mark.parametrize("train", [{}, {"schedule": "warmup_cosine", "warmup_steps": 3},
                                    {"precision": "mixed_float16"}], ids=["constant", "schedule", "loss_scaled"])
 def test_inference_load_applies_pending_steps_from_slots_read_in_blocks(tmp_path, corpus, monkeypatch, train):
-    from lmtrain import rundir
+    from lmtrain import rundir, trained
     from lmtrain.build import create_model, create_optimizer, step_counts
     from lmtrain.keras.optim import apply_pending
     from lmtrain.meta import load_meta
@@ -62,15 +62,15 @@ def test_inference_load_applies_pending_steps_from_slots_read_in_blocks(tmp_path
     # The reference: the whole optimizer built and restored, then its pending steps applied.
     meta = load_meta(run_dir / "meta.json")
     total_steps = step_counts(cfg, meta)[1]
-    cfg = for_run(cfg, total_steps)  # the model and schedule fit chose for this run's length
+    cfg = resolve(cfg, total_steps)  # the model and schedule fit chose for this run's length
     model = create_model(cfg, meta.vocab_size, meta.unigram_counts)
     optimizer = create_optimizer(cfg.train, total_steps, cfg.model.hidden_dim)
     optimizer.build(model.trainable_variables)
     latest = CheckpointStore(run_dir / "checkpoints", keep=3).latest()
-    tf.train.Checkpoint(model=rundir._weights(model), optimizer=optimizer).read(latest).expect_partial()
+    tf.train.Checkpoint(model=rundir.weights_checkpoint(model), optimizer=optimizer).read(latest).expect_partial()
     apply_pending(optimizer, model.trainable_variables)
 
-    monkeypatch.setattr(rundir, "PENDING_BLOCK_ROWS", 7)  # several blocks, a ragged last one
+    monkeypatch.setattr(trained, "PENDING_BLOCK_ROWS", 7)  # several blocks, a ragged last one
     loaded = load_run(run_dir)
     for expected, got in zip(model.trainable_variables, loaded.model.trainable_variables):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7, err_msg=got.path)

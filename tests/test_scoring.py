@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import WORDS, cli, tiny_sections, write_config
 
 

@@ -3,12 +3,11 @@
 import random
 
 import pytest
+from helpers import WORDS, assert_clean_error, cli, write_config
 
 from lmtrain.configfile import load_config
 from lmtrain.corpus import SPLIT_TOLERANCE, list_documents, split_documents
 from lmtrain.prepare import prepare
-
-from helpers import WORDS, assert_clean_error, cli, write_config
 
 SHARE = 0.1  # valid and test fraction in these tests
 

@@ -4,12 +4,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers import WORDS
 
 from lmtrain.config import TokenizerConfig
 from lmtrain.errors import LmtrainError
 from lmtrain.tokenizer import EOS_ID, NL_ID, train_tokenizer
-
-from helpers import WORDS
 
 
 def _lines():

@@ -4,12 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_tiny_config
 
 from lmtrain.prepare import prepare
-from lmtrain.rundir import load_run
 from lmtrain.train import fit
-
-from helpers import load_tiny_config
+from lmtrain.trained import load_run
 
 
 def _config(tmp_path, corpus, **changes):

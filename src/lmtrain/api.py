@@ -23,8 +23,8 @@ from lmtrain.evaluate import EvalResult, evaluate_text
 from lmtrain.export import export_model
 from lmtrain.generate import Generation, SamplingOptions, generate_text
 from lmtrain.paths import RunPaths, check_export_target
-from lmtrain.rundir import TrainedRun, load_run
 from lmtrain.scoring import score_ids
+from lmtrain.trained import TrainedRun, load_run
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,9 @@ class TrainedModel:
         The same seed gives the same text.
         """
         options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed, ignore_eos)
+        if num_samples is not None and not (isinstance(num_samples, int) and num_samples >= 1):
+            raise ValueError(f"num_samples must be a whole number of samples, at least 1 (or None for one "
+                             f"Generation); got {num_samples!r}")
         out = generate_text(self.model, self.tokenizer, prompt, options, num_samples or 1)
         return out if num_samples is not None else out[0]
 
@@ -93,7 +96,8 @@ class TrainedModel:
         out = check_export_target(Path(out_dir or self.run_dir / "export"))
         return export_model(self.model, out, RunPaths(self.run_dir).tokenizer, self._export_info())
 
-    def export_litert(self, out_dir: str | Path | None = None, quantize: str = "int8", top_k: int = 3) -> Any:
+    def export_litert(self, out_dir: str | Path | None = None, quantize: str = "int8", top_k: int = 3,
+                      progress: bool = False) -> Any:
         """Write a LiteRT (TFLite) file for a phone to `out_dir` (default `<run_dir>/litert`) and
         return a `lmtrain.litert.LiteExport`: its size, operators and check.
 
@@ -108,7 +112,7 @@ class TrainedModel:
         out = check_export_target(Path(out_dir or self.run_dir / "litert"))
         ids, source, is_text = litert.check_tokens(Path(self.config.data.dir), self.meta, self.vocab_size)
         return litert.export_litert(self.model, out, RunPaths(self.run_dir).tokenizer, self._export_info(), quantize,
-                                    top_k, ids, source, is_text)
+                                    top_k, ids, source, is_text, progress)
 
     def _export_info(self) -> dict[str, Any]:
         return {"step": self.step, "config": self.config.to_dict(),

@@ -1,32 +1,30 @@
 """Config -> objects: the one place a config becomes a model, a softmax choice, an optimizer and
-its schedule, a compiled train step, and a run's step counts.
+its schedule, and a run's step counts (the compiled train step is `lmtrain.trainstep`'s).
 
 `fit`, `eval`, `generate`, `export`, `lmtrain.load` and the benchmarks all build here, so they
 make the same choices from the same config and vocabulary (a resumed run, an evaluation and a
 benchmark cannot drift from what `fit` trained). The config must have its run's choices made
-(`lmtrain.runlength.for_run`) where a choice depends on the run's length.
+(`lmtrain.resolve.resolve`) where a choice depends on the run; `build_run` resolves a run
+directory's config, which is resolved already unless it predates a key.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from lmtrain.config import Config, ModelConfig, TrainConfig
-from lmtrain.distribute import Distribution, create_distribution
-from lmtrain.distribute import train_step as distributed_step
 from lmtrain.errors import LmtrainError
 from lmtrain.keras.negatives import negatives_problem, negatives_rule
 from lmtrain.keras.optim import LazyAdam, warmup_cosine, warmup_stable_decay
-from lmtrain.keras.sampling import CandidateSampler, proposal, unigram_log_prior
+from lmtrain.keras.sampling import make_sampler, unigram_log_prior
 from lmtrain.meta import DataMeta
 from lmtrain.model import LanguageModel
 from lmtrain.precision import resolve_precision
 from lmtrain.records import num_windows, stream_windows_per_row
-from lmtrain.runlength import REGULARISATION_KEYS, for_run
+from lmtrain.resolve import check_resolved, resolve
 
 # ---- the model and its softmax --------------------------------------------------------------
 
@@ -73,13 +71,10 @@ def initial_output_bias(kind: str, unigram_counts: list[int]) -> np.ndarray | No
 
 def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> LanguageModel:
     """Build the model a config describes, with its weights created (ready to restore or train).
-    The config must have its run's choices made (`lmtrain.runlength.for_run`): whether to tie
+    The config must be resolved (`lmtrain.resolve.resolve`): whether to tie
     depends on the run's length."""
+    check_resolved(config, "create_model")
     m = config.model
-    open_keys = [k for k in ("tie_weights", *REGULARISATION_KEYS) if getattr(m, k) is None]
-    if open_keys:
-        raise ValueError(f"create_model: model.{', model.'.join(open_keys)} null, which depend on the run; "
-                         "pass lmtrain.runlength.for_run(config, total_steps, ...)")
     loss, _ = choose_softmax(m, vocab_size)
     k = m.negatives(vocab_size)
     if loss == "sampled" and negatives_problem(k, vocab_size):
@@ -90,8 +85,8 @@ def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> 
         )
     sampler = None  # the full softmax draws no negatives (and num_sampled may exceed the vocabulary)
     if loss == "sampled":
-        q = proposal(m.sampler, vocab_size, unigram_counts, m.sampler_distortion)
-        sampler = CandidateSampler(q, k, config.train.seed, unique=m.sampler_unique)
+        sampler = make_sampler(m.sampler, vocab_size, k, config.train.seed, unigram_counts, m.sampler_distortion,
+                               m.sampler_unique)
     model = LanguageModel(
         vocab_size=vocab_size, embedding_dim=m.embedding_dim, hidden_dim=m.hidden_dim,
         num_layers=m.num_layers, dropout=m.dropout, softmax=loss,
@@ -169,32 +164,6 @@ def learning_rate(config: TrainConfig, total_steps: int, hidden_dim: int = 512
 
 # ---- the train step and the run's length -----------------------------------------------------
 
-def build_trainer(config: Config, vocab_size: int, unigram_counts: list[int], total_steps: int = 1000,
-                  distribution: Distribution | None = None,
-                  ) -> tuple[LanguageModel, keras.optimizers.Optimizer, Callable[..., Any]]:
-    """The model, optimizer and compiled train step exactly as `fit` runs them.
-
-    The benchmark times the step this returns, so what it measures is what users train with.
-    Under a strategy, the weights and optimizer slots are created in its scope (mirrored).
-    """
-    distribution = distribution or create_distribution(config.train)
-    config = for_run(config, total_steps)  # fit's config has them made already: unchanged
-    keras.utils.set_random_seed(config.train.seed)
-    with distribution.strategy.scope():
-        model = create_model(config, vocab_size, unigram_counts)
-        optimizer = create_optimizer(config.train, total_steps, config.model.hidden_dim)
-        model.compile(optimizer=optimizer)
-        optimizer.build(model.trainable_variables)
-    step_fn = tf.function(distributed_step(distribution, model), jit_compile=resolve_jit(config.train.jit_compile))
-    return model, optimizer, step_fn
-
-
-def resolve_jit(setting: str | bool) -> bool:
-    """`train.jit_compile` as a bool. "auto" is off: on GPU, XLA would replace the cuDNN LSTM
-    kernel (which cannot be compiled) with a slower loop, and on CPU it did not pay off here."""
-    return setting is True
-
-
 def step_counts(config: Config, meta: DataMeta) -> tuple[int, int]:
     """(steps per epoch, total steps) of a training run."""
     t = config.train
@@ -219,7 +188,7 @@ def build_run(config: Config, meta: DataMeta) -> tuple[Config, LanguageModel, ke
     total_steps = step_counts(config, meta)[1]
     # A run directory's config has them made (unchanged), or was written before a key existed:
     # it is its own start, so such a key stands for what that version trained with.
-    config = for_run(config, total_steps, started=config, train_tokens=meta.splits["train"].tokens,
+    config = resolve(config, total_steps, started=config, train_tokens=meta.splits["train"].tokens,
                      vocab_size=meta.vocab_size)
     model = create_model(config, meta.vocab_size, meta.unigram_counts)
     return config, model, create_optimizer(config.train, total_steps, config.model.hidden_dim)

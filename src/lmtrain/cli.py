@@ -216,7 +216,7 @@ def eval_(
         _notice_unused(cfg, set_, "eval", _EVAL_KEYS)
         if per_line is not None:
             from lmtrain.perline import score_file
-            from lmtrain.rundir import load_run
+            from lmtrain.trained import load_run
 
             run = load_run(Path(cfg.train.run_dir))
             r = score_file(run, per_line, out, batch_size or run.config.train.batch_size, cfg.data.text_field,
@@ -303,6 +303,7 @@ def export(
              "default).")] = None,
     top_k: Annotated[int, typer.Option(
         "--top-k", min=0, help="litert only: the step also outputs the k most likely next ids (0: none).")] = 3,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write the trained model for serving: a SavedModel, or a LiteRT file for on-device use."""
 
@@ -319,7 +320,7 @@ def export(
             typer.echo(f"exported {path}: signatures next_token, step, zero_state, score, metadata, "
                        f"tokenizer_path; load with tf.saved_model.load({str(path)!r})")
             return
-        done = load(cfg.train.run_dir).export_litert(out, quantize or "int8", top_k)
+        done = load(cfg.train.run_dir).export_litert(out, quantize or "int8", top_k, progress=not quiet)
         typer.echo(f"exported {done.path}: {done.quantize} model.tflite, {done.file_bytes / 1e6:.2f} MB "
                    f"({done.bytes_per_parameter:.2f} bytes per parameter, {done.parameters:,} parameters), "
                    f"signatures step and zero_state, builtin ops only; tokenizer.model and lmtrain.json beside it")

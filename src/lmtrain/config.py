@@ -252,7 +252,9 @@ class ModelConfig:
         `default_negatives` (at most 2,048 with the unigram output bias, 4,096 with zeros)."""
         if self.num_sampled is not None:
             return self.num_sampled
-        from lmtrain.keras.negatives import default_negatives  # here: importing the library imports TensorFlow
+        from lmtrain.keras.negatives import (
+            default_negatives,  # here: importing the library imports TensorFlow
+        )
 
         return default_negatives(vocab_size, unigram_bias=self.output_bias_init == "unigram")
 
@@ -411,7 +413,9 @@ class Config:
         vocab = self.tokenizer.vocab_size
         if self.model.softmax != "sampled" or vocab is None:
             return
-        from lmtrain.keras.negatives import negatives_problem  # here: importing the library imports TensorFlow
+        from lmtrain.keras.negatives import (
+            negatives_problem,  # here: importing the library imports TensorFlow
+        )
 
         k = self.model.negatives(vocab)
         if negatives_problem(k, vocab):

@@ -27,9 +27,9 @@ from lmtrain.formats import document_lines
 from lmtrain.model import LanguageModel
 from lmtrain.paths import DataPaths
 from lmtrain.records import split_files
-from lmtrain.rundir import load_run
 from lmtrain.scoring import perplexity, score_ids, split_nll
 from lmtrain.tokenizer import UNK_ID, Tokenizer
+from lmtrain.trained import load_run
 
 
 @dataclass(frozen=True)

@@ -101,9 +101,10 @@ def decoder(model: LanguageModel) -> Callable[..., tuple[tf.Tensor, tf.Tensor, t
     token was most of the cost at small vocabularies). Draws use stateless random ops keyed by
     (seed, token index): the same seed gives the same text.
     """
-    cache = model.__dict__.setdefault("_compiled_fns", {})
-    if "decode" in cache:
-        return cache["decode"]
+    return model.compiled("decode", lambda: _decoder(model))
+
+
+def _decoder(model: LanguageModel) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
     scalar = tf.TensorSpec([], tf.int32)
     number = tf.TensorSpec([], tf.float32)
 
@@ -137,7 +138,6 @@ def decoder(model: LanguageModel) -> Callable[..., tuple[tf.Tensor, tf.Tensor, t
         # at run time (it is done on the host instead, by the caller)
         return out.stack()[:i], lengths, tf.maximum(i - 1, 0)
 
-    cache["decode"] = decode
     return decode
 
 

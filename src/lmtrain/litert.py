@@ -38,6 +38,7 @@ from lmtrain.errors import LmtrainError
 from lmtrain.meta import DataMeta
 from lmtrain.model import LanguageModel
 from lmtrain.paths import EXPORT_INFO, DataPaths, publish_dir
+from lmtrain.progress import progress_bar
 from lmtrain.records import read_ids, split_files
 from lmtrain.tokenizer import EOS_ID, NL_ID, UNK_ID
 
@@ -206,7 +207,8 @@ def interpreter(content: bytes, threads: int = 1) -> Any:
     return it
 
 
-def check(content: bytes, model: LanguageModel, ids: Sequence[int], source: str, text: bool = True) -> Check:
+def check(content: bytes, model: LanguageModel, ids: Sequence[int], source: str, text: bool = True,
+          progress: bool = False) -> Check:
     """Run `ids` through the file one token at a time (batch 1, the state carried, `</s>` first)
     and through the model, and compare every log-probability."""
     it = interpreter(content)
@@ -217,6 +219,7 @@ def check(content: bytes, model: LanguageModel, ids: Sequence[int], source: str,
     ids = np.asarray(ids, np.int32)
     context = np.concatenate([[EOS_ID], ids[:-1]]).astype(np.int32)
     worst, nll, model_nll = 0.0, 0.0, 0.0
+    bar = progress_bar(total=len(ids), desc="check", unit="tok", disable=not progress, leave=False)
     for start in range(0, len(ids), CHECK_CHUNK):
         chunk, targets = context[start:start + CHECK_CHUNK], ids[start:start + CHECK_CHUNK]
         hidden, model_state = model(tf.constant(chunk[None]), training=False, initial_state=model_state,
@@ -230,6 +233,8 @@ def check(content: bytes, model: LanguageModel, ids: Sequence[int], source: str,
         rows = np.arange(len(targets))
         nll -= float(got[rows, targets].sum())
         model_nll -= float(expected[rows, targets].sum())
+        bar.update(len(chunk))
+    bar.close()
     n = max(len(ids), 1)
     return Check(len(ids), source, worst, math.exp(nll / n) if text else None,
                  math.exp(model_nll / n) if text else None)
@@ -254,7 +259,7 @@ def check_tokens(data_dir: Path, meta: DataMeta, vocab_size: int, count: int = C
 
 def export_litert(model: LanguageModel, out_dir: Path, tokenizer_path: Path | None, info: dict[str, Any],
                   quantize: str = "int8", top_k: int = 3, check_ids: Sequence[int] = (), check_source: str = "",
-                  check_is_text: bool = True) -> LiteExport:
+                  check_is_text: bool = True, progress: bool = False) -> LiteExport:
     """Convert, check against the model, and write `out_dir` (`paths.publish_dir`): FILE_NAME,
     the tokenizer beside it, and EXPORT_INFO saying what the file holds and what the check saw.
 
@@ -265,7 +270,7 @@ def export_litert(model: LanguageModel, out_dir: Path, tokenizer_path: Path | No
     ops = operators(content)
     if custom := [op for op in ops if op.startswith("CUSTOM:")]:  # pragma: no cover - builtins are enforced
         raise LmtrainError(f"the converted model needs custom ops ({', '.join(custom)}); a phone runtime lacks them")
-    result = check(content, model, check_ids, check_source, check_is_text) if len(check_ids) else None
+    result = check(content, model, check_ids, check_source, check_is_text, progress) if len(check_ids) else None
     if (result is not None and quantize == "none" and model.precision == "float32"
             and not result.max_difference <= FLOAT_TOLERANCE):
         raise LmtrainError(f"the converted model's log-probabilities differ from the model's by "

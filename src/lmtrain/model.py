@@ -1,8 +1,9 @@
 """The Keras language model: Embedding -> LSTM stack -> owned [V, H] output matrix.
 
-Training uses the sampled softmax (`train_step`; or the full softmax, where `lmtrain.build.choose_softmax`
-decides for `model.softmax: auto` that the vocabulary is too small to sample from), evaluation
-the exact full softmax (`sequence_nll`, `nll_sum`, chunked so memory is bounded by `softmax.LOGITS_BUDGET`, never B*T*V),
+Training uses the sampled softmax (`train_step`, from `lmtrain.trainmath`; or the full softmax,
+where `lmtrain.build.choose_softmax` decides for `model.softmax: auto` that the vocabulary is too
+small to sample from), evaluation the exact full softmax (`sequence_nll`, `nll_sum`, chunked so
+memory is bounded by `softmax.LOGITS_BUDGET`, never B*T*V),
 and generation steps one token at a time carrying each LSTM layer's (h, c). The LSTM layers are
 `lmtrain.keras.lstm.LSTM` (`model.lstm_impl`: the fused CPU kernel or Keras' own, same weights). The output layer's
 maths, the sampler, the row-gathering embedding and the optimizer are the library's
@@ -30,8 +31,9 @@ import tensorflow as tf
 from lmtrain.keras import softmax
 from lmtrain.keras.embedding import Embedding
 from lmtrain.keras.lstm import LSTM
-from lmtrain.keras.regularize import activation_penalty, batch_dropout
+from lmtrain.keras.regularize import batch_dropout
 from lmtrain.keras.softmax import SamplerFn
+from lmtrain.trainmath import TrainStep
 
 _IDS = tf.TensorSpec([None, None], tf.int32)  # token ids [B, T] of any batch and length
 # The recurrent state carried between calls: (h, c), each [num_layers, B, H] float32. Stacked
@@ -39,7 +41,7 @@ _IDS = tf.TensorSpec([None, None], tf.int32)  # token ids [B, T] of any batch an
 State = tuple[tf.Tensor, tf.Tensor]
 
 
-class LanguageModel(keras.Model):
+class LanguageModel(TrainStep, keras.Model):
     """LSTM language model trained with sampled (or full) softmax, evaluated with full softmax."""
 
     def __init__(
@@ -99,8 +101,7 @@ class LanguageModel(keras.Model):
         ]
         # lm_1b's LSTM-2048-512 projects its output the same way (there, inside the cell). The
         # projection and the last dropout make the softmax's input: float32 under any policy
-        # (measured on the demo with mixed_bfloat16: +2.0% validation perplexity with them in
-        # bfloat16, see benchmarks/results/).
+        # (in bfloat16 they cost the demo validation perplexity under mixed_bfloat16).
         self.projection = (keras.layers.Dense(projection_dim, use_bias=False, name="projection", dtype="float32")
                            if projection_dim else None)
         self.embedding_dropout = dropout if embedding_dropout is None else embedding_dropout
@@ -189,110 +190,9 @@ class LanguageModel(keras.Model):
         """Full-softmax logits [..., V] of hidden states [..., H]."""
         return softmax.logits(hidden, self.softmax_w, self.softmax_b)
 
-    def sampled_nll(self, hidden: tf.Tensor, targets: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-        """Sampled-softmax loss per position [N] for hidden [N, H], targets [N]
-        (`softmax.sampled_nll`, with the negatives of training step `step`)."""
-        rows = softmax.output_rows(self.softmax_w.value, self.softmax_b.value, targets, self.sampler, step, False)
-        return softmax.sampled_nll(hidden, rows)
-
     def full_nll(self, hidden: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """Exact negative log-likelihood per position [N], in row blocks (`softmax.full_nll`)."""
         return softmax.full_nll(hidden, targets, self.softmax_w, self.softmax_b, self.vocab_size)
-
-    # ---- Keras steps --------------------------------------------------------------------------
-
-    def train_step(self, data: tuple[Any, ...]) -> dict[str, Any]:
-        """One update on one device. `data` is (tokens, targets, mask), or with `train.stateful`
-        also the state to start from; the logs then carry the state to start the next window
-        from (truncated back-propagation: no gradient flows into the state given).
-
-        Under `tf.distribute` the same two halves run in `distribute.train_step`: `gradients` in
-        each replica, the update from the cross-replica context.
-        """
-        grads, out = self.gradients(data)
-        # A non-finite step never touches the weights or the optimizer state (train.on_nan).
-        applied = tf.cond(out["finite"], lambda: self.apply_update(grads), lambda: tf.constant(False))
-        return self.step_logs(out, applied)
-
-    def gradients(self, data: tuple[Any, ...]) -> tuple[list[Any], dict[str, Any]]:
-        """Forward and backward on this replica's share of the batch, then summed over replicas.
-
-        Returns the gradients of the global batch's mean loss (clipped), and the global loss,
-        token count and finiteness flag, so every replica holds the same values and takes the
-        same decision. On one device the replica context is TensorFlow's default one and the
-        sums are no-ops. Dense gradients are summed; row gradients (IndexedSlices) are
-        gathered, except the negatives' rows, which every replica shares and which are summed
-        densely (see `softmax.add_row_gradients`): so N replicas give the update one device gives.
-        """
-        ctx = tf.distribute.get_replica_context()
-        tokens, targets, mask = data[:3]  # (B, T) int32, (B, T) int32, (B, T) float32
-        state = data[3] if len(data) > 3 else None
-        variables = self.trainable_variables
-        flat_m = tf.reshape(mask, [-1])
-        count = tf.maximum(ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(flat_m)), 1.0)
-        rows = None
-        with tf.GradientTape() as tape:
-            hidden, raw, new_state = self.forward(tokens, training=True, initial_state=state)
-            flat_h = tf.reshape(hidden, [-1, self.output_dim])  # (B*T, H)
-            flat_t = tf.reshape(targets, [-1])
-            if self.softmax == "sampled":
-                # Detached rows: their gradients come one by one, and `add_row_gradients` makes
-                # the output layer's gradient of them (summing the negatives' over replicas first).
-                rows = softmax.output_rows(self.softmax_w.value, self.softmax_b.value, flat_t, self.sampler,
-                                           self.optimizer.iterations, detached=True)
-                tape.watch(rows.trainable())
-                nll = softmax.sampled_nll(flat_h, rows)
-            else:
-                nll = softmax.block_nll(flat_h, flat_t, self.softmax_w, self.softmax_b)
-            local_sum = tf.reduce_sum(nll * flat_m)
-            objective = local_sum / count
-            if self.ar or self.tar:  # on this replica's tokens over the global count: replicas add up
-                objective += activation_penalty(hidden, raw, self.ar, self.tar, mask, count)
-            scaled = self.optimizer.scale_loss(objective)  # loss scaling under mixed_float16
-        sources = variables + (rows.trainable() if rows is not None else [])
-        grads = tape.gradient(scaled, sources)
-        grads, row_grads = grads[:len(variables)], grads[len(variables):]
-        if rows is not None:  # the targets' rows: gathered over replicas like the input lookup's
-            grads = softmax.add_row_gradients(variables, grads, self.output_weights, row_grads[:2], rows.labels)
-        # The negatives' rows are the same on every replica: summed densely, as one [S, H] block.
-        sampled_grads = row_grads[2:]
-        # One collective call for everything (TensorFlow packs it into few transfers).
-        grads, sampled_grads, local_sum = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                                                         (grads, sampled_grads, local_sum))
-        if rows is not None:
-            grads = softmax.add_row_gradients(variables, grads, self.output_weights, sampled_grads, rows.sampled)
-        loss = local_sum / count
-        # Under mixed_float16 the gradients are multiplied by the loss scale until the optimizer
-        # unscales them, and an overflow there is routine (the LossScaleOptimizer skips it and
-        # lowers the scale); so the clip limit is scaled too and only the loss is checked here.
-        loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-        finite = tf.math.is_finite(loss)
-        if self.clip_norm is not None:
-            # clip_by_global_norm keeps IndexedSlices sparse (global_clipnorm would densify).
-            limit = self.clip_norm * self.optimizer.dynamic_scale if loss_scaled else self.clip_norm
-            grads, norm = tf.clip_by_global_norm(grads, limit)
-        else:
-            norm = tf.linalg.global_norm(grads)
-        if not loss_scaled:
-            finite = tf.logical_and(finite, tf.math.is_finite(norm))
-        out = {"loss": loss, "count": count, "finite": finite}
-        if state is not None:
-            out["state"] = tuple(tf.stop_gradient(x) for x in new_state)
-        return grads, out
-
-    def apply_update(self, grads: list[Any]) -> tf.Tensor:
-        """Apply gradients already summed over replicas (the optimizer does not sum them again)."""
-        self.optimizer.apply(grads, self.trainable_variables)
-        return tf.constant(True)
-
-    def step_logs(self, out: dict[str, Any], applied: tf.Tensor) -> dict[str, Any]:
-        """The step's logs; the loss is averaged over the logging interval by `loss_tracker`."""
-        loss, count = out["loss"], out["count"]
-        self.loss_tracker.update_state(tf.where(applied, loss, 0.0), sample_weight=tf.where(applied, count, 0.0))
-        logs = {"loss": self.loss_tracker.result(), "applied": applied}
-        if "state" in out:
-            logs["state"] = out["state"]
-        return logs
 
     def nll_sum(self, tokens: tf.Tensor, targets: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(sum of exact negative log-likelihoods, number of predicted tokens) of one batch."""
@@ -304,20 +204,20 @@ class LanguageModel(keras.Model):
 
     def compiled_sequence_nll(self) -> Callable[..., tuple[tf.Tensor, State]]:
         """`sequence_nll` compiled once for any batch, chunk length and state."""
-        return self._compiled("sequence_nll", [_IDS, _IDS, self.state_spec()])
-
-    def compiled_step(self) -> Callable[..., tuple[tf.Tensor, State]]:
-        """`step` compiled once for any batch and prompt length (one trace serves a whole generation)."""
-        return self._compiled("step", [_IDS, self.state_spec()])
+        signature = [_IDS, _IDS, self.state_spec()]
+        return self.compiled("sequence_nll", lambda: tf.function(self.sequence_nll, input_signature=signature))
 
     def state_spec(self) -> tuple[tf.TensorSpec, tf.TensorSpec]:
         spec = tf.TensorSpec([self.num_layers, None, self.hidden_dim], tf.float32)
         return spec, spec
 
-    def _compiled(self, name: str, signature: list[Any]) -> Callable[..., Any]:
+    def compiled(self, name: str, make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+        """A compiled function of this model, made by `make()` on first use and kept under `name`
+        (scoring's `sequence_nll`, generation's decoder), so later calls reuse its traces. Kept
+        outside Keras' attribute tracking, which would walk it when saving."""
         cache = self.__dict__.setdefault("_compiled_fns", {})
         if name not in cache:
-            cache[name] = tf.function(getattr(self, name), input_signature=signature)
+            cache[name] = make()
         return cache[name]
 
     def test_step(self, data: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:

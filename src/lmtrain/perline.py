@@ -3,7 +3,7 @@ its own and written as one JSON object per line, in the input's order.
 
 Each text is read as `TrainedModel.score` reads it (one document: its lines, each then `<nl>`,
 then `</s>`), so the numbers are those of `lm.evaluate(text)` line by line. The input is
-streamed `CHUNK_ROWS` texts at a time; within a chunk texts are sorted by length into batches
+streamed `CHUNK_TEXTS` texts at a time; within a chunk texts are sorted by length into batches
 of about `batch_size` x `train.seq_len` tokens, what `eval` scores per call
 (`scoring.BatchScorer`), so padding costs little and short lines fill wide batches; the chunk is written back in input order:
 memory stays flat whatever the file's size. The whole input is read once before any scoring,
@@ -29,10 +29,10 @@ from lmtrain import formats
 from lmtrain.corpus import Document
 from lmtrain.errors import InputError, Interrupted, LmtrainError
 from lmtrain.progress import progress_bar
-from lmtrain.rundir import TrainedRun
 from lmtrain.scoring import BatchScorer, perplexity
 from lmtrain.signals import StopSignals
 from lmtrain.tokenizer import EOS_ID
+from lmtrain.trained import TrainedRun
 
 CHUNK_TEXTS = 8192  # texts read, encoded and sorted by length at a time
 

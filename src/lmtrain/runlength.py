@@ -1,22 +1,18 @@
-"""The choices a config leaves open that depend on the model's width, the run's length and the data
-it will see: the default learning rate, whether a run is short (untied, at a constant rate) or
-long (tied, warm-up + cosine), how strongly to regularise (`regularisation`), and `for_run`,
-which makes those choices for a run so every verb builds the same model.
+"""The rules behind the choices a config leaves open, as numbers in and numbers out: the default
+learning rate for a width, whether a run is short (untied, at a constant rate) or long (tied,
+warm-up + cosine), a model's parameter count, a run's exposure and how strongly it regularises.
 
-Plain Python, no TensorFlow: the config's schema asks here when it resolves a null key.
+Plain Python, no TensorFlow and no config: `lmtrain.config` asks here for a null key's value, and
+`lmtrain.resolve` applies the rules to a whole config once per run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from lmtrain.config import Config
+from typing import Any
 
 # The default learning rate: REFERENCE_RATE at REFERENCE_WIDTH LSTM units, scaled by the square
-# root of REFERENCE_WIDTH / hidden_dim, at most MAX_DEFAULT_RATE (see lmtrain.runlength.default_learning_rate).
+# root of REFERENCE_WIDTH / hidden_dim, at most MAX_DEFAULT_RATE (see default_learning_rate).
 REFERENCE_RATE, REFERENCE_WIDTH, MAX_DEFAULT_RATE = 0.01, 512, 0.02
 # A run is short (untied, at a constant rate, by default) below SHORT_RUN_STEPS optimizer steps
 # at REFERENCE_WIDTH LSTM units, times (REFERENCE_WIDTH / hidden_dim) ** SHORT_RUN_EXPONENT.
@@ -91,16 +87,6 @@ def exposure(seen_tokens: float, train_tokens: float, parameters: int) -> float:
     return float(seen_tokens) * parameters / max(float(train_tokens), 1.0) ** 2
 
 
-def run_exposure(config: Config, total_steps: int, train_tokens: int, vocab_size: int) -> tuple[float, float, int]:
-    """(exposure, passes, parameters) of a run of `total_steps` steps of `config` (tying made)
-    over `train_tokens` training tokens at `vocab_size` ids."""
-    m, t = config.model, config.train
-    params = parameter_count(m.embedding_dim, m.hidden_dim, m.num_layers, vocab_size, bool(m.tie_weights),
-                             m.projection_dim)
-    seen = total_steps * t.batch_size * t.seq_len
-    return exposure(seen, train_tokens, params), seen / max(train_tokens, 1), params
-
-
 def regularisation(exposure_: float, passes: float) -> dict[str, Any]:
     """The model.* regularisation keys where they are null: `LIGHT` (dropout 0.1 per token,
     nothing else) in a run of under two passes over its training split or up to an exposure of
@@ -124,39 +110,3 @@ def regularisation(exposure_: float, passes: float) -> dict[str, Any]:
                               for k in REGULARISATION_KEYS if k != "locked_dropout"}
     values["locked_dropout"] = True
     return values
-
-
-def for_run(config: Config, total_steps: int, started: Config | None = None, train_tokens: int | None = None,
-            vocab_size: int | None = None) -> Config:
-    """`config` with the choices it leaves to the run made for a run of `total_steps` steps:
-    model.tie_weights and train.schedule where they are null (see `short_run`), and the
-    regularisation keys (`REGULARISATION_KEYS`) where they are null, from the run's exposure to
-    `train_tokens` training tokens at `vocab_size` ids (see `regularisation`; unknown data
-    counts as a single pass over plenty of it: the light setting).
-
-    `started`: the config saved by the run when it first started (its run directory). Its
-    choices are kept, so a run resumed with a longer max_steps keeps its architecture, schedule
-    and regularisation (a run directory from before a key existed keeps what it trained with).
-    Idempotent: a config with nothing left open comes back unchanged.
-    """
-    m, t = config.model, config.train
-    if started is not None:
-        m = m if m.tie_weights is not None else dataclasses.replace(m, tie_weights=started.model.tie_weights)
-        t = t if t.schedule is not None else dataclasses.replace(t, schedule=started.train.schedule)
-        m = dataclasses.replace(m, **{k: _first(getattr(m, k), getattr(started.model, k), LIGHT[k])
-                                      for k in REGULARISATION_KEYS})
-    m = dataclasses.replace(m, tie_weights=m.ties(total_steps))
-    t = dataclasses.replace(t, schedule=t.schedule_for(total_steps, m.hidden_dim))
-    if any(getattr(m, k) is None for k in REGULARISATION_KEYS):
-        chosen = dict(LIGHT)
-        if train_tokens and vocab_size:
-            level, passes, _ = run_exposure(dataclasses.replace(config, model=m, train=t), total_steps, train_tokens,
-                                            vocab_size)
-            chosen = regularisation(level, passes)
-        m = dataclasses.replace(m, **{k: _first(getattr(m, k), chosen[k]) for k in REGULARISATION_KEYS})
-    return dataclasses.replace(config, model=m, train=t)
-
-
-def _first(*values: Any) -> Any:
-    """The first value that is not None."""
-    return next(v for v in values if v is not None)

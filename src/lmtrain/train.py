@@ -23,33 +23,25 @@ import keras
 import tensorflow as tf
 
 from lmtrain.averaging import WeightAverage
-from lmtrain.build import build_trainer, choose_softmax, step_counts
+from lmtrain.build import choose_softmax, step_counts
 from lmtrain.checkpoints import CheckpointStore
 from lmtrain.config import Config
 from lmtrain.distribute import Distribution, create_distribution
 from lmtrain.errors import Interrupted, LmtrainError
 from lmtrain.flops import step_flops
 from lmtrain.keras.optim import pending_applied
-from lmtrain.keras.sampling import LOG_UNIFORM_MIN_CORRELATION, frequency_order_correlation
+from lmtrain.keras.sampling import sampler_warning
 from lmtrain.loopstate import StateCarry, ValidationRecord
 from lmtrain.meta import load_prepared
 from lmtrain.paths import DataPaths, RunPaths
 from lmtrain.precision import resolve_precision
 from lmtrain.progress import progress_bar
 from lmtrain.records import damaged_shard_error, split_files, stream_rows, train_dataset
+from lmtrain.resolve import describe, resolve
 from lmtrain.rundir import init_run_dir, restore, started_config, training_checkpoint
-from lmtrain.runlength import (
-    LIGHT_EXPOSURE,
-    MIN_PASSES,
-    REGULARISATION_KEYS,
-    STRONG_EXPOSURE,
-    for_run,
-    run_exposure,
-    short_run,
-    short_run_steps,
-)
 from lmtrain.scoring import perplexity, split_nll
 from lmtrain.signals import StopSignals
+from lmtrain.trainstep import build_trainer
 
 Echo = Callable[[str], None]
 
@@ -78,12 +70,60 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
 
     Resuming is exact: the checkpoint holds the weights, the dropout generators' states, the
     optimizer slots, the step, the tf.data iterator (shuffle buffer included) and the
-    skipped-batch count, and the negative
-    sampler is keyed by (seed, step); so a run stopped at any point and started again ends with
-    the same weights as one never stopped (bit for bit on CPU, where the kernels are
-    deterministic).
+    skipped-batch count, and the negative sampler is keyed by (seed, step); so a run stopped at
+    any point and started again ends with the same weights as one never stopped (bit for bit on
+    CPU, where the kernels are deterministic).
     """
     started = time.perf_counter()
+    run = _set_up(config, force, progress, echo)
+    loop = _Loop(run, echo)
+    first_step = loop.step
+    try:
+        with StopSignals() as stop:
+            while loop.step < run.total_steps:
+                if loop.one_step(stop):
+                    break
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
+        if run.distribution.workers < 2:
+            raise
+        # A worker died (or its network did): TensorFlow aborts the collectives of the others.
+        latest = loop.store.latest()
+        kept = f"the last checkpoint is {latest}" if latest else "no checkpoint had been written yet"
+        raise LmtrainError(f"lost contact with another worker after step {loop.step} (TensorFlow: "
+                           f"{type(exc).__name__}, see above); {kept}; start every worker again with the same "
+                           f"command to continue") from None
+    finally:
+        loop.close()
+    if loop.step == first_step and not run.validation.stopped:
+        echo(f"already trained to step {loop.step} in {run.paths.root}; raise train.max_steps or train.epochs to "
+             f"continue")
+    return loop.result(time.perf_counter() - started)
+
+
+@dataclass
+class _Run:
+    """What `_set_up` builds for the loop: the resolved config, the data, the model and its step."""
+
+    config: Config
+    paths: RunPaths
+    distribution: Distribution
+    meta: Any
+    train_files: list[Path]
+    valid_files: list[Path]
+    steps_per_epoch: int
+    total_steps: int
+    loss_kind: str
+    model: Any
+    optimizer: keras.optimizers.Optimizer
+    train_fn: Callable[..., Any]
+    validation: ValidationRecord
+    average: WeightAverage | None
+    progress: bool
+
+
+def _set_up(config: Config, force: bool, progress: bool, echo: Echo) -> _Run:
+    """Check the data, resolve the config once (`lmtrain.resolve`), start or reopen the run
+    directory, say what the run chose, and build the model and its compiled step."""
     # First: the strategy must be set up before any other TensorFlow work in the process.
     distribution = create_distribution(config.train)
     data = DataPaths(Path(config.data.dir))
@@ -93,229 +133,263 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
             f"data.dir: {data.root} was prepared from a different data/tokenizer config; run `lmtrain prepare` first"
         )
     splits = meta.splits
-    train_files = split_files(data, "train", splits["train"].shard_bytes)
-    valid_files = split_files(data, "valid", splits["valid"].shard_bytes) if meta.has_split("valid") else []
-    run = RunPaths(Path(config.train.run_dir))
-    chief = distribution.is_chief  # only the chief writes the run directory
+    paths = RunPaths(Path(config.train.run_dir))
     steps_per_epoch, total_steps = step_counts(config, meta)
-    asked, first = config, None if force else started_config(run)
-    # What the config leaves to the run's length; a resumed run keeps what it started with.
-    config = for_run(config, total_steps, first, train_tokens=splits["train"].tokens, vocab_size=meta.vocab_size)
-    if chief:
-        init_run_dir(run, data, config, force, first)
+    asked, first = config, None if force else started_config(paths)
+    # What the config leaves to the run; a resumed run keeps what it started with.
+    config = resolve(config, total_steps, first, train_tokens=splits["train"].tokens, vocab_size=meta.vocab_size)
+    if distribution.is_chief:  # only the chief writes the run directory
+        init_run_dir(paths, data, config, force, first)
     else:
         progress = False
     if distribution.kind != "none":
         echo(f"training with {distribution.describe()}; global batch {config.train.batch_size}")
-
-    t = config.train
     loss_kind, why = choose_softmax(config.model, meta.vocab_size)
-    if chief:
+    if distribution.is_chief:
         echo(f"softmax: {loss_kind} ({why})")
-    if config.model.sampler == "log_uniform" and loss_kind == "sampled":
-        rho = frequency_order_correlation(meta.unigram_counts)
-        if rho < LOG_UNIFORM_MIN_CORRELATION:
-            echo(f"warning: model.sampler=log_uniform assumes ids sorted by frequency, but in {data.root} the "
-                 f"rank correlation of id and frequency is only {rho:.2f}; model.sampler=unigram fits this tokenizer")
-    if chief:
-        if asked.model.tie_weights is None or asked.train.schedule is None:
-            echo(f"run length: {_length_words(asked, config, total_steps, resumed=first is not None)}")
-        echo(f"learning rate: {_rate_words(config)}")
-        if any(getattr(asked.model, k) is None for k in REGULARISATION_KEYS):
-            words = _regularisation_words(asked, config, total_steps, splits["train"].tokens, meta.vocab_size,
-                                          resumed=first is not None)
-            echo(f"regularisation: {words}")
-        if t.precision == "auto":
-            echo("precision: {} ({})".format(*resolve_precision(t.precision)))
+    warn = sampler_warning(config.model.sampler if loss_kind == "sampled" else None, meta.unigram_counts)
+    if warn:
+        echo(f"warning: model.sampler={config.model.sampler}: {warn} in {data.root}; model.sampler=unigram fits "
+             f"this tokenizer")
+    if distribution.is_chief:
+        for line in describe(asked, config, total_steps, splits["train"].tokens, meta.vocab_size, first is not None):
+            echo(line)
+        if config.train.precision == "auto":
+            echo("precision: {} ({})".format(*resolve_precision(config.train.precision)))
     model, optimizer, train_fn = build_trainer(config, meta.vocab_size, meta.unigram_counts, total_steps,
                                                distribution)
-    validation = ValidationRecord(t)
     average = None
-    if t.average:
+    if config.train.average:
         with distribution.strategy.scope():
             average = WeightAverage(model.trainable_variables)
-    best_store = CheckpointStore(run.checkpoints / "best", keep=1) if t.patience else None
+    return _Run(config, paths, distribution, meta, split_files(data, "train", splits["train"].shard_bytes),
+                split_files(data, "valid", splits["valid"].shard_bytes) if meta.has_split("valid") else [],
+                steps_per_epoch, total_steps, loss_kind, model, optimizer, train_fn,
+                ValidationRecord(config.train), average, progress)
 
-    if t.stateful:
-        rows = stream_rows(train_files, splits["train"].tokens, t.batch_size, t.seq_len, full_only=True)
-        iterator = iter(rows.repeat(t.epochs).prefetch(tf.data.AUTOTUNE))
-    else:
-        iterator = iter(train_dataset(train_files, t.seq_len, t.batch_size, t.epochs, t.shuffle_buffer, t.seed))
-    carry = StateCarry(model, t.batch_size, steps_per_epoch) if t.stateful else None
-    # The loop's position: batches consumed. Not optimizer.iterations, which skipped batches
-    # do not advance.
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    skipped_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    checkpoint = training_checkpoint(model, optimizer, data=iterator, step=step_var, skipped=skipped_var,
-                                     validation=validation.checkpoint(),
-                                     **({"train_state": carry.checkpoint()} if carry else {}),
-                                     **({"average": average.checkpoint()} if average else {}))
-    store = CheckpointStore(run.checkpoints, t.keep_checkpoints)
-    latest = store.latest()
-    if latest:
-        restore(checkpoint, latest, model)
-        if carry is not None:
-            carry.restored()
-        echo(f"resuming from {latest} (step {int(step_var)})")
-    step, skipped = int(step_var), int(skipped_var)
-    if distribution.workers > 1:
-        _check_same_start(distribution, step, run)
-    saved_at = step if latest else -1
-    if validation.stopped:
-        echo(f"training stopped early at step {step}: {validation.summary()}")
-        total_steps = step  # nothing left to do
 
-    def save(target: CheckpointStore = store) -> str | None:
-        nonlocal saved_at
-        if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables):
+class _Loop:
+    """The training loop's state between steps: the input, the checkpoints, the interval's
+    figures and the latest validation. `one_step` is one pass of the loop."""
+
+    def __init__(self, run: _Run, echo: Echo) -> None:
+        self.run, t = run, run.config.train
+        model, tokens = run.model, run.meta.splits["train"].tokens
+        if t.stateful:
+            rows = stream_rows(run.train_files, tokens, t.batch_size, t.seq_len, full_only=True)
+            self.iterator = iter(rows.repeat(t.epochs).prefetch(tf.data.AUTOTUNE))
+        else:
+            self.iterator = iter(train_dataset(run.train_files, t.seq_len, t.batch_size, t.epochs, t.shuffle_buffer,
+                                               t.seed))
+        self.carry = StateCarry(model, t.batch_size, run.steps_per_epoch) if t.stateful else None
+        # The loop's position: batches consumed. Not optimizer.iterations, which skipped
+        # batches do not advance.
+        self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.skipped_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+        extra = {**({"train_state": self.carry.checkpoint()} if self.carry else {}),
+                 **({"average": run.average.checkpoint()} if run.average else {})}
+        self.checkpoint = training_checkpoint(model, run.optimizer, data=self.iterator, step=self.step_var,
+                                              skipped=self.skipped_var, validation=run.validation.checkpoint(), **extra)
+        self.store = CheckpointStore(run.paths.checkpoints, t.keep_checkpoints)
+        self.best_store = CheckpointStore(run.paths.checkpoints / "best", keep=1) if t.patience else None
+        latest = self.store.latest()
+        if latest:
+            restore(self.checkpoint, latest, model)
+            if self.carry is not None:
+                self.carry.restored()
+            echo(f"resuming from {latest} (step {int(self.step_var)})")
+        self.step, self.skipped = int(self.step_var), int(self.skipped_var)
+        if run.distribution.workers > 1:
+            _check_same_start(run.distribution, self.step, run.paths)
+        self.saved_at = self.step if latest else -1
+        if run.validation.stopped:
+            echo(f"training stopped early at step {self.step}: {run.validation.summary()}")
+            run.total_steps = self.step  # nothing left to do
+        chief = run.distribution.is_chief
+        self.writer = tf.summary.create_file_writer(str(run.paths.logs)) if chief else tf.summary.create_noop_writer()
+        self.bar = progress_bar(total=run.total_steps, initial=self.step, desc="fit", unit="step",
+                                disable=not run.progress)
+        self.figures = _Interval(step_flops(model, 1))
+        self.valid_ppl: float | None = None
+        # Seconds spent training in this invocation (validations and checkpoints left out): the
+        # x axis of perplexity against time (benchmarks/compare.py).
+        self.loop_started, self.not_training = time.perf_counter(), 0.0
+
+    def one_step(self, stop: StopSignals) -> bool:
+        """Train on one batch, then log, validate, checkpoint and heed a stop signal as due;
+        True where the run stops early."""
+        run, t = self.run, self.run.config.train
+        batch = self._next_batch()
+        # forward / backward / update (skipped by the step itself if not finite)
+        logs = run.train_fn(batch if self.carry is None else (*batch, self.carry.before(self.step)))
+        if self.carry is not None:
+            self.carry.after(logs["state"])
+        self.step += 1
+        self.figures.tokens += float(t.batch_size * t.seq_len)
+        applied = bool(logs["applied"])
+        if run.average is not None and applied:
+            run.average.update()
+        if not applied:
+            if t.on_nan == "stop":
+                raise LmtrainError(_nan_message(self.step, self.store.latest()))
+            self.skipped += 1
+            self.bar.write(f"step {self.step}: non-finite loss, batch skipped ({self.skipped} so far)")
+        if self.step % t.log_every == 0 or self.step == run.total_steps:
+            self._log(float(logs["loss"]))
+        self.bar.update(1)
+        t_end = time.perf_counter()
+        stop_early = False
+        if run.valid_files and (self.step % (t.eval_every or run.steps_per_epoch) == 0
+                                or self.step == run.total_steps):
+            stop_early = self._validate(stop, t_end)
+        if self.step % t.checkpoint_every == 0 or self.step == run.total_steps or stop_early:
+            self.save()
+        if stop_early:
+            self.bar.write(f"early stop at step {self.step}: {run.validation.summary()}")
+            return True
+        self._heed(stop)
+        self.figures.start += time.perf_counter() - t_end  # validation and checkpoints are not throughput
+        self.not_training += time.perf_counter() - t_end
+        return False
+
+    def _next_batch(self) -> Any:
+        """The next batch, its wait timed (the pipeline must not starve the step)."""
+        t0 = time.perf_counter()
+        try:
+            batch = next(self.iterator)
+        except tf.errors.OpError as exc:
+            raise damaged_shard_error(self.run.train_files, exc) from None
+        except StopIteration:
+            # The data yields exactly the run's steps, so only a restored data position from
+            # another version of the input pipeline (the stateful one changed) ends it early.
+            raise LmtrainError(
+                f"the training data ran out at step {self.step} of {self.run.total_steps}: the checkpoint's data "
+                f"position does not fit this version's input pipeline; start the run again with --force, or "
+                f"evaluate the run as it is") from None
+        self.figures.wait += time.perf_counter() - t0
+        return batch
+
+    def _log(self, train_loss: float) -> None:
+        """Close the logging interval: TensorBoard scalars and the progress bar's figures."""
+        run = self.run
+        run.model.loss_tracker.reset_state()
+        f = self.figures.close(train_loss)
+        with self.writer.as_default(step=self.step):
+            tf.summary.scalar(f"train/{run.loss_kind}_loss", train_loss)
+            tf.summary.scalar("train/tokens_per_sec", f.tokens_per_sec)
+            tf.summary.scalar("train/gflops_per_sec", f.gflops)
+            tf.summary.scalar("train/data_wait_share", f.wait_share)
+            tf.summary.scalar("train/learning_rate", _current_rate(run.optimizer))
+            tf.summary.scalar("train/skipped_batches", self.skipped)
+        postfix = {"loss": f"{train_loss:.3f}", "tok_s": f"{f.tokens_per_sec:,.0f}", "wait": f"{f.wait_share:.1%}"}
+        if self.skipped:
+            postfix["skipped"] = self.skipped
+        self.bar.set_postfix(postfix)
+
+    def _validate(self, stop: StopSignals, t_end: float) -> bool:
+        """Score the validation split (full softmax) and act on it: best checkpoint, the
+        averaging trigger, the plateau rate; True where the run should stop early."""
+        run, t = self.run, self.run.config.train
+        average = run.average
+        averaged = average is not None and average.started
+        with pending_applied(run.optimizer, run.model.trainable_variables), _averaged(average):
+            score = split_nll(run.model, run.valid_files, t.seq_len, t.batch_size, run.meta.splits["valid"].tokens,
+                              windows=t.eval_windows, progress=run.progress, max_tokens=t.eval_tokens,
+                              should_stop=lambda: stop.signum is not None, label="valid")
+        if stop.signum is not None:  # stopped within a batch: the step is kept, not this
+            self.bar.write(f"step {self.step}: validation stopped by {signal.Signals(stop.signum).name} after "
+                           f"{int(score.tokens)} tokens, not recorded")
+            return False
+        self.valid_ppl = perplexity(score.nll / score.tokens)
+        verdict = run.validation.record(self.step, self.valid_ppl)
+        with self.writer.as_default(step=self.step):
+            tf.summary.scalar("valid/perplexity", self.valid_ppl)
+            tf.summary.scalar("valid/train_seconds", t_end - self.loop_started - self.not_training)
+        line = (f"step {self.step}: valid perplexity {self.valid_ppl:.2f} (full softmax, {int(score.tokens)} "
+                f"tokens, {score.how}{', averaged weights' if averaged else ''})")
+        if verdict.improved and self.best_store is not None:
+            self.save(self.best_store)  # loading applies the pending LazyAdam steps, as evaluated
+            line += ", best so far"
+        if average is not None and not verdict.improved and not average.started:
+            average.start()  # the non-monotone trigger (see lmtrain.averaging)
+            line += "; averaging the weights from here"
+        if verdict.lower_rate:
+            rate = _current_rate(run.optimizer) * t.plateau_factor
+            run.optimizer.learning_rate.assign(rate)
+            line += f"; learning rate lowered to {rate:.3g}"
+        self.bar.write(line)
+        return verdict.stop
+
+    def _heed(self, stop: StopSignals) -> None:
+        """Ctrl-C / SIGTERM: the step is done; keep it and stop (every worker, after the same step)."""
+        run = self.run
+        requested = stop.signum is not None
+        if run.distribution.workers > 1:  # every step, on every worker: a collective
+            requested = run.distribution.any_worker(requested)
+        if not requested:
+            return
+        signum = stop.signum if stop.signum is not None else signal.SIGTERM
+        cause = signal.Signals(signum).name if stop.signum is not None else "a signal to another worker"
+        path = self.store.latest() if self.saved_at == self.step else self.save()
+        where = (f"checkpoint {path}" if run.distribution.is_chief
+                 else f"the chief wrote the checkpoint to {run.paths.checkpoints}")
+        raise Interrupted(f"stopped by {cause} after step {self.step}; {where}; run the same command to continue",
+                          signum)
+
+    def save(self, target: CheckpointStore | None = None) -> str | None:
+        """Write a checkpoint (`target`: the best-so-far store) on the chief; never non-finite weights."""
+        run, target = self.run, target or self.store
+        if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in run.model.trainable_variables):
             # An update can overflow the weights with a finite loss (a huge learning rate):
             # checked here, once per checkpoint, so such weights are never saved. (On every
             # worker: they hold the same weights, so they stop together.)
-            raise LmtrainError(_nan_message(step, store.latest(), what="weights"))
-        if not chief:
+            raise LmtrainError(_nan_message(self.step, self.store.latest(), what="weights"))
+        if not run.distribution.is_chief:
             return None
-        step_var.assign(step)
-        skipped_var.assign(skipped)
-        if carry is not None:
-            carry.store()
-        path = target.save(checkpoint, step)
-        if target is store:
-            saved_at = step
+        self.step_var.assign(self.step)
+        self.skipped_var.assign(self.skipped)
+        if self.carry is not None:
+            self.carry.store()
+        path = target.save(self.checkpoint, self.step)
+        if target is self.store:
+            self.saved_at = self.step
         return path
 
-    writer = tf.summary.create_file_writer(str(run.logs)) if chief else tf.summary.create_noop_writer()
-    bar = progress_bar(total=total_steps, initial=step, desc="fit", unit="step", disable=not progress)
-    train_loss = valid_ppl = tokens_per_sec = wait_share = gflops = None
-    # Matmul FLOPs per training token, forward and backward: what tokens/s is worth in GFLOP/s.
-    flops_per_token = step_flops(model, 1)
-    interval_tokens, interval_start, wait = 0.0, time.perf_counter(), 0.0
-    loop_start_step = step
-    # Seconds spent training in this invocation (validations and checkpoints left out): the
-    # x axis of perplexity against time (benchmarks/compare.py).
-    loop_started, not_training = time.perf_counter(), 0.0
-    try:
-        with StopSignals() as stop:
-            while step < total_steps:
-                # ---- input (timed: the pipeline must not starve the step)
-                t0 = time.perf_counter()
-                try:
-                    batch = next(iterator)
-                except tf.errors.OpError as exc:
-                    raise damaged_shard_error(train_files, exc) from None
-                except StopIteration:
-                    # The data yields exactly the run's steps, so only a restored data position from
-                    # another version of the input pipeline (the stateful one changed) ends it early.
-                    raise LmtrainError(
-                        f"the training data ran out at step {step} of {total_steps}: the checkpoint's data position "
-                        f"does not fit this version's input pipeline; start the run again with --force, or "
-                        f"evaluate the run as it is") from None
-                wait += time.perf_counter() - t0
-                # ---- forward / backward / update (skipped by the step itself if not finite)
-                if carry is None:
-                    logs = train_fn(batch)
-                else:
-                    logs = train_fn((*batch, carry.before(step)))
-                    carry.after(logs["state"])
-                step += 1
-                interval_tokens += float(t.batch_size * t.seq_len)
-                applied = bool(logs["applied"])
-                if average is not None and applied:
-                    average.update()
-                if not applied:
-                    if t.on_nan == "stop":
-                        raise LmtrainError(_nan_message(step, store.latest()))
-                    skipped += 1
-                    bar.write(f"step {step}: non-finite loss, batch skipped ({skipped} so far)")
-                # ---- logging
-                if step % t.log_every == 0 or step == total_steps:
-                    train_loss = float(logs["loss"])  # averaged over the interval
-                    model.loss_tracker.reset_state()
-                    elapsed = time.perf_counter() - interval_start
-                    tokens_per_sec = interval_tokens / max(elapsed, 1e-9)
-                    gflops = tokens_per_sec * flops_per_token / 1e9
-                    wait_share = wait / max(elapsed, 1e-9)
-                    with writer.as_default(step=step):
-                        tf.summary.scalar(f"train/{loss_kind}_loss", train_loss)
-                        tf.summary.scalar("train/tokens_per_sec", tokens_per_sec)
-                        tf.summary.scalar("train/gflops_per_sec", gflops)
-                        tf.summary.scalar("train/data_wait_share", wait_share)
-                        tf.summary.scalar("train/learning_rate", _current_rate(optimizer))
-                        tf.summary.scalar("train/skipped_batches", skipped)
-                    postfix = {"loss": f"{train_loss:.3f}", "tok_s": f"{tokens_per_sec:,.0f}", "wait": f"{wait_share:.1%}"}
-                    if skipped:
-                        postfix["skipped"] = skipped
-                    bar.set_postfix(postfix)
-                    interval_tokens, interval_start, wait = 0.0, time.perf_counter(), 0.0
-                bar.update(1)
-                t_end = time.perf_counter()
-                # ---- validation (full softmax): every eval_every steps or epoch, and at the end
-                stop_early = False
-                if valid_files and (step % (t.eval_every or steps_per_epoch) == 0 or step == total_steps):
-                    averaged = average is not None and average.started
-                    with pending_applied(optimizer, model.trainable_variables), _averaged(average):
-                        score = split_nll(model, valid_files, t.seq_len, t.batch_size, splits["valid"].tokens,
-                                          windows=t.eval_windows, progress=progress, max_tokens=t.eval_tokens,
-                                          should_stop=lambda: stop.signum is not None, label="valid")
-                    if stop.signum is not None:  # stopped within a batch: the step is kept, not this
-                        bar.write(f"step {step}: validation stopped by {signal.Signals(stop.signum).name} after "
-                                  f"{int(score.tokens)} tokens, not recorded")
-                    else:
-                        valid_ppl = perplexity(score.nll / score.tokens)
-                        verdict = validation.record(step, valid_ppl)
-                        with writer.as_default(step=step):
-                            tf.summary.scalar("valid/perplexity", valid_ppl)
-                            tf.summary.scalar("valid/train_seconds", t_end - loop_started - not_training)
-                        line = (f"step {step}: valid perplexity {valid_ppl:.2f} (full softmax, {int(score.tokens)} "
-                                f"tokens, {score.how}{', averaged weights' if averaged else ''})")
-                        if verdict.improved and best_store is not None:
-                            save(best_store)  # loading applies the pending LazyAdam steps, as evaluated
-                            line += ", best so far"
-                        if average is not None and not verdict.improved and not average.started:
-                            average.start()  # the non-monotone trigger (see lmtrain.averaging)
-                            line += "; averaging the weights from here"
-                        if verdict.lower_rate:
-                            rate = _current_rate(optimizer) * t.plateau_factor
-                            optimizer.learning_rate.assign(rate)
-                            line += f"; learning rate lowered to {rate:.3g}"
-                        bar.write(line)
-                        stop_early = verdict.stop
-                # ---- checkpoint
-                if step % t.checkpoint_every == 0 or step == total_steps or stop_early:
-                    save()
-                if stop_early:
-                    bar.write(f"early stop at step {step}: {validation.summary()}")
-                    break
-                # ---- Ctrl-C / SIGTERM: the step is done; keep it and stop
-                requested = stop.signum is not None
-                if distribution.workers > 1:  # every step, on every worker: a collective
-                    requested = distribution.any_worker(requested)
-                if requested:
-                    # Workers stop together, after the same step, whichever of them was signalled.
-                    signum = stop.signum if stop.signum is not None else signal.SIGTERM
-                    cause = (signal.Signals(signum).name if stop.signum is not None
-                             else "a signal to another worker")
-                    path = store.latest() if saved_at == step else save()
-                    where = f"checkpoint {path}" if chief else f"the chief wrote the checkpoint to {run.checkpoints}"
-                    raise Interrupted(f"stopped by {cause} after step {step}; {where}; run the same command to continue",
-                                      signum)
-                interval_start += time.perf_counter() - t_end  # validation and checkpoints are not throughput
-                not_training += time.perf_counter() - t_end
-    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
-        if distribution.workers < 2:
-            raise
-        # A worker died (or its network did): TensorFlow aborts the collectives of the others.
-        kept = f"the last checkpoint is {store.latest()}" if store.latest() else "no checkpoint had been written yet"
-        raise LmtrainError(f"lost contact with another worker after step {step} (TensorFlow: {type(exc).__name__}, "
-                           f"see above); {kept}; start every worker again with the same command to continue") from None
-    finally:
-        bar.close()
-        writer.close()
-    if step == loop_start_step and not validation.stopped:
-        echo(f"already trained to step {step} in {run.root}; raise train.max_steps or train.epochs to continue")
-    return FitResult(run.root, step, train_loss, valid_ppl, tokens_per_sec, wait_share,
-                     time.perf_counter() - started, skipped, validation.best_step, validation.best_perplexity,
-                     validation.stopped, chief, loss_kind, gflops,
-                     time.perf_counter() - loop_started - not_training)
+    def close(self) -> None:
+        self.bar.close()
+        self.writer.close()
+
+    def result(self, wall_seconds: float) -> FitResult:
+        run, f = self.run, self.figures
+        return FitResult(
+            run_dir=run.paths.root, step=self.step, train_loss=f.train_loss, valid_perplexity=self.valid_ppl,
+            tokens_per_sec=f.tokens_per_sec, data_wait_share=f.wait_share, wall_seconds=wall_seconds,
+            skipped_batches=self.skipped, best_step=run.validation.best_step,
+            best_perplexity=run.validation.best_perplexity, stopped_early=run.validation.stopped,
+            wrote_run_dir=run.distribution.is_chief, softmax=run.loss_kind, gflops_per_sec=f.gflops,
+            train_seconds=time.perf_counter() - self.loop_started - self.not_training)
+
+
+class _Interval:
+    """The figures of one logging interval: tokens, input wait and time, and what they come to."""
+
+    def __init__(self, flops_per_token: float) -> None:
+        # Matmul FLOPs per training token, forward and backward: what tokens/s is worth in GFLOP/s.
+        self.flops_per_token = flops_per_token
+        self.tokens, self.wait, self.start = 0.0, 0.0, time.perf_counter()
+        self.train_loss: float | None = None
+        self.tokens_per_sec: float | None = None
+        self.gflops: float | None = None
+        self.wait_share: float | None = None
+
+    def close(self, train_loss: float) -> "_Interval":
+        """Record the interval's figures (the loss is averaged over it) and start the next one."""
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        self.train_loss, self.tokens_per_sec = train_loss, self.tokens / elapsed
+        self.gflops = self.tokens_per_sec * self.flops_per_token / 1e9
+        self.wait_share = self.wait / elapsed
+        self.tokens, self.wait, self.start = 0.0, 0.0, time.perf_counter()
+        return self
 
 
 def _averaged(average: WeightAverage | None) -> Any:
@@ -334,49 +408,6 @@ def _nan_message(step: int, latest: str | None, what: str = "loss") -> str:
         f"the weights are not finite at step {step} (an update overflowed float32); they were not saved and "
         f"{kept}; lower train.learning_rate"
     )
-
-
-def _rate_words(config: Config) -> str:
-    """How `fit` names the learning rate and where it came from."""
-    t = config.train
-    rate = t.rate(config.model.hidden_dim)
-    source = ("train.learning_rate" if t.learning_rate is not None
-              else f"train.learning_rate null: 0.01 x sqrt(512 / model.hidden_dim {config.model.hidden_dim})")
-    shape = {"warmup_cosine": "peak of warmup_cosine", "warmup_stable_decay": "peak of warmup_stable_decay",
-             "constant": "constant", "plateau": "plateau schedule from"}
-    return f"{rate:g} ({shape[t.schedule]}; {source})"
-
-
-def _length_words(asked: Config, config: Config, total_steps: int, resumed: bool) -> str:
-    """How `fit` names the choices the run's length made (model.tie_weights and train.schedule
-    null), and why."""
-    open_keys = [key for key, value in (("model.tie_weights", asked.model.tie_weights),
-                                        ("train.schedule", asked.train.schedule)) if value is None]
-    made = [("tied" if config.model.tie_weights else "untied") if asked.model.tie_weights is None else None,
-            f"schedule {config.train.schedule}" if asked.train.schedule is None else None]
-    choices = f"{', '.join(w for w in made if w)} ({' and '.join(open_keys)} null"
-    if resumed:
-        return f"{total_steps:,} steps; {choices}: kept from the run's start)"
-    hidden = config.model.hidden_dim
-    kind = "short" if short_run(total_steps, hidden) else "not short"
-    return (f"{total_steps:,} steps, {kind} (short: under {short_run_steps(hidden):,} at model.hidden_dim "
-            f"{hidden}): {choices}; a resumed run keeps its first choice)")
-
-
-def _regularisation_words(asked: Config, config: Config, total_steps: int, train_tokens: int, vocab_size: int,
-                          resumed: bool) -> str:
-    """How `fit` names the regularisation the null keys stand for, and why."""
-    m = config.model
-    made = (f"dropout {m.dropout:g} ({'locked' if m.locked_dropout else 'a mask per token'}), weight drop "
-            f"{m.weight_drop:g}, word dropout {m.word_dropout:g}, AR {m.ar:g}, TAR {m.tar:g}")
-    open_keys = [f"model.{k}" for k in REGULARISATION_KEYS if getattr(asked.model, k) is None]
-    keys = open_keys[0] if len(open_keys) == 1 else f"{', '.join(open_keys[:-1])} and {open_keys[-1]}"
-    if resumed:
-        return f"{made} ({keys} null: kept from the run's start)"
-    level, passes, params = run_exposure(config, total_steps, train_tokens, vocab_size)
-    return (f"{made} ({keys} null: exposure {level:,.1f} = {passes:,.1f} passes x "
-            f"{params / train_tokens:,.2f} parameters per training token; light under {MIN_PASSES:g} passes or "
-            f"up to {LIGHT_EXPOSURE:g}, AWD-LSTM's from {STRONG_EXPOSURE:g})")
 
 
 def _current_rate(optimizer: keras.optimizers.Optimizer) -> float:

@@ -1,8 +1,8 @@
 """`lmtrain.keras`: sampled softmax for your own Keras model (the library `lmtrain fit` is built on).
 
 A package that imports nothing from the app (`lmtrain.config`, `lmtrain.train`, the CLI...): the
-app imports it, never the reverse. Its modules: `layers` (the SampledSoftmax head and its loss;
-`outputs`, what the head's outputs carry for it), `embedding`, `lstm`, `regularize` (dropout
+app imports it, never the reverse. Its modules: `layers` (the SampledSoftmax head), `loss` (its
+loss, and what the head's outputs carry for it), `embedding`, `lstm`, `regularize` (dropout
 masks and activation penalties), `softmax` (the maths both the head and `lmtrain fit` use),
 `sampling` (the negatives), `negatives` (how many, and the one check on that number), `optim`
 (LazyAdam and the warm-up schedules) and `tfboot` (TensorFlow imported without its start-up
@@ -36,31 +36,57 @@ notices).
 - `CandidateSampler`, `RunningUnigramSampler` and the proposals: the stateless negative
   samplers, for custom losses.
 
-Needs the TensorFlow backend of Keras 3.
+Needs the TensorFlow backend of Keras 3. TensorFlow is imported when a name above is first
+used (PEP 562), so the TensorFlow-free modules (`negatives`, `tfboot`) load without it; where
+Keras is already imported, the layers are imported (and registered for
+`keras.models.load_model`) at once. To load a saved model that holds them, import Keras or any
+name from `lmtrain.keras` first.
 """
 
 from __future__ import annotations
 
-from lmtrain.keras.tfboot import import_tensorflow as _import_tensorflow
+import importlib
+import sys
+from typing import Any
 
-_import_tensorflow()  # before Keras imports it: without TensorFlow's CPU-machine start-up notices
+# Each public name and the module that defines it.
+_EXPORTS = {
+    "SampledSoftmax": "layers", "SampledSoftmaxLoss": "loss", "LazyAdam": "optim", "warmup_cosine": "optim",
+    "Embedding": "embedding", "LSTM": "lstm", "CandidateSampler": "sampling", "RunningUnigramSampler": "sampling",
+    "unigram_proposal": "sampling", "log_uniform_proposal": "sampling", "uniform_proposal": "sampling",
+}
+# The modules whose classes Keras' loader must find registered.
+_REGISTERED = ("layers", "loss", "optim", "embedding", "lstm")
+__all__ = list(_EXPORTS)
 
-import keras as _keras  # noqa: E402
 
-if _keras.backend.backend() != "tensorflow":  # pragma: no cover - the project installs TensorFlow
-    raise ImportError(f"lmtrain.keras needs Keras' TensorFlow backend; KERAS_BACKEND is {_keras.backend.backend()!r}")
+def _load_keras() -> None:
+    """Import TensorFlow (without its CPU-machine start-up notices) and check Keras' backend."""
+    from lmtrain.keras.tfboot import import_tensorflow
 
-from lmtrain.keras.embedding import Embedding  # noqa: E402
-from lmtrain.keras.layers import SampledSoftmax, SampledSoftmaxLoss  # noqa: E402
-from lmtrain.keras.lstm import LSTM  # noqa: E402
-from lmtrain.keras.optim import LazyAdam, warmup_cosine  # noqa: E402
-from lmtrain.keras.sampling import (  # noqa: E402
-    CandidateSampler,
-    RunningUnigramSampler,
-    log_uniform_proposal,
-    uniform_proposal,
-    unigram_proposal,
-)
+    import_tensorflow()  # before Keras imports it
+    import keras
 
-__all__ = ["SampledSoftmax", "SampledSoftmaxLoss", "LazyAdam", "warmup_cosine", "Embedding", "LSTM", "CandidateSampler",
-           "RunningUnigramSampler", "unigram_proposal", "log_uniform_proposal", "uniform_proposal"]
+    if keras.backend.backend() != "tensorflow":  # pragma: no cover - the project installs TensorFlow
+        raise ImportError(
+            f"lmtrain.keras needs Keras' TensorFlow backend; KERAS_BACKEND is {keras.backend.backend()!r}"
+        )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lmtrain.keras' has no attribute {name!r}")
+    _load_keras()
+    value = getattr(importlib.import_module(f"lmtrain.keras.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if "keras" in sys.modules:  # TensorFlow is loaded already: register the classes for keras' loader now
+    _load_keras()
+    for _module in _REGISTERED:
+        importlib.import_module(f"lmtrain.keras.{_module}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 import warnings
-import weakref
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -24,15 +23,21 @@ import numpy as np
 import tensorflow as tf
 
 from lmtrain.keras import softmax
+from lmtrain.keras.loss import (
+    SampledSoftmaxLoss,
+    _EagerMarks,
+    _Output,
+    _StockLossTrap,
+    mark,
+)
 from lmtrain.keras.negatives import default_negatives, negatives_problem
-from lmtrain.keras.outputs import _EagerMarks, _is_placeholder, _Output, _StockLossTrap
 from lmtrain.keras.sampling import (
-    LOG_UNIFORM_MIN_CORRELATION,
     SAMPLERS,
     CandidateSampler,
     RunningUnigramSampler,
-    frequency_order_correlation,
-    proposal,
+    count_ids,
+    make_sampler,
+    sampler_warning,
     unigram_log_prior,
 )
 
@@ -142,7 +147,7 @@ class SampledSoftmax(keras.layers.Layer):
         self.vocab_size, self.num_sampled = int(vocab_size), int(num_sampled)
         self.sampler_name, self.distortion, self.unique = sampler, float(distortion), bool(unique)
         self.seed = int(seed) if seed is not None else random.randrange(2**31)
-        self.counts = None if counts is None else self._checked_counts(counts)
+        self.counts = None if counts is None else _checked_counts(counts)
         if tied_to is None or isinstance(tied_to, str):
             self._tie = None if tied_to is None else _Tie(tied_to)
         elif isinstance(tied_to, keras.layers.Embedding):
@@ -170,7 +175,7 @@ class SampledSoftmax(keras.layers.Layer):
                                            initializer=self.kernel_initializer, dtype="float32", autocast=False,
                                            name="kernel")
         elif self._tie.layer is not None:
-            self._check_tie()
+            _check_tie(self)
         self.bias = self.add_weight(shape=(self.vocab_size,), initializer=self._bias_initializer(), dtype="float32",
                                     autocast=False, name="bias")
         # Training steps taken: with `seed` it keys the negatives. One per replica's step under
@@ -194,25 +199,11 @@ class SampledSoftmax(keras.layers.Layer):
                              f"feeds this head; tie it to an Embedding whose output reaches the head's input")
         return self._tie.layer.embeddings
 
-    def _check_tie(self) -> None:
-        layer = self._tie.layer
-        if not layer.built:
-            raise ValueError(f"SampledSoftmax(tied_to={layer.name!r}): that embedding must be built (called) before "
-                             f"the head; call the embedding first in the model")
-        rows, width = int(layer.input_dim), int(layer.output_dim)
-        if rows != self.vocab_size:
-            raise ValueError(f"SampledSoftmax(vocab_size={self.vocab_size}, tied_to={layer.name!r}): that embedding "
-                             f"has {rows} rows; a tied head needs one row per class")
-        if width != self.input_dim:
-            raise ValueError(f"SampledSoftmax(tied_to={layer.name!r}): the head's input is {self.input_dim} wide but "
-                             f"the embedding's rows are {width} wide; project the input first, e.g. "
-                             f"keras.layers.Dense({width}) before the head")
-
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         hidden = tf.cast(inputs, tf.float32)  # (..., D)
         if training:
             out = tf.identity(hidden)
-            self._mark(out, _Output(self, True))
+            mark(self, out, _Output(self, True))
             try:
                 out._keras_logits = _StockLossTrap(self.name)
             except AttributeError:  # an eager tensor (run_eagerly): no trap there
@@ -220,7 +211,7 @@ class SampledSoftmax(keras.layers.Layer):
             return out
         logits = softmax.logits(hidden, self.kernel, self.bias)  # (..., V)
         probs = tf.nn.softmax(logits)
-        self._mark(probs, _Output(self, False, logits))
+        mark(self, probs, _Output(self, False, logits))
         try:
             probs._keras_logits = logits  # Keras' own cross-entropies then use the logits too
         except AttributeError:
@@ -236,7 +227,7 @@ class SampledSoftmax(keras.layers.Layer):
             # the layers the symbolic input came through (Keras rebuilds a loaded model this way).
             self._tie.layer = _upstream_layer(inputs, self._tie.name)
             if self._tie.layer is not None:
-                self._check_tie()
+                _check_tie(self)
         return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype="float32")
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
@@ -257,7 +248,7 @@ class SampledSoftmax(keras.layers.Layer):
     # ---- the loss and the sampler -----------------------------------------------------------
 
     @property
-    def loss(self) -> "SampledSoftmaxLoss":
+    def loss(self) -> SampledSoftmaxLoss:
         """The loss to compile the model with: sampled in training, exact in evaluation."""
         return SampledSoftmaxLoss(head=self)
 
@@ -267,20 +258,7 @@ class SampledSoftmax(keras.layers.Layer):
         `data`: an array or tensor of ids, or a `tf.data.Dataset` of them; a dataset of tuples
         (such as (x, y) pairs) is read for its last element, the targets.
         """
-        counts = np.zeros(self.vocab_size, np.int64)
-        batches = data.as_numpy_iterator() if isinstance(data, tf.data.Dataset) else [data]
-        for batch in batches:
-            if isinstance(batch, (tuple, list)) and isinstance(data, tf.data.Dataset):
-                batch = batch[-1]
-            ids = np.asarray(batch)
-            if ids.size and not np.issubdtype(ids.dtype, np.integer):
-                if not np.all(np.equal(np.mod(ids, 1), 0)):
-                    raise ValueError("SampledSoftmax.adapt: expected integer class ids; got non-integer values")
-            ids = ids.astype(np.int64).ravel()
-            if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-                raise ValueError(f"SampledSoftmax.adapt: ids must be in [0, {self.vocab_size}); "
-                                 f"got values from {ids.min()} to {ids.max()}")
-            counts += np.bincount(ids, minlength=self.vocab_size)
+        counts = count_ids(data, self.vocab_size, "SampledSoftmax.adapt")
         self.counts = counts
         self._candidates = None
         if self.built and self.bias_initializer is None and int(self.step.numpy()) == 0:
@@ -299,23 +277,15 @@ class SampledSoftmax(keras.layers.Layer):
     def sampler(self) -> CandidateSampler | RunningUnigramSampler:
         """The candidate sampler the training loss draws negatives with (built on first use)."""
         if self._candidates is None:
-            if self._running:
-                if not self.built:
-                    raise ValueError(f"SampledSoftmax layer {self.name!r}: build the layer (call it) before drawing "
-                                     f"negatives from its running counts")
-                self._candidates = RunningUnigramSampler(self.target_counts.value, self.num_sampled, self.seed,
-                                                         self.distortion, unique=self.unique)
-                return self._candidates
-            kind = self.sampler_name or "unigram"
-            if kind == "log_uniform" and self.counts is not None:
-                rho = frequency_order_correlation(self.counts, skip=0)
-                if rho < LOG_UNIFORM_MIN_CORRELATION:
-                    warnings.warn(f"SampledSoftmax layer {self.name!r}: sampler='log_uniform' assumes ids sorted by "
-                                  f"decreasing frequency, but the rank correlation of id and frequency in its counts "
-                                  f"is only {rho:.2f}; the default sampler (unigram) fits any id order", stacklevel=2)
-            with tf.init_scope():  # its tables are constants of no one graph: built eagerly
-                q = proposal(kind, self.vocab_size, self.counts, self.distortion)
-                self._candidates = CandidateSampler(q, self.num_sampled, self.seed, unique=self.unique)
+            if self._running and not self.built:
+                raise ValueError(f"SampledSoftmax layer {self.name!r}: build the layer (call it) before drawing "
+                                 f"negatives from its running counts")
+            if warning := sampler_warning(self.sampler_name, self.counts, skip=0):
+                warnings.warn(f"SampledSoftmax layer {self.name!r}: sampler='log_uniform' {warning} in its counts; "
+                              f"the default sampler (unigram) fits any id order", stacklevel=2)
+            self._candidates = make_sampler(self.sampler_name, self.vocab_size, self.num_sampled, self.seed,
+                                            self.counts, self.distortion, self.unique,
+                                            self.target_counts.value if self._running else None)
         return self._candidates
 
     @property
@@ -333,111 +303,6 @@ class SampledSoftmax(keras.layers.Layer):
             return
         super().load_own_variables(store)
 
-    def nll(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        """Per-position loss of this head's output `y_pred` against integer targets `y_true`."""
-        labels = self._labels(y_true, y_pred)  # (...,) int64, y_pred's shape without its last axis
-        if _is_placeholder(y_pred):
-            # Keras' symbolic build (under a distribution strategy) calls the loss on placeholders
-            # only to learn its output's shape and dtype.
-            return tf.zeros(tf.shape(labels), tf.float32)
-        output = self._output_of(y_pred)
-        flat_labels = tf.reshape(labels, [-1])  # (N,)
-        if not output.training:
-            logits = tf.reshape(output.logits, [-1, self.vocab_size])
-            nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=flat_labels, logits=logits)
-            return tf.reshape(nll, tf.shape(labels))
-        hidden = tf.reshape(y_pred, [-1, self.input_dim])  # (N, D)
-        step = tf.convert_to_tensor(self.step)  # read before the increment below
-        rows = softmax.output_rows(self.kernel.value, self.bias.value, flat_labels, self.sampler, step)
-        nll = softmax.sampled_nll(hidden, rows)  # (N,)
-        mask = getattr(y_pred, "_keras_mask", None)  # padding is not counted as a target
-        weights = tf.ones_like(flat_labels, tf.float32) if mask is None else tf.reshape(tf.cast(mask, tf.float32), [-1])
-        with tf.control_dependencies([nll]):  # after the draw: a step's proposal never sees its own targets
-            self.step.assign_add(1)
-            # A scatter of the N targets (the backend variable's), not a [V]-wide add.
-            self.target_counts.value.scatter_add(tf.IndexedSlices(weights, flat_labels))
-        return tf.reshape(nll, tf.shape(labels))
-
-    def _labels(self, y_true: Any, y_pred: tf.Tensor) -> tf.Tensor:
-        """The targets as int64 class ids shaped like y_pred without its last axis, checked."""
-        y = tf.convert_to_tensor(y_true)
-        rank = y_pred.shape.rank
-        if y.shape.rank == rank and y.shape[-1] == 1:
-            y = tf.squeeze(y, -1)
-        if y.shape.rank == rank:
-            raise ValueError(
-                f"SampledSoftmax: expected integer class ids as targets, of shape {_shape(y_pred.shape[:-1])}; got "
-                f"targets of shape {_shape(y.shape)}, which look one-hot: pass the ids (e.g. y.argmax(-1)) instead")
-        if y.shape.rank != rank - 1 or not y.shape.is_compatible_with(y_pred.shape[:-1]):
-            raise ValueError(
-                f"SampledSoftmax: expected integer class ids as targets, of shape {_shape(y_pred.shape[:-1])} "
-                f"(one per output position); got targets of shape {_shape(y.shape)}")
-        if not (y.dtype.is_integer or y.dtype.is_floating):
-            raise ValueError(f"SampledSoftmax: expected integer class ids as targets; got dtype {y.dtype.name}")
-        values = tf.cast(y, tf.float64)
-        valid = tf.reduce_all((values >= 0) & (values < self.vocab_size) & (tf.floor(values) == values))
-        check = tf.debugging.Assert(valid, [f"SampledSoftmax: targets must be integer class ids in [0, "
-                                            f"{self.vocab_size}); got values from", tf.reduce_min(values), "to",
-                                            tf.reduce_max(values)], summarize=3)
-        with tf.control_dependencies([check]):
-            return tf.cast(y, tf.int64)
-
-    def _mark(self, tensor: tf.Tensor, output: _Output) -> None:
-        """Attach `output` to a tensor this layer returns (eager tensors take no attributes:
-        they are remembered by id until they are freed)."""
-        try:
-            tensor._lmtrain_output = output
-        except AttributeError:
-            self._eager_outputs.put(tensor, output)
-
-    def _output_of(self, y_pred: Any) -> _Output:
-        output = getattr(y_pred, "_lmtrain_output", None) or self._eager_outputs.get(y_pred)
-        if output is None or output.head is not self:
-            raise ValueError(
-                f"the loss of SampledSoftmax layer {self.name!r} got predictions that are not that layer's output; "
-                f"head.loss only works as the loss of a model whose output is head's output")
-        return output
-
-    @staticmethod
-    def _checked_counts(counts: Iterable[int]) -> np.ndarray:
-        c = np.asarray(list(counts) if not isinstance(counts, np.ndarray) else counts)
-        if c.ndim != 1 or (c.size and (not np.all(np.isfinite(c)) or c.min() < 0)):
-            raise ValueError("SampledSoftmax: counts must be a 1-D list of non-negative numbers, one per id")
-        return c.astype(np.int64)
-
-
-@keras.saving.register_keras_serializable(package="lmtrain")
-class SampledSoftmaxLoss(keras.losses.Loss):
-    """The loss of a `SampledSoftmax` head (`head.loss`): sampled softmax on its training
-    output, exact full-softmax cross-entropy (nats per token) on its inference output.
-
-    It finds its head through the predictions it is given, so a model loaded from a `.keras`
-    file recompiles with it; given a `head`, it insists on predictions from that head.
-    """
-
-    def __init__(self, head: SampledSoftmax | None = None, reduction: str = "sum_over_batch_size",
-                 name: str = "sampled_softmax") -> None:
-        super().__init__(name=name, reduction=reduction, dtype="float32")
-        # A weak reference: the model holds both, and Keras' saving walks strong references.
-        self._head = weakref.ref(head) if head is not None else None
-
-    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        output = getattr(y_pred, "_lmtrain_output", None)
-        head = self._head() if self._head is not None else (output.head if output is not None else None)
-        if head is None and _is_placeholder(y_pred):  # Keras' symbolic build: shapes only
-            return tf.zeros(tf.shape(y_pred)[:-1], tf.float32)
-        if head is None:
-            raise ValueError("SampledSoftmaxLoss got predictions that are not a SampledSoftmax layer's output; "
-                             "use it as the loss of a model whose last layer is a SampledSoftmax head")
-        return head.nll(y_true, y_pred)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "reduction": self.reduction}
-
-
-def _shape(shape: tf.TensorShape) -> str:
-    return "[" + ", ".join("batch" if i == 0 and d is None else ("?" if d is None else str(d))
-                           for i, d in enumerate(shape.as_list())) + "]"
 
 
 def _upstream_layer(tensor: Any, name: str) -> Any:
@@ -453,3 +318,26 @@ def _upstream_layer(tensor: Any, name: str) -> Any:
             return layer
         stack.extend(layer._inbound_nodes[history.node_index].input_tensors)
     return None
+
+
+def _check_tie(head: SampledSoftmax) -> None:
+    """A tied head's embedding: built, one row per class, as wide as the head's input."""
+    layer = head._tie.layer
+    if not layer.built:
+        raise ValueError(f"SampledSoftmax(tied_to={layer.name!r}): that embedding must be built (called) before "
+                         f"the head; call the embedding first in the model")
+    rows, width = int(layer.input_dim), int(layer.output_dim)
+    if rows != head.vocab_size:
+        raise ValueError(f"SampledSoftmax(vocab_size={head.vocab_size}, tied_to={layer.name!r}): that embedding "
+                         f"has {rows} rows; a tied head needs one row per class")
+    if width != head.input_dim:
+        raise ValueError(f"SampledSoftmax(tied_to={layer.name!r}): the head's input is {head.input_dim} wide but "
+                         f"the embedding's rows are {width} wide; project the input first, e.g. "
+                         f"keras.layers.Dense({width}) before the head")
+
+
+def _checked_counts(counts: Iterable[int]) -> np.ndarray:
+    c = np.asarray(list(counts) if not isinstance(counts, np.ndarray) else counts)
+    if c.ndim != 1 or (c.size and (not np.all(np.isfinite(c)) or c.min() < 0)):
+        raise ValueError("SampledSoftmax: counts must be a 1-D list of non-negative numbers, one per id")
+    return c.astype(np.int64)

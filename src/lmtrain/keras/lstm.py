@@ -1,17 +1,16 @@
 """An LSTM layer whose forward and backward passes are written for the CPU (`impl="fused"`).
 
 Why: Keras 3's CPU path is a `while_loop` over `LSTMCell`, and TensorFlow's autodiff of that
-loop costs about 4x its forward pass (measured here, B 32, T 35, E 256, H 512: forward 30-36 ms,
-forward + backward 186-215 ms). Autodiff keeps two small GEMMs per step (input and recurrent
+loop costs several times its forward pass (`benchmarks/lstm_bench.py` times both). Autodiff keeps two small GEMMs per step (input and recurrent
 weights) and accumulates the weight gradients one step at a time (K = batch). The fused
 version does what cuDNN and oneDNN do (hand-written back-propagation through time):
   forward   Z_x = X W + b for all steps as one GEMM; the loop keeps only h U per step and
             stores the activated gates and the cells;
   backward  the loop keeps only dz U^T per step (U^T materialised once: a `transpose_b` matmul
-            inside the loop was 4x slower); after it, dW = X^T dZ, dU = H_prev^T dZ and
-            dX = dZ W^T are single large GEMMs (M = B*T), which run about twice as fast per
-            FLOP here as the per-step ones.
-Forward + backward then costs 89-116 ms at the shapes above.
+            inside the loop was much slower); after it, dW = X^T dZ, dU = H_prev^T dZ and
+            dX = dZ W^T are single large GEMMs (M = B*T), which run faster per FLOP than the
+            per-step ones.
+Forward + backward then runs about twice as fast as Keras' loop on a CPU.
 
 `LSTM` is `keras.layers.LSTM` with one more argument, `impl`; the weights (kernel [E, 4H],
 recurrent_kernel [H, 4H], bias [4H], gates in the order i f c o), their names, the saved form
@@ -27,7 +26,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from lmtrain.keras.regularize import activation_penalty, batch_dropout, check_penalty, check_rate, keep_mask
+from lmtrain.keras.regularize import (
+    activation_penalty,
+    batch_dropout,
+    check_penalty,
+    check_rate,
+    keep_mask,
+)
 
 IMPLS = ("auto", "keras", "fused")
 
@@ -46,18 +51,14 @@ def resolve_impl(impl: str) -> str:
 def fused_lstm(x: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor, recurrent_kernel: tf.Tensor,
                bias: tf.Tensor, matmul_dtype: tf.DType | None = None, output_dtype: tf.DType | None = None,
                ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """One LSTM layer over x [B, T, E] from (h0, c0) [B, H]: (outputs [B, T, H], h_T, c_T).
+    """One LSTM layer over x [B, T, E] from (h0, c0) [B, H]: (outputs [B, T, H], h_T, c_T): the
+    maths of `keras.layers.LSTMCell` (gates i f c o), with a hand-written gradient for x, the
+    initial state and the three weights.
 
-    The maths of `keras.layers.LSTMCell` (sigmoid gates, tanh cell, gate order i f c o), with a
-    hand-written gradient for x, the initial state and the three weights.
-
-    `matmul_dtype` (default: x's dtype) is the dtype the matrix products run in; everything
-    else, the gates, the cell, the states and their gradients, is float32 whenever it is not
-    float32 itself. That is mixed precision done where it pays on a CPU: bfloat16 products run
-    at up to twice float32's rate (avx512_bf16), while elementwise ops on bfloat16 tensors run
-    slower than on float32 ones (each element is converted to float32 and back), and the cell's
-    sums lose precision in 8 bits of mantissa. Outputs are in `output_dtype` (default: x's), the
-    final states float32; the weights' gradients come back in the weights' own dtypes.
+    The products run in `matmul_dtype` (default: x's); the gates, cell, states and their
+    gradients in float32 (bfloat16 products run up to twice float32's rate with avx512_bf16,
+    while bfloat16 elementwise ops are slower and the cell's sums lose precision). Outputs are in
+    `output_dtype` (default: x's), the final states float32, the weights' gradients in their dtypes.
     """
     mm = tf.as_dtype(matmul_dtype or x.dtype)
     state = tf.float32 if mm != tf.float64 else tf.float64  # the elementwise dtype

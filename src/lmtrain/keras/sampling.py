@@ -29,7 +29,7 @@ is what the log-Q correction must subtract to stay consistent.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -264,3 +264,54 @@ def _uniform(seed: int, step: tf.Tensor, n: int) -> tf.Tensor:
     bits = tf.raw_ops.StatelessRandomUniformFullIntV2(shape=[n], key=key, counter=counter, alg=1, dtype=tf.uint64)
     top53 = tf.bitwise.right_shift(bits, tf.constant(11, tf.uint64))  # a double holds 53 bits exactly
     return tf.cast(top53, tf.float64) * (2.0**-53)
+
+
+def sampler_warning(kind: str | None, counts: Sequence[int] | None, skip: int = 3) -> str | None:
+    """Why the `kind` proposal does not fit ids with these counts, or None where it does: the
+    log-uniform (Zipf) proposal assumes ids sorted by decreasing frequency, which SentencePiece
+    BPE ids and alphabetical word lists are not. `SampledSoftmax` warns with it and `lmtrain fit`
+    prints it; `skip` special ids at the start are left out."""
+    if kind != "log_uniform" or counts is None:
+        return None
+    rho = frequency_order_correlation(counts, skip=skip)
+    if rho >= LOG_UNIFORM_MIN_CORRELATION:
+        return None
+    return (f"assumes ids sorted by decreasing frequency, but the rank correlation of id and frequency is only "
+            f"{rho:.2f}")
+
+
+def make_sampler(kind: str | None, vocab_size: int, num_sampled: int, seed: int, counts: Sequence[int] | None = None,
+                 distortion: float = 1.0, unique: bool = True, running_counts: Any = None,
+                 ) -> CandidateSampler | RunningUnigramSampler:
+    """The negatives' sampler, for `SampledSoftmax` and `lmtrain fit` alike: `kind`'s proposal
+    ("unigram", the default, "log_uniform" or "uniform") over `vocab_size` ids from known
+    `counts`; or, for the unigram with no counts known, the running unigram of
+    `running_counts` (a [V] float variable the caller adds each step's targets to)."""
+    kind = kind or "unigram"
+    if kind == "unigram" and counts is None:
+        if running_counts is None:
+            raise ValueError("make_sampler: the unigram proposal needs counts, or running_counts to count them in")
+        return RunningUnigramSampler(running_counts, num_sampled, seed, distortion, unique=unique)
+    with tf.init_scope():  # its tables are constants of no one graph: built eagerly
+        q = proposal(kind, vocab_size, counts, distortion)
+        return CandidateSampler(q, num_sampled, seed, unique=unique)
+
+
+def count_ids(data: Any, vocab_size: int, who: str = "adapt") -> np.ndarray:
+    """How often each id in [0, vocab_size) occurs in `data`: an array or tensor of ids, or a
+    `tf.data.Dataset` of them (a dataset of tuples, such as (x, y) pairs, is read for its last
+    element, the targets). Non-integer values and ids out of range are errors naming `who`."""
+    counts = np.zeros(vocab_size, np.int64)
+    batches = data.as_numpy_iterator() if isinstance(data, tf.data.Dataset) else [data]
+    for batch in batches:
+        if isinstance(batch, (tuple, list)) and isinstance(data, tf.data.Dataset):
+            batch = batch[-1]
+        ids = np.asarray(batch)
+        if ids.size and not np.issubdtype(ids.dtype, np.integer):
+            if not np.all(np.equal(np.mod(ids, 1), 0)):
+                raise ValueError(f"{who}: expected integer class ids; got non-integer values")
+        ids = ids.astype(np.int64).ravel()
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+            raise ValueError(f"{who}: ids must be in [0, {vocab_size}); got values from {ids.min()} to {ids.max()}")
+        counts += np.bincount(ids, minlength=vocab_size)
+    return counts

@@ -130,8 +130,8 @@ def score_block(hidden: tf.Tensor, targets: tf.Tensor, weights: Any, biases: Any
     The logits are computed `SCORE_COLUMNS` classes at a time, for all N rows at once, with a
     running log-sum-exp (max and rescaled sum); the target's logit is its own row's dot product.
     `block_nll`'s `sparse_softmax_cross_entropy_with_logits` also writes the [N, V] softmax its
-    gradient needs, and rows x V blocks keep the product's M small at large V: this reaches
-    80-88% of the machine's GEMM rate where that reached 45-55%. Each chunk is a gather of
+    gradient needs, and rows x V blocks keep the product's M small at large V: this runs closer
+    to the machine's GEMM rate (`benchmarks/lstm_bench.py` compares them). Each chunk is a gather of
     its rows, so a variable is never read whole (see `lmtrain.keras.embedding.Embedding`).
     """
     weights, biases = (x.value if isinstance(x, keras.Variable) else x for x in (weights, biases))
