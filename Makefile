@@ -23,10 +23,13 @@ demo: install
 	$(BIN)/lmtrain generate $(CONFIG) --prompt "ROMEO" --max-tokens 120 --top-p 0.9 --seed 1
 
 test: install
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
-# The tests without the slow ones (end-to-end training and preparing): a quick check while editing.
+# The tests without the slow ones (every test that prepares, fits or runs a benchmark is marked slow by
+# tests/conftest.py): a check while editing, under a minute here.
 test-fast: install
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # Sampled vs full softmax on the demo corpus with the defaults at 2k, 8k and word-level 25k, at

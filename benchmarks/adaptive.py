@@ -71,9 +71,9 @@ class AdaptiveSoftmax(keras.layers.Layer):
         self.tails = []
         for i, (lo, hi) in enumerate(self.bounds):
             inner = max(1, int(width // self.div_value ** (i + 1)))
-            self.tails.append((self.add_weight(shape=(width, inner), name=f"tail_{i}_proj", initializer="glorot_uniform"),
-                               self.add_weight(shape=(inner, hi - lo), name=f"tail_{i}_out",
-                                               initializer="glorot_uniform")))
+            projection = self.add_weight(shape=(width, inner), name=f"tail_{i}_proj", initializer="glorot_uniform")
+            self.tails.append((projection, self.add_weight(shape=(inner, hi - lo), name=f"tail_{i}_out",
+                                                           initializer="glorot_uniform")))
 
     def log_prob(self, hidden: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """log p(target) [N] for hidden [N, H] and targets [N]: the head's log-softmax for a
@@ -91,7 +91,8 @@ class AdaptiveSoftmax(keras.layers.Layer):
 
 
 class AdaptiveLM(keras.Model):
-    def __init__(self, vocab_size: int, embedding_dim: int, hidden_dim: int, dropout: float, cutoffs: list[int]) -> None:
+    def __init__(self, vocab_size: int, embedding_dim: int, hidden_dim: int, dropout: float, cutoffs: list[int]
+                 ) -> None:
         super().__init__()
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim)
         self.lstm = LSTM(hidden_dim, return_sequences=True)
@@ -177,8 +178,9 @@ def train_adaptive(config: Config, eval_every: int, cutoffs: list[int] | None = 
             curve.append((seconds, i, perplexity("valid")))
             echo(f"adaptive step {i}/{total_steps}: loss {loss:.3f}, valid {curve[-1][2]:.2f}, "
                  f"{i * t.batch_size * t.seq_len / seconds:,.0f} tokens/s")
-    return {"steps": total_steps, "wall_seconds": seconds, "tokens_per_sec": total_steps * t.batch_size * t.seq_len / seconds,
-            "valid": curve[-1][2], "test": perplexity("test"), "curve": curve, "cutoffs": cutoffs}
+    return {"steps": total_steps, "wall_seconds": seconds,
+            "tokens_per_sec": total_steps * t.batch_size * t.seq_len / seconds, "valid": curve[-1][2],
+            "test": perplexity("test"), "curve": curve, "cutoffs": cutoffs}
 
 
 def main() -> None:

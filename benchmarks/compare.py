@@ -18,7 +18,8 @@ Every run validates (full softmax) every `--eval-every` steps; the curves come f
 TensorBoard logs (`valid/train_seconds`: seconds spent training, validations left out). Each
 pair is reported at equal steps (the final perplexities) and at equal training time (each run's
 best validation perplexity when the quicker of the two had finished). Times and tokens/s are of
-training alone: a full-softmax validation at 60k words costs as much as a third of the training. Writes, under `--out`: results.md (the tables),
+training alone: a full-softmax validation at 60k words costs as much as a third of the training.
+Writes, under `--out`: results.md (the tables),
 results.json, and results.png (validation perplexity against wall-clock time; needs matplotlib:
 `pip install 'lmtrain[compare]'`). Each finished run also leaves `<run>.json`; running the
 command again reuses the runs whose config is unchanged (`--fresh` retrains them all).
@@ -99,7 +100,8 @@ def main() -> None:
     p.add_argument("--budget", action="store_true", help="With --adaptive: also the sampled run given the adaptive "
                    "run's training time.")
     p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--sweep", type=int, nargs="*", default=[1024, 4096], help="Extra num_sampled values (last vocab; the default there is 2,048).")
+    p.add_argument("--sweep", type=int, nargs="*", default=[1024, 4096], help="Extra num_sampled values (last "
+                                                                              "vocab; the default there is 2,048).")
     p.add_argument("--plain", action="store_true", help="Also run every pair with the pre-2026-12-02 defaults "
                    f"({' '.join(PLAIN)}).")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="Extra config override (repeatable).")

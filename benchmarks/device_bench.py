@@ -126,8 +126,9 @@ def bench_model(name: str, run_dir: Path, args: argparse.Namespace) -> list[dict
         else:
             content = litert.convert(model, quantize, top_k=3, per_row_scales=per_row)
         parameters = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-        matrix = next(a for a in litert.stored_arrays(content) if a["shape"][0] == lm.vocab_size and len(a["shape"]) == 2)
-        copies = sum(a["shape"] == matrix["shape"] for a in litert.stored_arrays(content))
+        arrays = litert.stored_arrays(content)
+        matrix = next(a for a in arrays if a["shape"][0] == lm.vocab_size and len(a["shape"]) == 2)
+        copies = sum(a["shape"] == matrix["shape"] for a in arrays)
         checked = litert.check(content, model, ids, source)
         rows.append({**shape, "format": "LiteRT", "quantize": label, "file_mb": len(content) / 1e6,
                      "parameters": parameters, "bytes_per_parameter": len(content) / parameters,

@@ -130,7 +130,8 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
     print("|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['vocab']} | {r['generate_tok_s']:,.0f} | {r['generate_2n_over_n']:.2f} | "
-              f"{r['generate_batch_tok_s']:,.0f} | {r['export_step_tok_s']:,.0f} | {r['export_step_batch_tok_s']:,.0f} |")
+              f"{r['generate_batch_tok_s']:,.0f} | {r['export_step_tok_s']:,.0f} | "
+              f"{r['export_step_batch_tok_s']:,.0f} |")
 
 
 if __name__ == "__main__":

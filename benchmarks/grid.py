@@ -143,10 +143,15 @@ def corpus_sources(args: argparse.Namespace, name: str) -> list[str]:
     return [f"data.corpus={path}"]
 
 
+def _data_name(point: Point) -> str:
+    """The name of a point's data directory: its vocabulary, and its corpus unless the demo's."""
+    return point.vocab if point.corpus == "demo" else f"{point.corpus}-{point.vocab}"
+
+
 def point_config(args: argparse.Namespace, point: Point, extra: list[str]) -> Config:
     kind, _, size = VOCABS[point.vocab].partition(":")
     base = [f"tokenizer.model_type={kind}", f"tokenizer.vocab_size={size}",
-            f"data.dir={args.out / ('data-' + (point.vocab if point.corpus == 'demo' else f'{point.corpus}-{point.vocab}'))}",
+            f"data.dir={args.out / ('data-' + _data_name(point))}",
             f"model.embedding_dim={point.embedding_dim}", f"model.hidden_dim={point.hidden_dim}",
             "train.eval_every=null", *corpus_sources(args, point.corpus)]
     if point.steps:

@@ -6,7 +6,8 @@ from a Zipf law over the same words. Then runs the real CLI, each command in a c
   prepare   word-level SentencePiece with `tokenizer.vocab_size = --vocab`
   fit       `--steps` sampled-softmax steps (LazyAdam; full-softmax validation at the end)
   eval      the validation split at each of `--eval-batch` sizes: tokens/s of the scoring
-            (as `eval --json` reports it) and peak RSS of the command (`wait4`). Unchunked logits would take batch x seq_len x V x 4 bytes; with the
+            (as `eval --json` reports it) and peak RSS of the command (`wait4`). Unchunked logits
+            would take batch x seq_len x V x 4 bytes; with the
             chunked full softmax, memory must stay flat as the batch grows.
   generate  `--gen-tokens` tokens from a prompt
 Prints a Markdown table of the eval figures, then one JSON line.
@@ -51,7 +52,8 @@ def main() -> None:
     try:
         corpus = make_corpus(root / "corpus", args)
         overrides = [
-            f"data.corpus={corpus}", f"data.dir={root / 'data'}", "tokenizer.model_type=word", f"tokenizer.vocab_size={args.vocab}",
+            f"data.corpus={corpus}", f"data.dir={root / 'data'}", "tokenizer.model_type=word",
+            f"tokenizer.vocab_size={args.vocab}",
             f"model.embedding_dim={args.embedding_dim}", f"model.hidden_dim={args.hidden_dim}",
             f"model.num_sampled={args.num_sampled}", f"train.run_dir={root / 'run'}",
             f"train.batch_size={args.batch_size}", f"train.seq_len={args.seq_len}", f"train.max_steps={args.steps}",
@@ -76,7 +78,8 @@ def main() -> None:
     print(f"prepare {steps['prepare']['seconds']:.0f} s (peak RSS {steps['prepare']['peak_rss_gb']:.2f} GB); "
           f"fit {args.steps} steps {steps['fit']['seconds']:.0f} s (peak RSS {steps['fit']['peak_rss_gb']:.2f} GB); "
           f"generate {args.gen_tokens} tokens {gen['seconds']:.0f} s (peak RSS {gen['peak_rss_gb']:.2f} GB)\n")
-    print("| eval batch | tokens | tokens/s (scoring) | whole command | peak RSS | logits if not chunked | perplexity |")
+    print("| eval batch | tokens | tokens/s (scoring) | whole command | peak RSS | logits if not chunked "
+          "| perplexity |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for e in evals:
         print(f"| {e['batch']} | {e['tokens']:,} | {e['tokens_per_s']:,.0f} | {e['seconds']:.0f} s | "

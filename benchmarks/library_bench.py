@@ -2,7 +2,8 @@
 
 A user who replaces `Dense(V, "softmax")` with `lmtrain.keras.SampledSoftmax` builds their own
 word vocabulary, usually sorted alphabetically (so ids are not frequency-ordered), and copies the
-snippet: `Embedding(V, 64)` -> `LSTM(128)` -> `SampledSoftmax(V, num_sampled=256)` (half of V on a tiny corpus), `LazyAdam(5e-3)`,
+snippet: `Embedding(V, 64)` -> `LSTM(128)` -> `SampledSoftmax(V, num_sampled=256)` (half of V on a
+tiny corpus), `LazyAdam(5e-3)`,
 `--steps` steps of `model.fit` at batch 32, 35 tokens a row. This trains that model on the demo
 corpus's words (34 plays to train, 2 to validate, as the demo splits them; words lower-cased, those seen fewer than
 `--min-count` times in training become <unk>) and reports the validation perplexity (full
@@ -58,8 +59,9 @@ def build(vocab: int, run: str, y: np.ndarray) -> keras.Model:
         head = keras.layers.Dense(vocab, activation="softmax")
         loss, optimizer = "sparse_categorical_crossentropy", keras.optimizers.Adam(5e-3)
     else:
-        head = SampledSoftmax(vocab, num_sampled=min(256, vocab // 2), sampler="log_uniform" if "log_uniform" in run else None,
-                              seed=0, bias_initializer="zeros" if "zero bias" in run else None)
+        sampler = "log_uniform" if "log_uniform" in run else None
+        head = SampledSoftmax(vocab, num_sampled=min(256, vocab // 2), sampler=sampler, seed=0,
+                              bias_initializer="zeros" if "zero bias" in run else None)
         loss, optimizer = head.loss, LazyAdam(5e-3)
     model = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(vocab, 64),
                               keras.layers.LSTM(128, return_sequences=True), head])

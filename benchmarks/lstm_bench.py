@@ -161,7 +161,8 @@ def print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
     if "fit_tok_s" in r:
         k, f = r["fit_tok_s"]["keras"], r["fit_tok_s"]["fused"]
         print(f"| `lmtrain fit {args.fit}` tokens/s (two runs each) | {' / '.join(f'{x:,}' for x in k)} | "
-              f"{' / '.join(f'{x:,}' for x in f)} | {statistics.median(f) / statistics.median(k):.2f} (fused / keras) |")
+              f"{' / '.join(f'{x:,}' for x in f)} | "
+              f"{statistics.median(f) / statistics.median(k):.2f} (fused / keras) |")
     n, v, d = r["score_tokens"], args.score_vocab, args.hidden_dim
     gemm = r["score_gemm_ms"]
     print(f"\nFull-softmax scoring of {n} positions at V = {v:,} (H {d}):")

@@ -75,7 +75,8 @@ def main() -> None:
           "peak RSS, all processes |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['corpus_mb']:,.1f} MB | {r['format']} | {r['documents']} | {r['tokens']:,} | {r['seconds']:.1f} s | "
+        print(f"| {r['corpus_mb']:,.1f} MB | {r['format']} | {r['documents']} | {r['tokens']:,} | "
+              f"{r['seconds']:.1f} s | "
               f"{r['mb_per_s']:.1f} | {r['peak_rss_gb']:.2f} GB | {r['peak_tree_rss_gb']:.2f} GB |")
     print(json.dumps({"results": results}))
 
@@ -92,7 +93,8 @@ def generate(directory: Path, lines: list[str], total: int, per_doc: int) -> int
         with open(directory / f"doc-{doc:05d}.txt", "wb") as fh:
             size = 0
             while size < target:
-                block = b"".join(encoded[i] for i in rng.integers(0, len(encoded), int(min(65536, (target - size) / mean + 1))))
+                count = int(min(65536, (target - size) / mean + 1))
+                block = b"".join(encoded[i] for i in rng.integers(0, len(encoded), count))
                 fh.write(block)
                 size += len(block)
         written += size

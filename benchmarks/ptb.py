@@ -116,7 +116,8 @@ def main() -> None:
         "",
         "| model | valid | test | how it is scored |",
         "|---|---:|---:|---|",
-        f"| **lmtrain** ({args.config.name}) | {valid['perplexity']:.1f} | {test['perplexity']:.1f} | {test['scoring']} |",
+        f"| **lmtrain** ({args.config.name}) | {valid['perplexity']:.1f} | {test['perplexity']:.1f} | "
+        f"{test['scoring']} |",
         f"| lmtrain, the test file as one text (`eval --text`) | | {text['perplexity']:.1f} | {text['scoring']} |",
         f"| lmtrain, zero-state windows (`eval --windows`) | | {windows['perplexity']:.1f} | {windows['scoring']} |",
     ]
@@ -125,7 +126,8 @@ def main() -> None:
     lines += ["", "Validation perplexity per validation during fit (as fit scored it):", "",
               "| step | valid |", "|---:|---:|"]
     lines += [f"| {step:,} | {ppl:.2f} |" for step, ppl in curve]
-    lines += ["", f"`<unk>` in the test split: {test['oov_tokens']:,} tokens ({test['oov_tokens'] / test['tokens']:.2%}); "
+    lines += ["", f"`<unk>` in the test split: {test['oov_tokens']:,} tokens "
+                  f"({test['oov_tokens'] / test['tokens']:.2%}); "
               f"perplexity without them {test['perplexity_without_oov']:.1f} (not what papers report on PTB, "
               f"where `<unk>` is a word of the text)."]
     report = "\n".join(lines) + "\n"

@@ -5,7 +5,8 @@ Both steps are `build_trainer`'s (the code `lmtrain fit` runs: LazyAdam, clippin
 tied weights and projection), on the same Zipf-distributed batch, timed side by side in one
 process, round-robin, medians. Up to about 2x the two cost the same, so there the choice
 (model.softmax=auto, `build.choose_softmax`) rests on the perplexity each trains to, which
-`make compare` measures; the table's last column is what auto picks. Prints a table and a last line of JSON: {"results": [...]}.
+`make compare` measures; the table's last column is what auto picks. Prints a table and a last line
+of JSON: {"results": [...]}.
 
 Usage: python benchmarks/softmax_bench.py [--ratios 1 2 4 8 16] [--reps 7]
 """

@@ -1,4 +1,5 @@
-"""lmtrain.load: scoring, perplexity and stepwise decoding agree; generation's cost and streams; the CLI gives what the API gives."""
+"""lmtrain.load: scoring, perplexity and stepwise decoding agree; generation's cost and streams; the CLI gives "
+  "what the API gives."""
 
 from __future__ import annotations
 
@@ -33,6 +34,14 @@ def test_score_perplexity_and_stepwise_decoding_agree(trained):
         stepped.append(float(out[0, token]))
         previous = token
     np.testing.assert_allclose(stepped, log_probs, rtol=1e-5, atol=1e-5)
+
+
+def test_generate_asks_for_at_least_one_sample(trained):
+    lm = trained["lm"]
+    assert len(lm.generate("the king", max_tokens=3, num_samples=2)) == 2
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="num_samples must be a whole number of samples, at least 1"):
+            lm.generate("the king", max_tokens=3, num_samples=bad)
 
 
 def test_generation_cost_grows_linearly(trained):

@@ -110,7 +110,8 @@ def test_comparison_command_runs(tmp_path):
     assert [n for n in names if by_name[n]["default"]] == ["large-sampled"]
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| large-sampled-5 | word:34 | sampled | 5 |  |" in table
-    assert "| large-full | word:34 | full | - |  |" in table and "| large-sampled | word:34 | sampled | 10 | yes |" in table
+    assert "| large-full | word:34 | full | - |  |" in table
+    assert "| large-sampled | word:34 | sampled | 10 | yes |" in table
     # Each sampled run is measured against the full-softmax run of its own setup, at equal steps...
     gap = 100 * (by_name["large-sampled-plain"]["test"] / by_name["large-full-plain"]["test"] - 1)
     assert "| large-sampled-plain | word:34 | sampled | 10 |  | " in table and f"| {gap:+.1f}% |" in table
@@ -221,7 +222,8 @@ def test_device_benchmark_exports_the_keyboard_model_and_reads_its_files(tmp_pat
     rows = json.loads(out.stdout.strip().splitlines()[-1])["results"]
     assert [(r["model"], r["format"], r["quantize"]) for r in rows] == [
         ("keyboard", "SavedModel", "float32 (TensorFlow)"), ("keyboard", "LiteRT", "none"),
-        ("keyboard", "LiteRT", "float16"), ("keyboard", "LiteRT", "int8"), ("keyboard", "LiteRT", "int8, per-row scales")]
+        ("keyboard", "LiteRT", "float16"), ("keyboard", "LiteRT", "int8"),
+        ("keyboard", "LiteRT", "int8, per-row scales")]
     assert rows[0]["vocab"] <= 30 and rows[0]["hidden_dim"] == 12  # the keyboard's shape was trained
     for r in rows:
         assert r["step_p50_ms"] > 0 and r["step_p95_ms"] >= r["step_p50_ms"] and r["perplexity"] > 1

@@ -80,7 +80,8 @@ def test_set_on_missing_key(tiny_config):
 
 def test_missing_corpus_path(tmp_path, tiny_config):
     missing = tmp_path / "nowhere"
-    assert_clean_error(cli("prepare", tiny_config, "--set", f"data.corpus={missing}"), 1, str(missing), "does not exist")
+    result = cli("prepare", tiny_config, "--set", f"data.corpus={missing}")
+    assert_clean_error(result, 1, str(missing), "does not exist")
 
 
 def test_empty_corpus(tmp_path, tiny_config):

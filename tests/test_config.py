@@ -1,12 +1,18 @@
 """lmtrain.config and lmtrain.configfile: the schema's defaults and checks, YAML and --set loading, did-you-mean."""
 
+import dataclasses
+import math
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from lmtrain.config import Config
+from lmtrain.config import Config, DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 from lmtrain.configfile import config_from_dict, load_config
 from lmtrain.errors import ConfigError
 
@@ -34,7 +40,8 @@ def test_overrides_are_yaml_typed(tmp_path):
         ({"train": {"batch_size": True}}, "train.batch_size: expected an integer"),
         ({"train": {"batch_size": 0}}, "train.batch_size: must be >= 1, got 0"),
         ({"model": {"dropout": 1.5}}, "model.dropout: must be between"),
-        ({"model": {"softmax": "sampeld"}}, "model.softmax: must be one of auto | sampled | full, got 'sampeld' (did you mean 'sampled'?)"),
+        ({"model": {"softmax": "sampeld"}}, "model.softmax: must be one of auto | sampled | full, got 'sampeld' "
+                                            "(did you mean 'sampled'?)"),
         ({"tokenizer": {"model_type": "wordpiece"}}, "tokenizer.model_type: must be one of"),
         ({"tokenizer": {"vocab_size": 100}, "model": {"softmax": "sampled", "num_sampled": 100}},
          "model.num_sampled: must be smaller"),
@@ -42,7 +49,8 @@ def test_overrides_are_yaml_typed(tmp_path):
         ({"train": 5}, "train: expected a mapping"),
         ({"tokenizer": {"min_count": 2}}, "tokenizer.min_count: 2 needs tokenizer.model_type=word and "
          "tokenizer.vocab_size=null (got model_type unigram, vocab_size 8000)"),
-        ({"tokenizer": {"model_type": "word", "vocab_size": None, "min_count": 0}}, "tokenizer.min_count: must be >= 1"),
+        ({"tokenizer": {"model_type": "word", "vocab_size": None, "min_count": 0}},
+         "tokenizer.min_count: must be >= 1"),
         ({"train": {"optimizer": "sgd"}}, "train.learning_rate: null stands for an Adam rate"),
     ],
 )
@@ -99,15 +107,6 @@ def test_fingerprint_ignores_where_data_goes():
 
 # ---- property: any input loads into a valid config or raises ConfigError, nothing else -------
 
-import dataclasses
-import math
-import tempfile
-
-import yaml
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from lmtrain.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 
 _FIELDS = {name: [f.name for f in dataclasses.fields(cls)]
            for name, cls in {"data": DataConfig, "tokenizer": TokenizerConfig, "model": ModelConfig,
@@ -131,7 +130,8 @@ def _raw_configs(draw):
         if draw(st.booleans()) and section in _FIELDS:
             raw[section] = draw(st.one_of(_scalars, st.lists(_scalars, max_size=2)))  # not a mapping
         else:
-            raw[section] = draw(st.dictionaries(st.one_of(st.sampled_from(keys), st.text(max_size=8)), _values, max_size=4))
+            names = st.one_of(st.sampled_from(keys), st.text(max_size=8))
+            raw[section] = draw(st.dictionaries(names, _values, max_size=4))
     return raw
 
 

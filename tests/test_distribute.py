@@ -195,7 +195,8 @@ def test_multi_worker_two_processes_train_like_one_device_and_resume(tmp_path, c
 
 
 @pytest.mark.parametrize("overrides, code, message", [
-    (["train.distribute=mirrored", "train.devices=[/gpu:7]"], 1, "train.devices: /gpu:7 is not a device of this machine"),
+    (["train.distribute=mirrored", "train.devices=[/gpu:7]"], 1,
+     "train.devices: /gpu:7 is not a device of this machine"),
     (["train.distribute=mirrored", "train.devices=[banana]"], 1, "train.devices: 'banana' is not a device name"),
     (["train.devices=[/cpu:0]"], 2, "train.devices: only used with train.distribute=mirrored"),
     (["train.distribute=multi_worker"], 1, "multi_worker needs the cluster in the TF_CONFIG environment variable"),

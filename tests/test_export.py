@@ -57,7 +57,8 @@ def test_export_loads_in_plain_tensorflow_and_matches(trained, tmp_path):
     for i, row in enumerate(rows):
         tokens[i, :len(row)] = row
     np.savez(tmp_path / "in.npz", tokens=tokens, lengths=lengths)
-    child = subprocess.run([sys.executable, "-c", CHILD, str(out_dir), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+    paths = [str(out_dir), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")]
+    child = subprocess.run([sys.executable, "-c", CHILD, *paths],
                            capture_output=True, text=True, timeout=300)
     assert child.returncode == 0, child.stderr
     meta = json.loads(child.stdout.strip().splitlines()[-1])

@@ -93,7 +93,8 @@ def test_stopped_run_resumes_to_the_same_bits(shared, sig, code):
     assert "Traceback" not in err
     if sig != signal.SIGKILL:
         # the step in flight is finished and saved: say where, and how to go on
-        match = re.search(rf"interrupted: stopped by {name} after step (\d+); checkpoint (\S+); run the same command", err)
+        match = re.search(rf"interrupted: stopped by {name} after step (\d+); checkpoint (\S+); "
+                          rf"run the same command", err)
         assert match, err
         stopped_at = int(match.group(1))
         assert match.group(2) == CheckpointStore(run_dir / "checkpoints", keep=1).latest()
@@ -238,7 +239,8 @@ def test_damaged_shards_are_named(tmp_path, corpus):
     train = data / "train-00000.tfrecord"
     train.write_bytes(train.read_bytes()[:-10])
     run_before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    assert_clean_error(cli("fit", cfg, "-q", "--set", "train.max_steps=20"), 1, str(train), "truncated", "prepare --force")
+    result = cli("fit", cfg, "-q", "--set", "train.max_steps=20")
+    assert_clean_error(result, 1, str(train), "truncated", "prepare --force")
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == run_before
 
 
@@ -353,8 +355,10 @@ def test_signal_during_validation_stops_it_within_a_batch(tmp_path, corpus, monk
     assert cli("prepare", cfg, "-q").exit_code == 0
     r = cli("fit", cfg, "-q")
     assert r.exit_code == 143, r.output
-    whole = int(re.search(r"step 5: valid perplexity [\d.]+ \(full softmax, (\d+) tokens, windows of 8", r.output).group(1))
-    scored = int(re.search(r"step 10: validation stopped by SIGTERM after (\d+) tokens, not recorded", r.output).group(1))
+    whole = int(re.search(r"step 5: valid perplexity [\d.]+ \(full softmax, (\d+) tokens, windows of 8",
+                          r.output).group(1))
+    scored = int(re.search(r"step 10: validation stopped by SIGTERM after (\d+) tokens, not recorded",
+                           r.output).group(1))
     assert scored == 4 * 8 < whole  # one batch of 4 windows of 8
     assert "interrupted: stopped by SIGTERM after step 10" in r.output and "Traceback" not in r.output
     assert load_run(tmp_path / "run").step == 10

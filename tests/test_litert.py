@@ -100,7 +100,7 @@ def test_litert_export_replaces_its_own_and_refuses_anything_else(trained, tmp_p
     assert export(cfg, out, "--top-k", "0").exit_code == 0
     first = (out / "model.tflite").read_bytes()
     assert "top_ids" not in json.loads((out / "lmtrain.json").read_text())["signatures"]["step"]["outputs"]
-    r = export(cfg, out, "--quantize", "none")  # an earlier export: replaced as a whole
+    r = export(cfg, out, "--quantize", "none", "-q")  # an earlier export: replaced as a whole
     assert r.exit_code == 0, r.output
     assert (out / "model.tflite").read_bytes() != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["phone"]  # no temporary left behind
@@ -153,8 +153,10 @@ def test_untied_stacked_model_converts_and_matches(tmp_path):
         (embedding,) = arrays_of_shape(content, [100, 12])
         (output,) = arrays_of_shape(content, [100, 16])
         if quantize == "int8":  # untied: one scale for the looked-up table, one per row for the output layer
-            assert (embedding["type"], embedding["scales"], output["type"], output["scales"]) == ("int8", 1, "int8", 100)
-    zero = litert.interpreter(litert.convert(model)).get_signature_runner("zero_state")(batch_size=np.array(3, np.int32))
+            got = (embedding["type"], embedding["scales"], output["type"], output["scales"])
+            assert got == ("int8", 1, "int8", 100)
+    zero_state = litert.interpreter(litert.convert(model)).get_signature_runner("zero_state")
+    zero = zero_state(batch_size=np.array(3, np.int32))
     assert zero["h"].shape == (2, 3, 16) and not zero["c"].any()
     with pytest.raises(ValueError, match="quantize"):
         litert.convert(model, "int4")

@@ -1,4 +1,5 @@
-"""lmtrain.model.LanguageModel: sampled and full losses, sparse gradients, decoding and scoring with state, precision."""
+"""lmtrain.model.LanguageModel: sampled and full losses, sparse gradients, decoding and scoring with state,
+precision."""
 
 import numpy as np
 import pytest

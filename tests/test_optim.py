@@ -147,7 +147,8 @@ def test_save_and_restore_round_trip(tmp_path):
 
 @pytest.mark.parametrize("rate", [0.01, keras.optimizers.schedules.CosineDecay(0.01, 10)], ids=["constant", "schedule"])
 def test_slot_positions_match_the_built_optimizer(rate):
-    variables = [keras.Variable(np.zeros(shape, np.float32), name=f"w{i}") for i, shape in enumerate([(5, 3), (5,), (2, 4)])]
+    shapes = [(5, 3), (5,), (2, 4)]
+    variables = [keras.Variable(np.zeros(shape, np.float32), name=f"w{i}") for i, shape in enumerate(shapes)]
     opt = LazyAdam(learning_rate=rate)
     unbuilt = [opt.slot_positions(i, len(variables)) for i in range(len(variables))]
     opt.build(variables)

@@ -16,7 +16,8 @@ def test_log_uniform_warns_when_ids_are_not_sorted_by_frequency(tmp_path, corpus
     assert cli("prepare", cfg, "-q").exit_code == 0
     r = cli("fit", cfg, "-q")
     assert r.exit_code == 0, r.output
-    assert ("warning: model.sampler=log_uniform: assumes ids sorted by decreasing frequency" in r.output) == warns, r.output
+    warning = "warning: model.sampler=log_uniform: assumes ids sorted by decreasing frequency"
+    assert (warning in r.output) == warns, r.output
 
 
 def test_uniform_sampler_trains(tmp_path, corpus):
@@ -44,7 +45,8 @@ def test_tied_weights_share_one_variable_and_project_when_widths_differ(tmp_path
     paths = [v.path for v in model.weights]
     assert "lstm_lm/softmax_w" not in paths and len(paths) == len(set(paths))
     assert model.projection.kernel.shape == (24, 16)  # LSTM output projected to the embedding width
-    stored = {name for name, _ in tf.train.list_variables(CheckpointStore(tmp_path / "run" / "checkpoints", 1).latest())}
+    latest = CheckpointStore(tmp_path / "run" / "checkpoints", 1).latest()
+    stored = {name for name, _ in tf.train.list_variables(latest)}
     assert not any("softmax_w" in name for name in stored)
     assert any("projection" in name for name in stored)
     assert np.isfinite(lm.perplexity("the king\n")) and cli("eval", cfg).exit_code == 0
@@ -110,7 +112,8 @@ def test_plateau_schedule_lowers_the_rate_and_keeps_it_in_the_checkpoint(tmp_pat
     r = cli("fit", cfg, "-q")
     assert r.exit_code == 0, r.output
     rates = [float(x) for x in re.findall(r"learning rate lowered to ([\d.e-]+)", r.output)]
-    assert rates and rates == pytest.approx([0.05 * 0.5 ** (i + 1) for i in range(len(rates))], rel=5e-3)  # printed to 3 digits
+    expected = [0.05 * 0.5 ** (i + 1) for i in range(len(rates))]
+    assert rates and rates == pytest.approx(expected, rel=5e-3)  # printed to 3 digits
     latest = CheckpointStore(tmp_path / "run" / "checkpoints", 1).latest()
     stored = [v for name, _ in tf.train.list_variables(latest) if "learning_rate" in name
               for v in [tf.train.load_variable(latest, name)]]
@@ -317,7 +320,8 @@ def test_auto_softmax_is_chosen_by_vocabulary_and_fit_says_why(tmp_path, corpus)
         assert cli("prepare", cfg, "-q").exit_code == 0
         r = cli("fit", cfg, "-q")
         assert r.exit_code == 0, r.output
-        why = ("34 ids, 33 distinct negatives a step (model.num_sampled); the full softmax only where" if kind == "sampled"
+        why = ("34 ids, 33 distinct negatives a step (model.num_sampled); the full softmax only where"
+               if kind == "sampled"
                else "34 distinct negatives a step (model.num_sampled) would not be fewer than the 34 ids, so")
         assert f"softmax: {kind} (model.softmax=auto: {why}" in r.output
         assert f"train {kind} loss " in r.output
@@ -481,7 +485,8 @@ def test_regularisation_follows_the_runs_exposure_and_a_resumed_run_keeps_it():
 
     # the demo model: embedding, LSTM, projection to the tied width, bias
     assert parameter_count(256, 512, 1, 8000, True, 256) == 8000 * 256 + 4 * 512 * (256 + 512 + 1) + 512 * 256 + 8000
-    assert parameter_count(256, 512, 1, 8000, True, None) == parameter_count(256, 512, 1, 8000, True, 256)  # tying projects
+    # tying projects
+    assert parameter_count(256, 512, 1, 8000, True, None) == parameter_count(256, 512, 1, 8000, True, 256)
     assert exposure(10 * 1000, 1000, 500) == 5.0  # ten passes at half a parameter per token
     assert regularisation(0.5, 10) == LIGHT and regularisation(5.0, 10) == LIGHT and regularisation(1e4, 10) == STRONG
     assert regularisation(1e4, 1.9) == LIGHT  # under two passes: light, however large the model

@@ -1,4 +1,5 @@
-"""lmtrain.records and lmtrain.shards: training windows, evaluation batches, stream rows, damaged shards, TFRecord framing."""
+"""lmtrain.records and lmtrain.shards: training windows, evaluation batches, stream rows, damaged shards, "
+  "TFRecord framing."""
 
 import numpy as np
 import pytest
@@ -99,7 +100,8 @@ def test_stream_rows_read_contiguous_parts(tmp_path, monkeypatch):
         for mine, theirs in zip(cut, full):
             assert [a.dtype for a in mine] == [b.dtype for b in theirs] and mine[2].tolist() == theirs[2].tolist()
             kept = theirs[2] > 0  # what is masked after a row's last target feeds nothing that counts
-            assert mine[0][kept].tolist() == theirs[0][kept].tolist() and mine[1][kept].tolist() == theirs[1][kept].tolist()
+            assert mine[0][kept].tolist() == theirs[0][kept].tolist()
+            assert mine[1][kept].tolist() == theirs[1][kept].tolist()
 
 
 def test_records_are_framed_exactly_as_tensorflow_frames_them(tmp_path):

@@ -65,8 +65,8 @@ def test_eval_split_matches_eval_text_and_counts_out_of_vocabulary_words(tmp_pat
     # Word level, every word seen twice kept (min_count 2): the rest of the training words and
     # the test words training never saw are <unk>, one each.
     rng = np.random.default_rng(0)
-    lines = lambda n, extra: "\n".join(" ".join(rng.choice(WORDS + extra, size=rng.integers(3, 9)))
-                                       for _ in range(n)) + "\n"
+    def lines(n, extra):
+        return "\n".join(" ".join(rng.choice(WORDS + extra, size=rng.integers(3, 9))) for _ in range(n)) + "\n"
     corpus = {}
     for split, n, extra in (("train", 400, []), ("valid", 60, []), ("test", 80, ["never", "seen"])):
         (tmp_path / f"{split}.txt").write_text(lines(n, extra) + ("rare1 rare2 rare3\n" if split == "train" else ""))

@@ -17,7 +17,8 @@ E0000 00:00:1796158784.570297   16425 cuda_platform.cc:52] failed call to cuInit
 def test_only_the_start_up_notices_are_dropped():
     real = "E0000 00:00:1796158784.570297   16425 op_kernel.cc:1841] OP_REQUIRES failed: out of memory\n"
     assert without_notices(NOTICES) == ""
-    assert without_notices(NOTICES + real + "Traceback (most recent call last):\n") == real + "Traceback (most recent call last):\n"
+    traceback = "Traceback (most recent call last):\n"
+    assert without_notices(NOTICES + real + traceback) == real + traceback
 
 
 def _stderr(*args: str) -> str:

@@ -37,7 +37,8 @@ def test_same_vocabulary_in_every_process_when_the_corpus_is_sampled(tmp_path):
         "import sys; from pathlib import Path; from lmtrain.config import TokenizerConfig; "
         "from lmtrain.tokenizer import train_tokenizer; "
         "lines = [f'w{i % 97} w{(i * 7) % 89} w{(i * 13) % 83} x{i}' for i in range(600)]; "
-        "train_tokenizer(lines, TokenizerConfig(model_type='unigram', vocab_size=60, max_sentences=150), Path(sys.argv[1]))"
+        "train_tokenizer(lines, TokenizerConfig(model_type='unigram', vocab_size=60, max_sentences=150), "
+        "Path(sys.argv[1]))"
     )
     models = []
     for name in ("a.model", "b.model"):
@@ -56,5 +57,6 @@ def test_each_unknown_word_is_one_unk(tmp_path):
     line = "the zzz <unk> qqq king yyy"
     ids = tok.encode_lines([line])[0]
     assert len(ids) == len(line.split()) + 1 and ids.count(UNK_ID) == 4 and ids[-1] == NL_ID
-    assert tok.encode_stream([line, "the king"], records=[2]).tolist() == ids + tok.encode_lines(["the king"])[0] + [EOS_ID]
+    expected = ids + tok.encode_lines(["the king"])[0] + [EOS_ID]
+    assert tok.encode_stream([line, "the king"], records=[2]).tolist() == expected
     assert tok.encode_document(line) == ids + [EOS_ID]

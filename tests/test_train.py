@@ -54,12 +54,12 @@ def test_stopped_and_restarted_run_matches_an_uninterrupted_one(tmp_path, corpus
     fit(straight, progress=False, echo=lambda _: None)
 
     data_dir = straight.data.dir
-    first = _config(tmp_path / "b", corpus, model=model, data={"dir": data_dir}, train={"max_steps": 4, "checkpoint_every": 100,
-                                                                           "schedule": "constant"})
+    first = _config(tmp_path / "b", corpus, model=model, data={"dir": data_dir},
+                    train={"max_steps": 4, "checkpoint_every": 100, "schedule": "constant"})
     fit(first, progress=False, echo=lambda _: None)
     messages = []
-    second = _config(tmp_path / "b", corpus, model=model, data={"dir": data_dir}, train={"max_steps": 10, "checkpoint_every": 100,
-                                                                            "schedule": "constant"})
+    second = _config(tmp_path / "b", corpus, model=model, data={"dir": data_dir},
+                     train={"max_steps": 10, "checkpoint_every": 100, "schedule": "constant"})
     fit(second, progress=False, echo=messages.append)
     assert any("resuming" in m and "step 4" in m for m in messages)
 
@@ -68,8 +68,8 @@ def test_stopped_and_restarted_run_matches_an_uninterrupted_one(tmp_path, corpus
         np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.path)  # bit for bit on CPU
 
 
-@pytest.mark.parametrize("train", [{"precision": "mixed_bfloat16"}, {"precision": "mixed_float16"}, {"jit_compile": True},
-                                   {"optimizer": "adam"}])
+@pytest.mark.parametrize("train", [{"precision": "mixed_bfloat16"}, {"precision": "mixed_float16"},
+                                   {"jit_compile": True}, {"optimizer": "adam"}])
 def test_fit_variants_train(tmp_path, train):
     cfg = _repetitive_config(tmp_path, max_steps=60, **train)
     prepare(cfg, progress=False)

@@ -111,7 +111,8 @@ class CheckpointStore:
     def _write_error(self, step: int, exc: BaseException) -> LmtrainError:
         previous = self.latest()
         kept = f"the last checkpoint ({previous}) is intact" if previous else "no earlier checkpoint exists"
-        return LmtrainError(f"could not write the checkpoint of step {step} in {self.directory}: {describe_write_error(exc)}; {kept}")
+        return LmtrainError(f"could not write the checkpoint of step {step} in {self.directory}: "
+                            f"{describe_write_error(exc)}; {kept}")
 
 
 def _name(step: int) -> str:

@@ -125,7 +125,8 @@ def prepare(
             docs = ", ".join(text for text in (f"{whole} document(s)" if whole else "",
                                                f"{s.parts} part(s) cut from a file" if s.parts else "") if text)
             unk = f"  <unk> {s.unk_rate:.2%}" if s.unk_rate is not None else ""
-            typer.echo(f"  {name:5s} {s.tokens:12,d} tokens ({s.tokens / total:6.1%}) {s.bytes:14,d} bytes  {docs}{unk}")
+            share = s.tokens / total
+            typer.echo(f"  {name:5s} {s.tokens:12,d} tokens ({share:6.1%}) {s.bytes:14,d} bytes  {docs}{unk}")
 
     _guard(body, tensorflow=False)
 
@@ -134,7 +135,8 @@ def prepare(
 def fit(
     config: ConfigArg = None,
     set_: SetOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Start the run over if train.run_dir holds another one.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Start the run over if train.run_dir holds another one.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train the model (sampled softmax; full where the negatives would not be fewer than the

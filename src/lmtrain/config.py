@@ -395,7 +395,8 @@ class TrainConfig:
         if self.patience is not None:
             _check_min("train.patience", self.patience, 1)
         if self.devices is not None and self.distribute != "mirrored":
-            raise ConfigError(f"train.devices: only used with train.distribute=mirrored, got distribute={self.distribute}")
+            raise ConfigError("train.devices: only used with train.distribute=mirrored, got "
+                              f"distribute={self.distribute}")
         if self.devices is not None and len(self.devices) == 0:
             raise ConfigError("train.devices: must list at least one device, or be null (every GPU)")
         if self.distribute != "none" and self.jit_compile is True:

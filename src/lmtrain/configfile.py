@@ -25,7 +25,8 @@ from lmtrain.paths import write_atomic
 # What PyYAML's safe constructors raise besides YAMLError (dates out of range, deep nesting).
 _YAML_VALUE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError)
 
-_SECTIONS: dict[str, type] = {"data": DataConfig, "tokenizer": TokenizerConfig, "model": ModelConfig, "train": TrainConfig}
+_SECTIONS: dict[str, type] = {"data": DataConfig, "tokenizer": TokenizerConfig, "model": ModelConfig,
+                              "train": TrainConfig}
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
@@ -123,7 +124,8 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"--set {key}: unknown section {section!r}{did_you_mean(section, _SECTIONS)}")
     valid = {f.name for f in dataclasses.fields(_SECTIONS[section])}
     if name not in valid:
-        raise ConfigError(f"--set {key}: unknown key {name!r} in section {section!r}{did_you_mean(name, valid, section + '.')}")
+        raise ConfigError(f"--set {key}: unknown key {name!r} in section "
+                          f"{section!r}{did_you_mean(name, valid, section + '.')}")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except (yaml.YAMLError, *_YAML_VALUE_ERRORS):

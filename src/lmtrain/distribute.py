@@ -200,7 +200,8 @@ def _tf_config() -> dict[str, Any]:
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         raise LmtrainError("train.distribute: multi_worker needs the cluster in the TF_CONFIG environment variable, "
-                           'e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}')
+                           'e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                           '"task": {"type": "worker", "index": 0}}')
     try:
         spec = json.loads(raw)
         cluster, task = spec["cluster"], spec["task"]

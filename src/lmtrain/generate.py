@@ -101,7 +101,7 @@ def decoder(model: LanguageModel) -> Callable[..., tuple[tf.Tensor, tf.Tensor, t
     token was most of the cost at small vocabularies). Draws use stateless random ops keyed by
     (seed, token index): the same seed gives the same text.
     """
-    return model.compiled("decode", lambda: _decoder(model))
+    return model.compiled_fn("decode", lambda: _decoder(model))
 
 
 def _decoder(model: LanguageModel) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:

@@ -101,5 +101,6 @@ class ValidationRecord:
         return float(self._best) if self.best_step is not None else None
 
     def summary(self) -> str:
-        return (f"no better validation perplexity in {self._patience} validation(s); the best, {self.best_perplexity:.2f} "
+        return (f"no better validation perplexity in {self._patience} validation(s); the best, "
+                f"{self.best_perplexity:.2f} "
                 f"at step {self.best_step}, is kept in checkpoints/best and used by eval, generate and export")

@@ -82,5 +82,6 @@ def load_prepared(paths: DataPaths) -> DataMeta:
     if not paths.meta.is_file():
         raise LmtrainError(f"no prepared data in {paths.root}: run `lmtrain prepare` with this config first")
     if not paths.complete.is_file():
-        raise LmtrainError(f"{paths.root} holds an unfinished prepare (no completion marker); run `lmtrain prepare --force`")
+        raise LmtrainError(f"{paths.root} holds an unfinished prepare (no completion marker); run `lmtrain "
+                           "prepare --force`")
     return load_meta(paths.meta)

@@ -106,7 +106,8 @@ class LanguageModel(TrainStep, keras.Model):
                            if projection_dim else None)
         self.embedding_dropout = dropout if embedding_dropout is None else embedding_dropout
         rates = [self.embedding_dropout] + [dropout] * num_layers
-        self.dropouts = [keras.layers.Dropout(rate, name=f"dropout_{i}", dtype=precision if i < num_layers else "float32")
+        self.dropouts = [keras.layers.Dropout(rate, name=f"dropout_{i}",
+                                              dtype=precision if i < num_layers else "float32")
                          for i, rate in enumerate(rates)]
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
@@ -205,13 +206,13 @@ class LanguageModel(TrainStep, keras.Model):
     def compiled_sequence_nll(self) -> Callable[..., tuple[tf.Tensor, State]]:
         """`sequence_nll` compiled once for any batch, chunk length and state."""
         signature = [_IDS, _IDS, self.state_spec()]
-        return self.compiled("sequence_nll", lambda: tf.function(self.sequence_nll, input_signature=signature))
+        return self.compiled_fn("sequence_nll", lambda: tf.function(self.sequence_nll, input_signature=signature))
 
     def state_spec(self) -> tuple[tf.TensorSpec, tf.TensorSpec]:
         spec = tf.TensorSpec([self.num_layers, None, self.hidden_dim], tf.float32)
         return spec, spec
 
-    def compiled(self, name: str, make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+    def compiled_fn(self, name: str, make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
         """A compiled function of this model, made by `make()` on first use and kept under `name`
         (scoring's `sequence_nll`, generation's decoder), so later calls reuse its traces. Kept
         outside Keras' attribute tracking, which would walk it when saving."""

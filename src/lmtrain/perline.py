@@ -5,7 +5,8 @@ Each text is read as `TrainedModel.score` reads it (one document: its lines, eac
 then `</s>`), so the numbers are those of `lm.evaluate(text)` line by line. The input is
 streamed `CHUNK_TEXTS` texts at a time; within a chunk texts are sorted by length into batches
 of about `batch_size` x `train.seq_len` tokens, what `eval` scores per call
-(`scoring.BatchScorer`), so padding costs little and short lines fill wide batches; the chunk is written back in input order:
+(`scoring.BatchScorer`), so padding costs little and short lines fill wide batches; the chunk is
+written back in input order:
 memory stays flat whatever the file's size. The whole input is read once before any scoring,
 so a bad record is a one-line error before anything is written. Output goes to a temporary
 file beside `--out`, renamed into place at the end; Ctrl-C stops after the current batch and

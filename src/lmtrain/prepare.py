@@ -58,7 +58,8 @@ def prepare(config: Config, force: bool = False, progress: bool = True, echo: Ec
             )
     elif paths.root.exists() and any(paths.root.iterdir()) and not force:
         raise LmtrainError(
-            f"data.dir: {paths.root} exists and is not a finished lmtrain data directory; use --force or another data.dir"
+            f"data.dir: {paths.root} exists and is not a finished lmtrain data directory; use --force or "
+            "another data.dir"
         )
 
     splits = split_corpus(config.data.corpus, config.data.valid_share, config.data.test_share, config.data.text_field)

@@ -52,7 +52,8 @@ def damaged_shard_error(files: Sequence[Path], exc: tf.errors.OpError) -> Lmtrai
             for _ in tf.data.TFRecordDataset(str(path)):
                 pass
         except tf.errors.OpError as bad:
-            return LmtrainError(f"data: shard {path} is corrupted ({first_line(bad, 160)}); run `lmtrain prepare --force`")
+            return LmtrainError(f"data: shard {path} is corrupted ({first_line(bad, 160)}); run `lmtrain "
+                                "prepare --force`")
     return LmtrainError(f"data: reading the shards failed ({first_line(exc, 160)}); run `lmtrain prepare --force`")
 
 

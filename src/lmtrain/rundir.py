@@ -73,7 +73,8 @@ def restore(checkpoint: tf.train.Checkpoint, path: str, model: LanguageModel, pa
     try:
         stored = dict(tf.train.list_variables(path))
     except (tf.errors.OpError, ValueError) as exc:
-        raise LmtrainError(f"checkpoint {path} is unreadable ({type(exc).__name__}); remove it or fit with --force") from None
+        raise LmtrainError(f"checkpoint {path} is unreadable ({type(exc).__name__}); "
+                           f"remove it or fit with --force") from None
     for v in model.weights:
         key = weight_key(v)
         if key not in stored:

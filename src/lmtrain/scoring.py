@@ -82,7 +82,8 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
 
     `max_tokens` scores the split's first that many predicted tokens (zero-state windows: the
     first calls that reach that many), the same each time, so capped validations stay
-    comparable. The progress bar is titled `label`. `should_stop` is asked after every call (one takes about a second even at V = 100k): when it
+    comparable. The progress bar is titled `label`. `should_stop` is asked after every call (one
+    takes about a second even at V = 100k): when it
     says yes the sums so far are returned at once, and the caller, which knows why it asked,
     decides what they are worth.
     """

@@ -128,7 +128,8 @@ class SampledSoftmax(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or not 2 <= vocab_size <= MAX_VOCAB:
+        integer = isinstance(vocab_size, (int, np.integer)) and not isinstance(vocab_size, bool)
+        if not integer or not 2 <= vocab_size <= MAX_VOCAB:
             raise ValueError(f"SampledSoftmax: vocab_size must be an integer from 2 to {MAX_VOCAB}; got {vocab_size!r}")
         if num_sampled is None:  # fewer where the bias will start at the unigram (counts known now)
             num_sampled = default_negatives(vocab_size, unigram_bias=counts is not None and bias_initializer is None)

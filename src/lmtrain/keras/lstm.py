@@ -1,7 +1,8 @@
 """An LSTM layer whose forward and backward passes are written for the CPU (`impl="fused"`).
 
 Why: Keras 3's CPU path is a `while_loop` over `LSTMCell`, and TensorFlow's autodiff of that
-loop costs several times its forward pass (`benchmarks/lstm_bench.py` times both). Autodiff keeps two small GEMMs per step (input and recurrent
+loop costs several times its forward pass (`benchmarks/lstm_bench.py` times both). Autodiff keeps
+two small GEMMs per step (input and recurrent
 weights) and accumulates the weight gradients one step at a time (K = batch). The fused
 version does what cuDNN and oneDNN do (hand-written back-propagation through time):
   forward   Z_x = X W + b for all steps as one GEMM; the loop keeps only h U per step and

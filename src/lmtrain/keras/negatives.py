@@ -41,6 +41,7 @@ def negatives_problem(num_sampled: Any, vocab_size: int) -> str | None:
     """What is wrong with drawing `num_sampled` distinct negatives from `vocab_size` ids, in words
     for a message, or None where it can be done: an integer from 1 to vocab_size - 1 (every
     negative must differ from the others, and at least one id must be left to be the target)."""
-    if isinstance(num_sampled, bool) or not isinstance(num_sampled, (int, np.integer)) or not 0 < num_sampled < vocab_size:
+    integer = isinstance(num_sampled, (int, np.integer)) and not isinstance(num_sampled, bool)
+    if not integer or not 0 < num_sampled < vocab_size:
         return f"must be an integer from 1 to vocab_size - 1 ({int(vocab_size) - 1}); got {num_sampled!r}"
     return None
