@@ -32,7 +32,8 @@ from lmtrain.flops import step_flops
 from lmtrain.keras.optim import pending_applied
 from lmtrain.keras.sampling import sampler_warning
 from lmtrain.loopstate import StateCarry, ValidationRecord
-from lmtrain.meta import load_prepared
+from lmtrain.meta import DataMeta, load_prepared
+from lmtrain.model import LanguageModel
 from lmtrain.paths import DataPaths, RunPaths
 from lmtrain.precision import resolve_precision
 from lmtrain.progress import progress_bar
@@ -107,13 +108,13 @@ class _Run:
     config: Config
     paths: RunPaths
     distribution: Distribution
-    meta: Any
+    meta: DataMeta
     train_files: list[Path]
     valid_files: list[Path]
     steps_per_epoch: int
     total_steps: int
     loss_kind: str
-    model: Any
+    model: LanguageModel
     optimizer: keras.optimizers.Optimizer
     train_fn: Callable[..., Any]
     validation: ValidationRecord
