@@ -125,7 +125,7 @@ def bench_model(name: str, run_dir: Path, args: argparse.Namespace) -> list[dict
             content = (done.path / litert.FILE_NAME).read_bytes()
         else:
             content = litert.convert(model, quantize, top_k=3, per_row_scales=per_row)
-        parameters = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+        parameters = litert.parameter_count(model)
         arrays = litert.stored_arrays(content)
         matrix = next(a for a in arrays if a["shape"][0] == lm.vocab_size and len(a["shape"]) == 2)
         copies = sum(a["shape"] == matrix["shape"] for a in arrays)

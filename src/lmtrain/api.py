@@ -90,9 +90,9 @@ class TrainedModel:
         (`lmtrain.export`). `format="litert"` (default `<run_dir>/litert`): a LiteRT file for a
         phone (`export_litert`, which also returns what its check measured).
         """
-        check_export_options(format, quantize)
-        if format == "litert":
+        if format == "litert":  # export_litert checks its options itself
             return self.export_litert(out_dir, quantize or "int8", top_k).path
+        check_export_options(format, quantize)
         out = check_export_target(Path(out_dir or self.run_dir / "export"))
         return export_model(self.model, out, RunPaths(self.run_dir).tokenizer, self._export_info())
 

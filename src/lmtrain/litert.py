@@ -76,6 +76,11 @@ class LiteExport:
         return self.file_bytes / max(self.parameters, 1)
 
 
+def parameter_count(model: LanguageModel) -> int:
+    """The model's distinct weights (a tied matrix once): what bytes per parameter divides by."""
+    return sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+
+
 def step_module(model: LanguageModel, top_k: int = 0) -> tf.Module:
     """A module whose `step` and `zero_state` are the model's, written for the converter."""
     if not 0 <= top_k <= model.vocab_size:
@@ -275,7 +280,7 @@ def export_litert(model: LanguageModel, out_dir: Path, tokenizer_path: Path | No
             and not result.max_difference <= FLOAT_TOLERANCE):
         raise LmtrainError(f"the converted model's log-probabilities differ from the model's by "
                            f"{result.max_difference:.3g} (allowed {FLOAT_TOLERANCE:g}); this is a bug in lmtrain")
-    parameters = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    parameters = parameter_count(model)
     signatures = {
         "step": {"inputs": {"token": "[B] int32", "h": f"[{model.num_layers}, B, {model.hidden_dim}] float32",
                             "c": f"[{model.num_layers}, B, {model.hidden_dim}] float32"},
