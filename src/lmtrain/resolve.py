@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any
 
 from lmtrain.config import Config
+from lmtrain.errors import ConfigError
 from lmtrain.runlength import (
     LIGHT,
     LIGHT_EXPOSURE,
@@ -25,6 +26,7 @@ from lmtrain.runlength import (
     exposure,
     parameter_count,
     regularisation,
+    sgd_warmup_steps,
     short_run,
     short_run_steps,
 )
@@ -76,6 +78,7 @@ def resolve(config: Config, total_steps: int, started: Config | None = None, tra
                                       for k in REGULARISATION_KEYS})
     m = dataclasses.replace(m, tie_weights=m.ties(total_steps))
     t = dataclasses.replace(t, schedule=t.schedule_for(total_steps, m.hidden_dim))
+    t = _warmup(t, total_steps, started)
     if any(getattr(m, k) is None for k in REGULARISATION_KEYS):
         chosen = dict(LIGHT)
         if train_tokens and vocab_size:
@@ -84,6 +87,23 @@ def resolve(config: Config, total_steps: int, started: Config | None = None, tra
             chosen = regularisation(level, passes)
         m = dataclasses.replace(m, **{k: _first(getattr(m, k), chosen[k]) for k in REGULARISATION_KEYS})
     return dataclasses.replace(config, model=m, train=t)
+
+
+def _warmup(t: Any, total_steps: int, started: Config | None) -> Any:
+    """train.warmup_steps for SGD at a constant or plateau rate, where it is null: `sgd_warmup_steps`
+    of the run, or a resumed run's first choice (null in a run started before SGD warmed up: no
+    warm-up, as it trained). The warm-up schedules decide their own null (5% of the run); Adam
+    at a constant rate has no warm-up."""
+    steady = t.schedule in ("constant", "plateau")
+    if steady and t.warmup_steps and t.optimizer != "sgd":
+        raise ConfigError(f"train.warmup_steps: {t.warmup_steps} is not used by train.optimizer={t.optimizer} at the "
+                          f"{t.schedule} schedule (only SGD warms up a steady rate); use train.schedule: warmup_cosine "
+                          f"or warmup_stable_decay, or leave it null")
+    if not steady or t.optimizer != "sgd" or t.warmup_steps is not None:
+        return t
+    if started is not None:
+        return dataclasses.replace(t, warmup_steps=started.train.warmup_steps)
+    return dataclasses.replace(t, warmup_steps=sgd_warmup_steps(total_steps))
 
 
 def _first(*values: Any) -> Any:
@@ -99,7 +119,10 @@ def rate_words(config: Config) -> str:
               else f"train.learning_rate null: 0.01 x sqrt(512 / model.hidden_dim {config.model.hidden_dim})")
     shape = {"warmup_cosine": "peak of warmup_cosine", "warmup_stable_decay": "peak of warmup_stable_decay",
              "constant": "constant", "plateau": "plateau schedule from"}
-    return f"{rate:g} ({shape[t.schedule]}; {source})"
+    warmup = ""
+    if t.optimizer == "sgd" and t.schedule in ("constant", "plateau") and t.warmup_steps:
+        warmup = f", reached by a linear warm-up over the first {t.warmup_steps:,} steps"
+    return f"{rate:g} ({shape[t.schedule]}{warmup}; {source})"
 
 
 def length_words(asked: Config, config: Config, total_steps: int, resumed: bool) -> str:

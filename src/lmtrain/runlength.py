@@ -57,6 +57,25 @@ def short_run(total_steps: int, hidden_dim: int) -> bool:
     return int(total_steps) < short_run_steps(hidden_dim)
 
 
+# SGD's warm-up under a constant or plateau rate (see `sgd_warmup_steps`): this many steps, at
+# most WARMUP_SHARE of the run (the share warmup_cosine warms up over).
+SGD_WARMUP_STEPS, WARMUP_SHARE = 100, 0.05
+
+
+def sgd_warmup_steps(total_steps: int) -> int:
+    """The steps over which SGD's constant (or plateau) rate rises from 0 where
+    train.warmup_steps is null: 100, at most 5% of the run.
+
+    Why: plain SGD at the classic PTB rate (20, clipped at 0.25) moves the weights by 5 in norm
+    every early step, whatever the gradient. On Penn Treebank medium with AWD-LSTM's
+    regularisers that start closed the last LSTM layer's output gates for good in one seed of
+    six (step 40; the model stayed the unigram model for two epochs), while 100 steps of warm-up
+    kept every seed measured training (benchmarks/results/ptb-medium-start-2026-12-07.md). Adam
+    needs none: it moves each weight by about its rate.
+    """
+    return min(SGD_WARMUP_STEPS, int(round(WARMUP_SHARE * int(total_steps))))
+
+
 # The regularisation rule (see `regularisation`): the light setting in runs of under MIN_PASSES
 # passes over the training split or up to LIGHT_EXPOSURE, AWD-LSTM's strength from
 # STRONG_EXPOSURE, in between in proportion to the log of the exposure.

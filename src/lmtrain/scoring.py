@@ -48,6 +48,7 @@ class SplitScore:
     unk_tokens: float  # predicted tokens that are `<unk>`
     streams: int | None  # the state carried through this many contiguous streams; None: zero-state windows
     window: int  # tokens per stream (or per window) a call reads
+    unigram_nll: float | None = None  # of the same tokens under `split_nll`'s `prior` (None: not asked)
 
     @property
     def how(self) -> str:
@@ -71,7 +72,8 @@ def eval_layout(split_tokens: int, seq_len: int, batch_size: int) -> tuple[int, 
 
 def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size: int, split_tokens: int,
               windows: bool = False, progress: bool = False, max_tokens: int | None = None,
-              should_stop: Callable[[], bool] | None = None, label: str = "eval") -> SplitScore:
+              should_stop: Callable[[], bool] | None = None, label: str = "eval",
+              prior: np.ndarray | None = None) -> SplitScore:
     """The exact NLL of a prepared split of `split_tokens` ids (`SplitScore`).
 
     By default the split is read as the contiguous streams of `eval_layout`, with the LSTM state
@@ -86,6 +88,9 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
     takes about a second even at V = 100k): when it
     says yes the sums so far are returned at once, and the caller, which knows why it asked,
     decides what they are worth.
+
+    `prior`: log-probabilities [V] of a model with no context (the training unigram): its NLL of
+    the same tokens comes back as `unigram_nll`, the floor a trained model must be below.
     """
     sequence_nll = model.compiled_sequence_nll()
     if windows:
@@ -97,7 +102,7 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
         streams, window = eval_layout(read, seq_len, batch_size)
         batches = stream_batches(files, read, streams, window)
         state = model.zero_state(streams)
-    total = count = unk_total = unk_count = 0.0
+    total = count = unk_total = unk_count = prior_total = 0.0
     goal = min(x for x in (max_tokens, split_tokens, math.inf) if x is not None)
     with progress_bar(desc=label, total=None if math.isinf(goal) else goal, unit="tok",
                       unit_scale=True, disable=not progress, leave=False) as bar:
@@ -117,12 +122,15 @@ def split_nll(model: LanguageModel, files: list[Path], seq_len: int, batch_size:
             count += float(mask.sum())
             unk_total += float(nll[unk].sum())
             unk_count += float(unk.sum())
+            if prior is not None:
+                prior_total -= float((prior[targets].astype(np.float64) * mask).sum())
             bar.update(float(mask.sum()))
             if should_stop is not None and should_stop():
                 break
     if count == 0:
         raise LmtrainError("the split to evaluate holds no tokens")
-    return SplitScore(total, count, unk_total, unk_count, streams, window)
+    return SplitScore(total, count, unk_total, unk_count, streams, window,
+                      prior_total if prior is not None else None)
 
 
 def score_ids(model: LanguageModel, ids: list[int]) -> np.ndarray:

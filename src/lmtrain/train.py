@@ -23,14 +23,14 @@ import keras
 import tensorflow as tf
 
 from lmtrain.averaging import WeightAverage
-from lmtrain.build import choose_softmax, step_counts
+from lmtrain.build import SGD, choose_softmax, step_counts
 from lmtrain.checkpoints import CheckpointStore
 from lmtrain.config import Config
 from lmtrain.distribute import Distribution, create_distribution
 from lmtrain.errors import Interrupted, LmtrainError
 from lmtrain.flops import step_flops
 from lmtrain.keras.optim import pending_applied
-from lmtrain.keras.sampling import sampler_warning
+from lmtrain.keras.sampling import sampler_warning, unigram_log_prior
 from lmtrain.loopstate import StateCarry, ValidationRecord
 from lmtrain.meta import DataMeta, load_prepared
 from lmtrain.model import LanguageModel
@@ -212,6 +212,10 @@ class _Loop:
                                 disable=not run.progress)
         self.figures = _Interval(step_flops(model, 1))
         self.valid_ppl: float | None = None
+        # The training unigram's log-probabilities: validation scores the unigram model beside
+        # the model, and a model no better than it after an epoch is said to be stuck.
+        self.prior = unigram_log_prior(run.meta.unigram_counts)
+        self.warned_stuck = False
         # Seconds spent training in this invocation (validations and checkpoints left out): the
         # x axis of perplexity against time (benchmarks/compare.py).
         self.loop_started, self.not_training = time.perf_counter(), 0.0
@@ -280,7 +284,7 @@ class _Loop:
             tf.summary.scalar("train/tokens_per_sec", f.tokens_per_sec)
             tf.summary.scalar("train/gflops_per_sec", f.gflops)
             tf.summary.scalar("train/data_wait_share", f.wait_share)
-            tf.summary.scalar("train/learning_rate", _current_rate(run.optimizer))
+            tf.summary.scalar("train/learning_rate", _applied_rate(run.optimizer))
             tf.summary.scalar("train/skipped_batches", self.skipped)
         postfix = {"loss": f"{train_loss:.3f}", "tok_s": f"{f.tokens_per_sec:,.0f}", "wait": f"{f.wait_share:.1%}"}
         if self.skipped:
@@ -296,7 +300,7 @@ class _Loop:
         with pending_applied(run.optimizer, run.model.trainable_variables), _averaged(average):
             score = split_nll(run.model, run.valid_files, t.seq_len, t.batch_size, run.meta.splits["valid"].tokens,
                               windows=t.eval_windows, progress=run.progress, max_tokens=t.eval_tokens,
-                              should_stop=lambda: stop.signum is not None, label="valid")
+                              should_stop=lambda: stop.signum is not None, label="valid", prior=self.prior)
         if stop.signum is not None:  # stopped within a batch: the step is kept, not this
             self.bar.write(f"step {self.step}: validation stopped by {signal.Signals(stop.signum).name} after "
                            f"{int(score.tokens)} tokens, not recorded")
@@ -319,6 +323,11 @@ class _Loop:
             run.optimizer.learning_rate.assign(rate)
             line += f"; learning rate lowered to {rate:.3g}"
         self.bar.write(line)
+        if self.step >= run.steps_per_epoch and not self.warned_stuck and score.unigram_nll is not None:
+            unigram = perplexity(score.unigram_nll / score.tokens)
+            if self.valid_ppl > STUCK_SHARE * unigram:
+                self.warned_stuck = True
+                self.bar.write(_stuck_message(self.step, self.step / run.steps_per_epoch, self.valid_ppl, unigram))
         return verdict.stop
 
     def _heed(self, stop: StopSignals) -> None:
@@ -412,8 +421,26 @@ def _nan_message(step: int, latest: str | None, what: str = "loss") -> str:
 
 
 def _current_rate(optimizer: keras.optimizers.Optimizer) -> float:
-    """The learning rate now (a mirrored variable under a strategy, so read as a tensor)."""
+    """The learning rate now (a mirrored variable under a strategy, so read as a tensor): the
+    plateau schedule lowers this one."""
     return float(tf.convert_to_tensor(optimizer.learning_rate))
+
+
+def _applied_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The rate the last step applied: SGD's warm-up takes its share of the rate."""
+    factor = float(optimizer.warmup_factor()) if isinstance(optimizer, SGD) else 1.0
+    return _current_rate(optimizer) * factor
+
+
+# A validation above this share of the unigram model's perplexity, from the first epoch's end on,
+# means the model has learned next to nothing beyond word frequencies (`_stuck_message`).
+STUCK_SHARE = 0.95
+
+
+def _stuck_message(step: int, epochs: float, ppl: float, unigram: float) -> str:
+    return (f"warning: step {step} ({epochs:.1f} epochs): validation perplexity {ppl:.2f} is within "
+            f"{1 - STUCK_SHARE:.0%} of the unigram model's {unigram:.2f} (word frequencies alone): the model is stuck "
+            f"at its start; start it again (--force) with a lower train.learning_rate or a longer train.warmup_steps")
 
 
 def _check_same_start(distribution: Distribution, step: int, run: RunPaths) -> None:
