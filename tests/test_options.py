@@ -120,6 +120,84 @@ def test_plateau_schedule_lowers_the_rate_and_keeps_it_in_the_checkpoint(tmp_pat
     assert stored and float(stored[0]) == pytest.approx(0.05 * 0.5 ** len(rates))
 
 
+def test_sgd_warms_up_a_steady_rate_and_a_resumed_run_keeps_its_warmup():
+    from lmtrain.config import Config, TrainConfig
+    from lmtrain.errors import ConfigError
+    from lmtrain.resolve import resolve
+
+    def resolved(total_steps: int, started: Config | None = None, **train) -> TrainConfig:
+        return resolve(Config(train=TrainConfig(**train)), total_steps, started).train
+
+    sgd = {"optimizer": "sgd", "learning_rate": 20.0, "schedule": "plateau"}
+    assert resolved(51_753, **sgd).warmup_steps == 100  # PTB medium's 39 epochs
+    assert resolved(600, **sgd).warmup_steps == 30  # at most a twentieth of the run
+    assert resolved(600, **sgd, warmup_steps=7).warmup_steps == 7  # an explicit key wins
+    assert resolved(51_753, **{**sgd, "schedule": "constant"}).warmup_steps == 100
+    assert resolved(51_753, learning_rate=0.01, schedule="constant").warmup_steps is None  # Adam: none
+    first = resolve(Config(train=TrainConfig(**sgd)), 600)
+    assert resolved(51_753, first, **sgd).warmup_steps == 30  # a resumed run keeps its first choice
+    before = Config(train=TrainConfig(**sgd))  # a run directory from before SGD warmed up
+    assert resolved(51_753, before, **sgd).warmup_steps is None
+    with pytest.raises(ConfigError, match="train.warmup_steps: 50 is not used by train.optimizer=lazy_adam"):
+        resolved(1000, schedule="constant", warmup_steps=50)
+
+
+def test_sgd_warmup_scales_the_first_updates_and_then_the_whole_rate():
+    import tensorflow as tf
+
+    from lmtrain.build import SGD
+
+    weight = tf.Variable([0.0, 0.0])
+    optimizer = SGD(learning_rate=20.0, warmup_steps=4)
+    moves = []
+    for _ in range(6):
+        before = weight.numpy().copy()
+        optimizer.apply([tf.constant([0.25, 0.0])], [weight])
+        moves.append(float(before[0] - weight.numpy()[0]))
+    # 20 x 0.25 = 5 at the full rate: a quarter of it first, then a half, three quarters, all.
+    assert moves == pytest.approx([1.25, 2.5, 3.75, 5.0, 5.0, 5.0])
+    assert SGD.from_config(optimizer.get_config()).warmup_steps == 4
+
+
+def test_fit_warms_sgd_up_from_its_first_step_and_says_so(tmp_path, corpus):
+    """SGD's first step at a steady rate moves the weights by 1 / warmup_steps of the full step:
+    the full step from the first batch (20 x 0.25 = 5 in norm) is what left PTB medium stuck."""
+    import numpy as np
+
+    from lmtrain.trained import load_run
+
+    train = {"optimizer": "sgd", "learning_rate": 20.0, "clip_norm": 0.25, "schedule": "plateau",
+             "max_steps": 1, "checkpoint_every": 1}
+
+    def first_step(name: str, **changes) -> list[np.ndarray]:
+        cfg = write_config(tmp_path / f"{name}.yaml", tiny_sections(tmp_path, corpus, train={
+            **train, "run_dir": str(tmp_path / name), **changes}))
+        r = cli("fit", cfg)
+        assert r.exit_code == 0, r.output
+        if name == "warm":
+            assert "20 (plateau schedule from, reached by a linear warm-up over the first 10 steps" in r.output
+        return load_run(tmp_path / name).model.get_weights()
+
+    assert cli("prepare", write_config(tmp_path / "p.yaml", tiny_sections(tmp_path, corpus)), "-q").exit_code == 0
+    start = first_step("start", learning_rate=1e-30)  # the same initial weights, moved by nothing
+    warm = [w - s for w, s in zip(first_step("warm", warmup_steps=10), start)]
+    full = [w - s for w, s in zip(first_step("full", warmup_steps=0), start)]
+    assert max(float(np.abs(f).max()) for f in full) > 1e-3
+    for w, f in zip(warm, full):
+        np.testing.assert_allclose(w * 10, f, rtol=1e-3, atol=1e-6)  # float32 differences
+
+
+def test_fit_says_when_a_run_is_no_better_than_the_unigram_model(tmp_path, corpus):
+    cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, train={
+        "optimizer": "sgd", "learning_rate": 1e-6, "schedule": "constant", "epochs": 2, "max_steps": None}))
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    r = cli("fit", cfg)
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.output.splitlines() if "the unigram model's" in line]
+    assert len(lines) == 1, r.output  # once, from the first epoch's end
+    assert lines[0].startswith("warning: step ") and "(1.0 epochs)" in lines[0] and "stuck" in lines[0]
+
+
 def test_warmup_cosine_schedule():
     from lmtrain.build import learning_rate
     from lmtrain.config import TrainConfig

@@ -286,8 +286,9 @@ class TrainConfig:
     # null: warmup_cosine, except in a short run (see lmtrain.runlength.short_run_steps): constant. A resumed run
     # keeps its first choice.
     schedule: ScheduleKind | None = None
-    # Warm-up steps of warmup_cosine (null: 5% of the run's steps, 50 of the demo's 1000). The
-    # warm-up is what makes the higher peak rate safe.
+    # Warm-up steps of warmup_cosine and warmup_stable_decay (null: 5% of the run's steps, 50 of
+    # the demo's 1000), and of SGD at a constant or plateau rate (null: 100, at most 5% of the run;
+    # see lmtrain.runlength.sgd_warmup_steps). The warm-up is what makes the higher peak rate safe.
     warmup_steps: int | None = None
     # Where warmup_cosine and warmup_stable_decay end, as a share of learning_rate.
     min_lr_ratio: float = 0.1

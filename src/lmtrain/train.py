@@ -438,9 +438,11 @@ STUCK_SHARE = 0.95
 
 
 def _stuck_message(step: int, epochs: float, ppl: float, unigram: float) -> str:
-    return (f"warning: step {step} ({epochs:.1f} epochs): validation perplexity {ppl:.2f} is within "
-            f"{1 - STUCK_SHARE:.0%} of the unigram model's {unigram:.2f} (word frequencies alone): the model is stuck "
-            f"at its start; start it again (--force) with a lower train.learning_rate or a longer train.warmup_steps")
+    """One line: the model is no better than the unigram model, and what to change."""
+    where = "above" if ppl > unigram else f"within {1 - STUCK_SHARE:.0%} of"
+    return (f"warning: step {step} ({epochs:.1f} epochs): validation perplexity {ppl:.2f} is {where} the unigram "
+            f"model's {unigram:.2f} (word frequencies alone): the model is stuck at its start or has diverged; start "
+            f"it again (--force) with a lower train.learning_rate or a longer train.warmup_steps")
 
 
 def _check_same_start(distribution: Distribution, step: int, run: RunPaths) -> None:
