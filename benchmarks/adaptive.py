@@ -36,13 +36,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from lmtrain.build import step_counts  # noqa: E402
-from lmtrain.config import Config  # noqa: E402
-from lmtrain.configfile import load_config  # noqa: E402
+from lmtrain.config.files import load_config  # noqa: E402
+from lmtrain.config.resolve import resolve  # noqa: E402
+from lmtrain.config.schema import Config  # noqa: E402
+from lmtrain.data.meta import load_prepared  # noqa: E402
+from lmtrain.data.records import eval_dataset, split_files, train_dataset  # noqa: E402
 from lmtrain.keras import LSTM  # noqa: E402
-from lmtrain.meta import load_prepared  # noqa: E402
 from lmtrain.paths import DataPaths  # noqa: E402
-from lmtrain.records import eval_dataset, split_files, train_dataset  # noqa: E402
-from lmtrain.resolve import resolve  # noqa: E402
 from lmtrain.scoring import perplexity as perplexity_of  # noqa: E402
 
 RATE, CLIP, DIV_VALUE = 0.002, 0.25, 4.0

@@ -42,13 +42,13 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from lmtrain.build import choose_softmax  # noqa: E402
-from lmtrain.config import Config  # noqa: E402
-from lmtrain.configfile import config_from_dict, load_config  # noqa: E402
+from lmtrain.config.files import config_from_dict, load_config  # noqa: E402
+from lmtrain.config.schema import Config  # noqa: E402
+from lmtrain.data.prepare import prepare  # noqa: E402
 from lmtrain.errors import ConfigError  # noqa: E402
-from lmtrain.evaluate import evaluate  # noqa: E402
-from lmtrain.prepare import prepare  # noqa: E402
+from lmtrain.fit.loop import fit  # noqa: E402
 from lmtrain.rundir import logged_scalars  # noqa: E402
-from lmtrain.train import fit  # noqa: E402
+from lmtrain.use.evaluate import evaluate  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when imported by a test
 from adaptive import train_adaptive  # noqa: E402

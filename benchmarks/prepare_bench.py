@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lmtrain.config import TokenizerConfig
-from lmtrain.corpus import list_documents
-from lmtrain.meta import load_meta
+from lmtrain.config.schema import TokenizerConfig
+from lmtrain.data.corpus import list_documents
+from lmtrain.data.meta import load_meta
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 

@@ -26,9 +26,9 @@ import tensorflow as tf  # noqa: E402
 from common import synthetic_batch, zipf_counts  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
-from lmtrain.configfile import load_config  # noqa: E402
-from lmtrain.resolve import resolve  # noqa: E402
-from lmtrain.trainstep import build_trainer  # noqa: E402
+from lmtrain.config.files import load_config  # noqa: E402
+from lmtrain.config.resolve import resolve  # noqa: E402
+from lmtrain.fit.trainer import build_trainer  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -45,7 +45,7 @@ def main() -> None:
     t = config.train
     counts = zipf_counts(args.vocab)
     batch = synthetic_batch(counts, t.batch_size, t.seq_len)
-    _, _, step = build_trainer(resolve(config, 1000), args.vocab, counts.tolist())
+    step = build_trainer(resolve(config, 1000), args.vocab, counts.tolist()).train_fn
     for _ in range(3):
         float(step(batch)["loss"])
     logdir = tempfile.mkdtemp(prefix="lmtrain-profile-")

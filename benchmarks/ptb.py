@@ -78,7 +78,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="the markdown report (default: RUN_DIR/ptb-report.md)")
     args = p.parse_args()
 
-    from lmtrain.configfile import load_config
+    from lmtrain.config.files import load_config
     from lmtrain.keras.tfboot import import_tensorflow
 
     import_tensorflow()  # quietly: the report reads fit's TensorBoard scalars
@@ -100,7 +100,7 @@ def main() -> None:
     curve = [(step, ppl) for _, step, ppl in logged_scalars(run_dir / "logs", "valid/perplexity")]
     import yaml
 
-    from lmtrain.configfile import config_from_dict
+    from lmtrain.config.files import config_from_dict
 
     trained = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))  # null keys as fit set them
     m, t = trained.model, trained.train

@@ -28,9 +28,9 @@ from common import (  # noqa: E402
     zipf_counts,
 )
 
-from lmtrain.configfile import config_from_dict  # noqa: E402
-from lmtrain.resolve import resolve  # noqa: E402
-from lmtrain.trainstep import build_trainer  # noqa: E402
+from lmtrain.config.files import config_from_dict  # noqa: E402
+from lmtrain.config.resolve import resolve  # noqa: E402
+from lmtrain.fit.trainer import build_trainer  # noqa: E402
 
 VARIANTS = {
     "plain": {"dropout": 0.1},
@@ -54,7 +54,7 @@ def main() -> None:
         sections = shape_sections(args.vocab, args)
         sections["model"] = {**sections["model"], "num_layers": args.num_layers, **model}
         config = config_from_dict(sections)
-        _, _, step_fn = build_trainer(resolve(config, 10_000), args.vocab, counts.tolist(), total_steps=10_000)
+        step_fn = build_trainer(resolve(config, 10_000), args.vocab, counts.tolist(), total_steps=10_000).train_fn
         steps[name] = (lambda f: lambda: f(batch)["loss"].numpy())(step_fn)
     times = round_robin(steps, args.warmup, args.reps)
     medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}

@@ -4,7 +4,7 @@ the full softmax, at vocabularies from 1x to 16x num_sampled.
 Both steps are `build_trainer`'s (the code `lmtrain fit` runs: LazyAdam, clipping, the defaults'
 tied weights and projection), on the same Zipf-distributed batch, timed side by side in one
 process, round-robin, medians. Up to about 2x the two cost the same, so there the choice
-(model.softmax=auto, `build.choose_softmax`) rests on the perplexity each trains to, which
+(model.softmax=auto, `config.resolve.choose_softmax`) rests on the perplexity each trains to, which
 `make compare` measures; the table's last column is what auto picks. Prints a table and a last line
 of JSON: {"results": [...]}.
 
@@ -30,10 +30,10 @@ from common import (  # noqa: E402
 )
 
 from lmtrain.build import choose_softmax  # noqa: E402
-from lmtrain.config import ModelConfig  # noqa: E402
-from lmtrain.configfile import config_from_dict  # noqa: E402
-from lmtrain.resolve import resolve  # noqa: E402
-from lmtrain.trainstep import build_trainer  # noqa: E402
+from lmtrain.config.files import config_from_dict  # noqa: E402
+from lmtrain.config.resolve import resolve  # noqa: E402
+from lmtrain.config.schema import ModelConfig  # noqa: E402
+from lmtrain.fit.trainer import build_trainer  # noqa: E402
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def main() -> None:
         for kind in ("sampled", "full"):
             sections = shape_sections(vocab, args)
             config = config_from_dict({**sections, "model": {**sections["model"], "softmax": kind}})
-            _, _, step = build_trainer(resolve(config, 1000), vocab, counts.tolist())
+            step = build_trainer(resolve(config, 1000), vocab, counts.tolist()).train_fn
             variants[f"{kind}_{vocab}"] = (lambda s, b: lambda: float(s(b)["loss"]))(step, batch)
     times = round_robin(variants, args.warmup, args.reps)
     results = []

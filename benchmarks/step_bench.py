@@ -4,7 +4,7 @@ Times, in one process and round-robin (so machine noise hits every variant alike
 step of:
   (a) floor    the same Embedding + LSTM with no output layer (loss = mean of the hidden states),
                same optimizer: the cost sampled softmax should approach;
-  (b) sampled  lmtrain's own step, built by `lmtrain.train.build_trainer` exactly as `lmtrain fit`
+  (b) sampled  lmtrain's own step, built by `lmtrain.fit.trainer.build_trainer` exactly as `lmtrain fit`
                builds it (sampled softmax, LazyAdam, clipping);
   (c) full     the full-softmax baseline as Keras users write it: Embedding -> LSTM -> Dense(V),
                SparseCategoricalCrossentropy(from_logits=True), Keras Adam, `train_on_batch`;
@@ -45,10 +45,11 @@ from common import (  # noqa: E402
     zipf_counts,
 )
 
-from lmtrain.configfile import config_from_dict  # noqa: E402
+from lmtrain.config.files import config_from_dict  # noqa: E402
+from lmtrain.config.resolve import resolve  # noqa: E402
+from lmtrain.fit.step import TrainStep  # noqa: E402
+from lmtrain.fit.trainer import build_trainer  # noqa: E402
 from lmtrain.keras import Embedding, LazyAdam, SampledSoftmax  # noqa: E402
-from lmtrain.resolve import resolve  # noqa: E402
-from lmtrain.trainstep import build_trainer  # noqa: E402
 
 
 def main() -> None:
@@ -76,15 +77,16 @@ def bench_vocab(vocab: int, args: argparse.Namespace) -> dict[str, Any]:
     batch = synthetic_batch(counts, args.batch_size, args.seq_len)
 
     variants: dict[str, Callable[[], Any]] = {}
-    model, optimizer, step = build_trainer(resolve(config, 1000), vocab, counts.tolist())
+    trainer = build_trainer(resolve(config, 1000), vocab, counts.tolist())
+    model, optimizer, step = trainer.model, trainer.optimizer, trainer.train_fn
     variants["sampled"] = lambda: step(batch)["loss"]
-    float(step(batch)["loss"])  # trace now, while LazyAdam is the model's optimizer
+    float(step(batch)["loss"])  # trace now
     # (d) and (a) train the same model objects (sharing them keeps peak memory down): (d) is the
-    # very same train_step traced with Keras' dense Adam as the model's optimizer.
+    # very same training step with Keras' dense Adam as its optimizer.
     stock = keras.optimizers.Adam(learning_rate=config.train.rate(config.model.hidden_dim))
-    model.compile(optimizer=stock)
     stock.build(model.trainable_variables)
-    stock_step = tf.function(model.train_step)
+    stock_step = tf.function(TrainStep(model, stock, "sampled", trainer.step.sampler,
+                                       config.train.clip_norm).train_step)
     float(stock_step(batch)["loss"])
     variants["sampled_stock_adam"] = lambda: stock_step(batch)["loss"]
     variants["floor"] = floor_step(model, optimizer, batch[0])
@@ -136,7 +138,7 @@ def probe_sampled_rss(vocab: int, args: argparse.Namespace) -> float:
 def sampled_only_rss(vocab: int, args: argparse.Namespace) -> float:
     config = config_from_dict(shape_sections(vocab, args))
     counts = zipf_counts(vocab)
-    _, _, step = build_trainer(resolve(config, 1000), vocab, counts.tolist())
+    step = build_trainer(resolve(config, 1000), vocab, counts.tolist()).train_fn
     batch = synthetic_batch(counts, args.batch_size, args.seq_len)
     for _ in range(3):
         float(step(batch)["loss"])

@@ -2,7 +2,7 @@
 
 For a config's step (default: the demo's, B 64 x T 35, E 256, H 512 projected to 256, 1,024
 sampled negatives at 8k ids), in one process:
-  1. every matmul the step runs (`lmtrain.flops.step_matmuls`: the LSTM's input, recurrent and
+  1. every matmul the step runs (`lmtrain.fit.flops.step_matmuls`: the LSTM's input, recurrent and
      gradient products, the projection, the sampled logits) is timed alone with `tf.matmul` at its
      own shape, in float32 and in bfloat16: the machine's rate at that shape;
   2. the step's shape-aware ceiling is the rate it would reach doing nothing but those matmuls,
@@ -32,12 +32,12 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from common import round_robin, synthetic_batch, zipf_counts  # noqa: E402
 
-from lmtrain.config import Config  # noqa: E402
-from lmtrain.configfile import load_config  # noqa: E402
-from lmtrain.flops import Matmul, step_matmuls  # noqa: E402
+from lmtrain.config.files import load_config  # noqa: E402
+from lmtrain.config.resolve import resolve  # noqa: E402
+from lmtrain.config.schema import Config  # noqa: E402
+from lmtrain.fit.flops import Matmul, step_matmuls  # noqa: E402
+from lmtrain.fit.trainer import build_trainer  # noqa: E402
 from lmtrain.keras import LSTM  # noqa: E402
-from lmtrain.resolve import resolve  # noqa: E402
-from lmtrain.trainstep import build_trainer  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 PRECISIONS = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16}
@@ -65,8 +65,8 @@ def run(config: Config, vocab: int, rounds: int, steps: int) -> dict[str, Any]:
     models = {}
     for precision in PRECISIONS:
         cfg = _with_precision(config, precision)
-        model, _, step = build_trainer(resolve(cfg, 1000), vocab, counts.tolist())
-        models[precision] = model
+        trainer = build_trainer(resolve(cfg, 1000), vocab, counts.tolist())
+        models[precision], step = trainer.step, trainer.train_fn
         float(step(batch)["loss"])  # trace
         timers[f"step {precision}"] = _repeat(lambda step=step: step(batch)["loss"], steps)
         timers[f"lstm {precision}"] = _lstm_timer(cfg, steps)

@@ -1,13 +1,10 @@
 """The tests' fixtures: a tiny corpus and a tiny config in each test's tmp_path (the helpers
-they are made with are in helpers.py), and the `slow` marker, put on every test that prepares,
-fits or runs a benchmark (`make test-fast` leaves them out)."""
+they are made with are in helpers.py), a trained tiny run shared by the tests that only read it,
+and the `slow` marker carried by the fixtures that prepare or fit (`make test-fast` leaves slow
+tests out)."""
 
 from __future__ import annotations
 
-import ast
-import inspect
-import re
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -39,36 +36,13 @@ def trained(tmp_path_factory):
     return {"config": cfg, "root": root, "lm": lmtrain.load(root / "run")}
 
 
-# What makes a test slow: preparing or fitting (through the CLI, the functions or a fixture that
-# does), or running a benchmark script.
-_SLOW_CODE = re.compile(r"""["'](prepare|fit)["']|\b(prepare|fit|fit_run)\(|BENCH|benchmarks/|_bench\.py""")
+# Tests that prepare, fit or run a benchmark are marked `slow` where they are written (a
+# decorator, or `pytestmark` for a whole module); these fixtures prepare and fit, so a test that
+# takes one is slow too.
 _SLOW_FIXTURES = {"trained", "shared"}
-
-
-def _slow(function, seen: set[int] | None = None) -> bool:
-    """The test function, or a function of its module it calls (one level down), prepares or fits."""
-    try:
-        source = textwrap.dedent(inspect.getsource(function))
-    except (OSError, TypeError):
-        return False
-    if _SLOW_CODE.search(source):
-        return True
-    seen = seen if seen is not None else {id(function)}
-    module = inspect.getmodule(function)
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            helper = getattr(module, node.func.id, None)
-            if inspect.isfunction(helper) and helper.__module__ == module.__name__ and id(helper) not in seen:
-                seen.add(id(helper))
-                if _slow(helper, seen):
-                    return True
-    return False
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        function = getattr(item, "function", None)
-        if "slow" in item.keywords or function is None:
-            continue
-        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or _slow(function):
+        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)

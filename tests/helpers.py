@@ -69,7 +69,7 @@ def tiny_sections(tmp_path: Path, corpus: Path, **changes: dict[str, Any]) -> di
 
 def load_tiny_config(tmp_path: Path, corpus: Path, **changes: dict[str, Any]) -> Any:
     """`tiny_sections` written to tmp_path/c.yaml and loaded: a Config for calling fit or prepare directly."""
-    from lmtrain.configfile import load_config
+    from lmtrain.config.files import load_config
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     return load_config(write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, **changes)))

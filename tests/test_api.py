@@ -10,7 +10,10 @@ import pytest
 import tensorflow as tf
 from helpers import cli
 
-from lmtrain.tokenizer import EOS_ID
+from lmtrain.data.tokenizer import EOS_ID
+
+# Every test here prepares, fits or runs a benchmark.
+pytestmark = pytest.mark.slow
 
 TEXT = "the king and the queen\nsweet night come\n"
 

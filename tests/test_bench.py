@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from helpers import cli
 
+# Every test here prepares, fits or runs a benchmark.
+pytestmark = pytest.mark.slow
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "step_bench.py"
 
 
@@ -239,7 +242,7 @@ def test_comparison_plan_takes_the_default_negatives_and_marks_autos_choice(monk
     import argparse
     import importlib.util
 
-    from lmtrain.configfile import load_config
+    from lmtrain.config.files import load_config
 
     spec = importlib.util.spec_from_file_location("compare", BENCH.with_name("compare.py"))
     compare = importlib.util.module_from_spec(spec)

@@ -7,6 +7,7 @@ from helpers import assert_clean_error, cli, tiny_sections, write_config
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_prepare_fit_eval_generate_end_to_end(tmp_path, tiny_config):
     r = cli("prepare", tiny_config, "-q")
     assert r.exit_code == 0, r.output
@@ -53,6 +54,7 @@ def test_prepare_fit_eval_generate_end_to_end(tmp_path, tiny_config):
     assert "resuming from" in more.output and "step 14" in more.output
 
 
+@pytest.mark.slow
 def test_python_m_entry_point_has_help():
     import subprocess
     import sys
@@ -61,6 +63,7 @@ def test_python_m_entry_point_has_help():
     assert out.returncode == 0 and "prepare" in out.stdout and "generate" in out.stdout
 
 
+@pytest.mark.slow
 def test_unknown_key_suggests_the_closest(tmp_path, corpus):
     sections = tiny_sections(tmp_path, corpus)
     sections["train"]["batchsize"] = 3
@@ -68,22 +71,26 @@ def test_unknown_key_suggests_the_closest(tmp_path, corpus):
     assert_clean_error(cli("prepare", cfg), 2, "train.batchsize", "did you mean train.batch_size?")
 
 
+@pytest.mark.slow
 def test_wrong_type_and_range(tiny_config):
     assert_clean_error(cli("fit", tiny_config, "--set", "train.batch_size=many"), 2, "train.batch_size", "'many'")
     assert_clean_error(cli("fit", tiny_config, "--set", "model.dropout=2"), 2, "model.dropout", "2")
 
 
+@pytest.mark.slow
 def test_set_on_missing_key(tiny_config):
     assert_clean_error(cli("prepare", tiny_config, "--set", "model.layers=2"), 2, "model.layers",
                        "did you mean model.num_layers?")
 
 
+@pytest.mark.slow
 def test_missing_corpus_path(tmp_path, tiny_config):
     missing = tmp_path / "nowhere"
     result = cli("prepare", tiny_config, "--set", f"data.corpus={missing}")
     assert_clean_error(result, 1, str(missing), "does not exist")
 
 
+@pytest.mark.slow
 def test_empty_corpus(tmp_path, tiny_config):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -94,21 +101,25 @@ def test_empty_corpus(tmp_path, tiny_config):
     assert not (tmp_path / "data").exists()  # nothing half-written left behind
 
 
+@pytest.mark.slow
 def test_corpus_too_small_for_the_vocabulary(tiny_config):
     r = cli("prepare", tiny_config, "-q", "--set", "tokenizer.vocab_size=500", "--set", "tokenizer.model_type=unigram")
     assert_clean_error(r, 1, "tokenizer.vocab_size", "500", "too large")
 
 
+@pytest.mark.slow
 def test_fit_before_prepare(tiny_config):
     assert_clean_error(cli("fit", tiny_config, "-q"), 1, "no prepared data", "lmtrain prepare")
 
 
+@pytest.mark.slow
 def test_eval_and_generate_before_fit(tiny_config):
     assert cli("prepare", tiny_config, "-q").exit_code == 0
     assert_clean_error(cli("eval", tiny_config), 1, "no trained run", "lmtrain fit")
     assert_clean_error(cli("generate", tiny_config), 1, "no trained run", "lmtrain fit")
 
 
+@pytest.mark.slow
 def test_prepare_refuses_a_different_config_without_force(tmp_path, tiny_config):
     assert cli("prepare", tiny_config, "-q").exit_code == 0
     meta_before = (tmp_path / "data" / "meta.json").read_text()
@@ -124,12 +135,14 @@ def test_bad_sampling_options(tiny_config):
     assert_clean_error(cli("generate", tiny_config, "--max-tokens", "0"), 1, "--max-tokens")
 
 
+@pytest.mark.slow
 def test_config_that_is_not_a_mapping(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("just a string\n")
     assert_clean_error(cli("fit", cfg), 2, str(cfg), "mapping")
 
 
+@pytest.mark.slow
 def test_eval_batch_size_changes_nothing_but_the_batching(tmp_path, tiny_config):
     assert cli("prepare", str(tiny_config), "-q").exit_code == 0
     assert cli("fit", str(tiny_config), "-q").exit_code == 0

@@ -1,4 +1,5 @@
-"""lmtrain.config and lmtrain.configfile: the schema's defaults and checks, YAML and --set loading, did-you-mean."""
+"""lmtrain.config.schema and lmtrain.config.files: the schema's defaults and checks, YAML and --set loading,
+did-you-mean."""
 
 import dataclasses
 import math
@@ -12,8 +13,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmtrain.config import Config, DataConfig, ModelConfig, TokenizerConfig, TrainConfig
-from lmtrain.configfile import config_from_dict, load_config
+from lmtrain.config.files import config_from_dict, load_config
+from lmtrain.config.schema import Config, DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 from lmtrain.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def test_overrides_are_yaml_typed(tmp_path):
                                             "(did you mean 'sampled'?)"),
         ({"tokenizer": {"model_type": "wordpiece"}}, "tokenizer.model_type: must be one of"),
         ({"tokenizer": {"vocab_size": 100}, "model": {"softmax": "sampled", "num_sampled": 100}},
-         "model.num_sampled: must be smaller"),
+         "model.num_sampled: 100 must be smaller than the vocabulary (100 ids in tokenizer.vocab_size)"),
         ({"data": {"corpus": 3}}, "data.corpus: expected a string or a list of strings"),
         ({"train": 5}, "train: expected a mapping"),
         ({"tokenizer": {"min_count": 2}}, "tokenizer.min_count: 2 needs tokenizer.model_type=word and "
@@ -186,7 +187,7 @@ def test_reading_a_config_needs_no_tensorflow(tmp_path):
     the library owns, and importing the library imports TensorFlow.)"""
     path = tmp_path / "c.yaml"
     path.write_text("tokenizer: {vocab_size: 2000}\nmodel: {hidden_dim: 64}\n")
-    code = (f"import sys; from lmtrain.configfile import load_config; c = load_config({str(path)!r}); "
+    code = (f"import sys; from lmtrain.config.files import load_config; c = load_config({str(path)!r}); "
             f"print(c.model.hidden_dim, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["64", "False", "False"]

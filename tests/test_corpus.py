@@ -1,10 +1,11 @@
-"""lmtrain.corpus: corpus sources (files, directories, globs, compressed), markdown stripping, splits, line samples."""
+"""lmtrain.data.corpus: corpus sources (files, directories, globs, compressed), markdown stripping, splits, line
+samples."""
 
 import gzip
 
 import pytest
 
-from lmtrain.corpus import Document, _strip_markdown, list_documents, split_documents
+from lmtrain.data.corpus import Document, _strip_markdown, list_documents, split_documents
 from lmtrain.errors import LmtrainError
 
 
@@ -48,8 +49,8 @@ def test_split_is_deterministic_and_never_empty(tmp_path):
 
 
 def test_corpus_line_sample_is_uniform_ordered_seeded_and_skips_blank_lines(tmp_path):
-    from lmtrain.corpus import Document
-    from lmtrain.vocabsample import sample_lines
+    from lmtrain.data.corpus import Document
+    from lmtrain.data.vocabsample import sample_lines
 
     root = tmp_path / "c"
     root.mkdir()
@@ -73,11 +74,11 @@ def test_corpus_line_sample_is_uniform_ordered_seeded_and_skips_blank_lines(tmp_
 
 
 def test_corpus_line_sample_reads_crlf_markdown_and_blocks(tmp_path, monkeypatch):
-    import lmtrain.corpus
-    from lmtrain.corpus import Document
-    from lmtrain.vocabsample import sample_lines
+    import lmtrain.data.corpus
+    from lmtrain.data.corpus import Document
+    from lmtrain.data.vocabsample import sample_lines
 
-    monkeypatch.setattr(lmtrain.corpus, "BLOCK_BYTES", 1000)  # many blocks: line numbers carry across them
+    monkeypatch.setattr(lmtrain.data.corpus, "BLOCK_BYTES", 1000)  # many blocks: line numbers carry across them
     path = tmp_path / "d.md"
     path.write_bytes(b"# Title\r\n**A** line\r\nplain\r\n" * 3000)
     doc = Document("d", path, kind="markdown")
@@ -87,12 +88,12 @@ def test_corpus_line_sample_reads_crlf_markdown_and_blocks(tmp_path, monkeypatch
     numbered.write_text("".join(f"{i}\n" for i in range(5000)))
     picked = [int(x) for x in sample_lines([Document("n", numbered)], 2000, seed=1)]
     assert len(picked) == 2000 and picked == sorted(set(picked)) and picked[-1] > 4000
-    monkeypatch.setattr(lmtrain.corpus, "BLOCK_BYTES", 1 << 20)  # one block: the same lines
+    monkeypatch.setattr(lmtrain.data.corpus, "BLOCK_BYTES", 1 << 20)  # one block: the same lines
     assert [int(x) for x in sample_lines([Document("n", numbered)], 2000, seed=1)] == picked
 
 
 def test_line_sample_is_bounded_by_bytes_too(tmp_path):
-    from lmtrain.vocabsample import sample_lines
+    from lmtrain.data.vocabsample import sample_lines
 
     path = tmp_path / "long.txt"
     path.write_text("".join(f"{i} " + "word " * 40 + "\n" for i in range(2000)))  # ~200 bytes a line

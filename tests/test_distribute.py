@@ -21,10 +21,13 @@ import tensorflow as tf
 from helpers import cli, tiny_sections, write_config
 
 from lmtrain.checkpoints import CheckpointStore
-from lmtrain.configfile import load_config
-from lmtrain.prepare import prepare
+from lmtrain.config.files import load_config
+from lmtrain.data.prepare import prepare
+from lmtrain.fit.loop import fit
 from lmtrain.rundir import logged_scalars
-from lmtrain.train import fit
+
+# Every test here prepares, fits or runs a benchmark.
+pytestmark = pytest.mark.slow
 
 # A worker: the real `fit`, with the trained model captured to save its weights where the test
 # can read them (a non-chief worker writes nothing to the run directory).
@@ -32,8 +35,8 @@ WORKER = """
 import sys
 import numpy as np
 import tensorflow as tf
-import lmtrain.train as train
-from lmtrain.configfile import load_config
+import lmtrain.fit.loop as train
+from lmtrain.config.files import load_config
 from lmtrain.errors import LmtrainError
 
 captured = {}

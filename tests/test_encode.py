@@ -6,12 +6,13 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers import tiny_sections, write_config, write_corpus
 
-from lmtrain.configfile import load_config
-from lmtrain.corpus import Document, list_documents
-from lmtrain.encode import BlockEncoder
-from lmtrain.prepare import prepare
+from lmtrain.config.files import load_config
+from lmtrain.data.corpus import Document, list_documents
+from lmtrain.data.encode import BlockEncoder
+from lmtrain.data.prepare import prepare
 
 
 def _awkward_corpus(root: Path) -> Path:
@@ -26,6 +27,7 @@ def _awkward_corpus(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_worker_processes_write_the_same_bytes_as_one_process(tmp_path):
     corpus = _awkward_corpus(tmp_path / "corpus")
     outputs = {}
@@ -40,6 +42,7 @@ def test_worker_processes_write_the_same_bytes_as_one_process(tmp_path):
     assert b"latin1.txt" in outputs[1]["meta.json"]  # the replaced characters are reported
 
 
+@pytest.mark.slow
 def test_small_blocks_give_the_same_ids_and_counts(tmp_path):
     corpus = _awkward_corpus(tmp_path / "corpus")
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus)))

@@ -8,6 +8,9 @@ import math
 import pytest
 from helpers import cli
 
+# Every test here prepares, fits or runs a benchmark.
+pytestmark = pytest.mark.slow
+
 TEXT = "the king and the queen\nsweet night come\n"
 
 

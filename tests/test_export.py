@@ -8,8 +8,12 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from helpers import cli
+
+# Every test here prepares, fits or runs a benchmark.
+pytestmark = pytest.mark.slow
 
 TEXT = "the king and the queen\nsweet night come\n"
 

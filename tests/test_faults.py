@@ -24,7 +24,10 @@ from helpers import assert_clean_error, cli, tiny_sections, write_config, write_
 
 from lmtrain.checkpoints import CheckpointStore
 from lmtrain.keras import softmax
-from lmtrain.trained import load_run
+from lmtrain.use.load import load_run
+
+# Every test here prepares, fits or runs a benchmark.
+pytestmark = pytest.mark.slow
 
 TRAIN = {"batch_size": 8, "seq_len": 16, "epochs": 3, "max_steps": None, "checkpoint_every": 10, "log_every": 10}
 MODEL = {"embedding_dim": 32, "hidden_dim": 128, "dropout": 0.2}  # dropout: its random state must resume too
@@ -129,8 +132,8 @@ def test_kill_between_checkpoint_write_and_commit_keeps_the_previous_one(tmp_pat
 
     monkeypatch.setattr(CheckpointStore, "_commit", dies_on_second_commit)
     with pytest.raises(SystemExit):
-        from lmtrain.configfile import load_config
-        from lmtrain.train import fit
+        from lmtrain.config.files import load_config
+        from lmtrain.fit.loop import fit
         fit(load_config(cfg), progress=False, echo=lambda _: None)
     checkpoints = tmp_path / "run" / "checkpoints"
     assert (checkpoints / ".tmp-step-00000010").is_dir()  # the unfinished save is still there
@@ -337,7 +340,7 @@ def test_yaml_with_python_tags_is_refused(tmp_path):
 def test_signal_during_validation_stops_it_within_a_batch(tmp_path, corpus, monkeypatch):
     """SIGTERM while fit validates: the validation ends after the batch in flight (not the
     whole split), is not recorded, and the step is checkpointed as after any signal."""
-    import lmtrain.train as train_module
+    import lmtrain.fit.loop as train_module
 
     real = train_module.split_nll
     calls = []
@@ -398,7 +401,7 @@ def test_a_run_dir_from_before_a_new_config_key_still_resumes(tmp_path, corpus):
 def test_training_data_that_ends_early_is_one_error_line(tmp_path, corpus, monkeypatch):
     """A restored data position from another version of the input pipeline can end the data
     before the run's last step: one error line, no traceback, the checkpoints kept."""
-    import lmtrain.train as train_module
+    import lmtrain.fit.loop as train_module
 
     real = train_module.train_dataset
     monkeypatch.setattr(train_module, "train_dataset", lambda *a, **k: real(*a, **k).take(7))

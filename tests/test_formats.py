@@ -17,7 +17,7 @@ import sentencepiece as spm
 import zstandard
 from helpers import WORDS, assert_clean_error, cli, write_config
 
-from lmtrain.corpus import list_documents, split_documents
+from lmtrain.data.corpus import list_documents, split_documents
 
 _COMPRESS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
              ".zst": lambda b: zstandard.ZstdCompressor().compress(b)}
@@ -52,6 +52,7 @@ def _prepare(tmp_path: Path, name: str, corpus, **data) -> dict:
                      "vocab_size": meta["vocab_size"]}
 
 
+@pytest.mark.slow
 def test_every_format_gives_the_ids_of_one_text_file_per_record(tmp_path):
     records = _records()
     (tmp_path / "txt").mkdir()
@@ -72,6 +73,7 @@ def test_every_format_gives_the_ids_of_one_text_file_per_record(tmp_path):
         assert got == expected, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ext", sorted(_COMPRESS))
 def test_compressed_text_reads_as_the_plain_file_and_splits_by_its_text(tmp_path, ext):
     text = "".join(f"{' '.join(random.Random(i).choices(WORDS, k=6))}\n" for i in range(400)).encode()
@@ -120,6 +122,7 @@ def test_parquet_files_are_cut_at_rows(tmp_path):
     assert 20 < splits["test"][0].end - splits["test"][0].start < 60  # rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, content, fragments", [
     ("bad.jsonl", b'{"text": "a b"}\n{"text": "c"}\n{"text": oops}\n', ["bad.jsonl, line 3", "not JSON"]),
     ("nofield.jsonl", b'{"text": "a"}\n\n{"body": "b", "id": 2}\n', ["line 3", "no 'text' field", "'body'",
@@ -144,6 +147,7 @@ def test_bad_records_and_binary_files_are_one_line_errors(tmp_path, name, conten
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 def test_a_bad_record_in_a_held_out_part_is_named_by_its_line_in_the_file(tmp_path):
     lines = [json.dumps(r) for r in _records(300, seed=3)]
     lines[290] = '{"txt": "typo"}'
@@ -154,6 +158,7 @@ def test_a_bad_record_in_a_held_out_part_is_named_by_its_line_in_the_file(tmp_pa
     assert_clean_error(r, 2, "c.jsonl.xz, line 291", "no 'text' field", "'txt'")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("table, field, fragments", [
     ({"body": ["a b", "c"]}, "text", ["no column 'text'", "'body'"]),
     ({"text": [1, 2]}, "text", ["column 'text' holds int64, expected strings"]),

@@ -1,11 +1,11 @@
-"""lmtrain.generate's token choice: greedy, top-k, top-p (nucleus) sampling, seeds and bad options."""
+"""lmtrain.use.generate's token choice: greedy, top-k, top-p (nucleus) sampling, seeds and bad options."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from lmtrain.errors import LmtrainError
-from lmtrain.generate import SamplingOptions, _nucleus_draw, _top_p, pick
+from lmtrain.use.generate import SamplingOptions, _nucleus_draw, _top_p, pick
 
 LOG_PROBS = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
 

@@ -70,6 +70,7 @@ def test_the_readme_snippet_runs_as_written(tmp_path, monkeypatch):
     assert model.evaluate(x_val, y_val, verbose=0) == pytest.approx(_cross_entropy(probs, y_val).mean(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_fit_evaluate_predict_and_save_round_trip(tmp_path):
     vocab_size = V
     x, y = _data()
@@ -124,6 +125,7 @@ def test_training_output_is_hidden_and_the_loss_is_tensorflows_sampled_softmax()
     assert int(head.step.numpy()) == 1  # the next call draws the negatives of step 1
 
 
+@pytest.mark.slow
 def test_two_dimensional_features_in_a_functional_model():
     # The dense-features case: inputs [B, D], targets [B].
     rng = np.random.default_rng(0)
@@ -142,6 +144,7 @@ def test_two_dimensional_features_in_a_functional_model():
     assert loss < 0.5 * before
 
 
+@pytest.mark.slow
 def test_masking_and_sample_weight_weight_the_loss_as_keras_does():
     head = SampledSoftmax(V, num_sampled=10, seed=0)
     model = _lm(head, mask_zero=True)
@@ -164,6 +167,7 @@ def test_masking_and_sample_weight_weight_the_loss_as_keras_does():
     model.fit(x, y, sample_weight=weights, epochs=2, verbose=0)  # and trains with both
 
 
+@pytest.mark.slow
 def test_unigram_sampler_from_counts_or_adapt():
     x, y = _data()
     counts = np.bincount(y.ravel(), minlength=V)
@@ -184,6 +188,7 @@ def test_unigram_sampler_from_counts_or_adapt():
     assert config["counts"] == counts.tolist() and config["sampler"] == "unigram"
 
 
+@pytest.mark.slow
 def test_stock_adam_and_xla_compiled_fit():
     x, y = _data()
     results = []
@@ -201,6 +206,7 @@ def test_stock_adam_and_xla_compiled_fit():
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
 
 
+@pytest.mark.slow
 def test_lazy_adam_finalizes_rows_at_the_end_of_fit():
     x, y = _data()
     head = SampledSoftmax(V, num_sampled=5, seed=0)
@@ -214,6 +220,7 @@ def test_lazy_adam_finalizes_rows_at_the_end_of_fit():
     assert all(int(tf.reduce_min(s)) == int(optimizer.iterations) for s in optimizer._last_steps)
 
 
+@pytest.mark.slow
 def test_bad_uses_give_clear_errors():
     x, y = _data(8)
     with pytest.raises(ValueError, match="num_sampled.*vocab_size"):
@@ -256,6 +263,7 @@ def test_bad_uses_give_clear_errors():
         other.evaluate(x, y, verbose=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_keeps_the_loss_in_float32(policy):
     previous = keras.config.dtype_policy()
@@ -299,6 +307,7 @@ def test_fit_train_step_never_touches_all_vocabulary_rows(embedding):
         assert wide and all(kind == "ReadVariableOp" and "embedding" in name for kind, name in wide), wide
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_fit_on_two_logical_cpus(tmp_path):
     script = textwrap.dedent("""
         import numpy as np, keras, tensorflow as tf
@@ -338,6 +347,7 @@ def _zipf_data(n=256, vocab=300, seed=0):
     return ids[:, :-1], ids[:, 1:]
 
 
+@pytest.mark.slow
 def test_no_setup_head_counts_the_targets_and_trains_as_well_as_adapt():
     x, y = _zipf_data()
     x_val, y_val = _zipf_data(64, seed=1)
@@ -362,6 +372,7 @@ def test_no_setup_head_counts_the_targets_and_trains_as_well_as_adapt():
     assert losses["adapt"] < losses["adapt, zero bias"], losses
 
 
+@pytest.mark.slow
 def test_no_setup_head_resumes_exactly_after_save_and_load(tmp_path):
     x, y = _zipf_data(128)
     head = SampledSoftmax(300, num_sampled=20, seed=0)
@@ -403,6 +414,7 @@ def _tied_lm(vocab=V, width=16, project=True, embedding=keras.layers.Embedding, 
     return keras.Sequential(layers + [head]), emb, head
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("embedding", [Embedding, keras.layers.Embedding])
 def test_tied_head_shares_the_embedding_matrix_through_save_and_load(tmp_path, embedding):
     x, y = _data()
@@ -439,9 +451,9 @@ def test_tied_head_needs_inputs_as_wide_as_the_embedding():
 
 
 def test_cli_tied_model_and_library_tied_model_give_the_same_loss():
-    from lmtrain.build import create_model
-    from lmtrain.configfile import config_from_dict
-    from lmtrain.resolve import resolve
+    from lmtrain.build import create_model, training_loss
+    from lmtrain.config.files import config_from_dict
+    from lmtrain.config.resolve import resolve
 
     x, y = _data(8)
     counts = np.bincount(y.ravel(), minlength=V) + 1
@@ -450,6 +462,7 @@ def test_cli_tied_model_and_library_tied_model_give_the_same_loss():
                                       "lstm_impl": "keras", "tie_weights": True},
                             "train": {"seed": 4}})
     cli_model = create_model(resolve(cfg, 1000), V, counts.tolist())
+    _, sampler = training_loss(resolve(cfg, 1000), V, counts.tolist())
     assert cli_model.tie_weights
     library, emb, head = _tied_lm(counts=counts)
     head.seed = 4
@@ -463,7 +476,7 @@ def test_cli_tied_model_and_library_tied_model_give_the_same_loss():
     head.step.assign(3)
     hidden = cli_model(tf.constant(x), training=True)
     rows = softmax_maths.output_rows(cli_model.softmax_w.value, cli_model.softmax_b.value, tf.reshape(y, [-1]),
-                               cli_model.sampler, step)
+                                     sampler, step)
     expected = softmax_maths.sampled_nll(tf.reshape(hidden, [-1, 16]), rows).numpy().mean()
     got = float(head.loss(tf.constant(y), library(tf.constant(x), training=True)))
     assert got == pytest.approx(expected, rel=1e-5)

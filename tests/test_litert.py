@@ -51,7 +51,7 @@ def export(cfg: Path, out: Path, *args: str):
 
 
 def arrays_of_shape(content: bytes, shape: list[int]) -> list[dict]:
-    from lmtrain.litert import stored_arrays
+    from lmtrain.use.litert import stored_arrays
 
     return [a for a in stored_arrays(content) if a["shape"] == shape]
 
@@ -136,11 +136,13 @@ def test_litert_export_bad_options_and_missing_run_are_one_line(trained, tmp_pat
 def test_untied_stacked_model_converts_and_matches(tmp_path):
     """The library path without a run: an untied two-layer model keeps two [V, D] matrices, int8
     scales them per row, and the float file computes the model's function."""
-    from lmtrain import litert
+    from lmtrain.config.resolve import resolve
+    from lmtrain.config.schema import Config, ModelConfig
     from lmtrain.model import LanguageModel
+    from lmtrain.use import litert
 
-    model = LanguageModel(vocab_size=100, embedding_dim=12, hidden_dim=16, num_layers=2, softmax="full",
-                          output_bias=np.linspace(-2, 1, 100, dtype=np.float32))
+    config = resolve(Config(model=ModelConfig(embedding_dim=12, hidden_dim=16, num_layers=2, tie_weights=False)), 1)
+    model = LanguageModel(config.model, 100, output_bias=np.linspace(-2, 1, 100, dtype=np.float32))
     model.build(None)
     ids = np.random.default_rng(1).integers(0, 100, 40)
     for quantize in ("none", "int8"):

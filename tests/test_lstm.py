@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from lmtrain.build import create_model
-from lmtrain.configfile import config_from_dict
-from lmtrain.keras.lstm import LSTM, resolve_impl
-from lmtrain.resolve import resolve
+from lmtrain.config.files import config_from_dict
+from lmtrain.config.resolve import resolve
+from lmtrain.keras.lstm import LSTM, choose_impl
 
 
 def _pair(units, width, **kwargs):
@@ -139,8 +139,8 @@ def test_fused_refuses_what_it_cannot_run(kwargs, fragment):
 def test_impl_choice():
     with pytest.raises(ValueError, match="impl must be one of auto, keras, fused; got 'cudnn'"):
         LSTM(4, impl="cudnn")
-    assert resolve_impl("keras") == "keras"
-    assert resolve_impl("auto") == ("keras" if tf.config.get_visible_devices("GPU") else "fused")
+    assert choose_impl("keras") == "keras"
+    assert choose_impl("auto") == ("keras" if tf.config.get_visible_devices("GPU") else "fused")
 
 
 def test_cli_model_switches_implementation_with_the_same_weights():
@@ -216,6 +216,7 @@ def test_activation_penalties_are_awd_lstms():
     np.testing.assert_allclose(float(halves[0] + halves[1]), want, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_regularised_layers_save_and_load_as_a_keras_file(tmp_path):
     from lmtrain.keras import Embedding
 

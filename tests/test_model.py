@@ -1,23 +1,35 @@
-"""lmtrain.model.LanguageModel: sampled and full losses, sparse gradients, decoding and scoring with state,
-precision."""
+"""lmtrain.model.LanguageModel and its training step (lmtrain.fit.step): sampled and full losses, sparse
+gradients, decoding and scoring with state, precision."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from lmtrain.build import create_model
-from lmtrain.configfile import config_from_dict
+from lmtrain.config.files import config_from_dict
+from lmtrain.config.resolve import resolve
+from lmtrain.fit.trainer import create_step
 from lmtrain.keras import softmax as softmax_module
-from lmtrain.resolve import resolve
 
 V = 50
 
 
+def _config(**model_changes):
+    return resolve(config_from_dict({"tokenizer": {"vocab_size": V},
+                                     "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10, "dropout": 0.0,
+                                               "tie_weights": False, **model_changes}}), 1000)
+
+
 def _model(**model_changes):
-    cfg = config_from_dict({"tokenizer": {"vocab_size": V},
-                            "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10, "dropout": 0.0,
-                                      "tie_weights": False, **model_changes}})
-    return create_model(resolve(cfg, 1000), V, list(range(V)))
+    return create_model(_config(**model_changes), V, list(range(V)))
+
+
+def _trainer(optimizer, config=None, model=None, counts=None):
+    """A model (made from `config`, unless given) and its training step as fit builds it."""
+    config = config or _config()
+    counts = counts or list(range(V))
+    model = model or create_model(config, V, counts)
+    return model, create_step(config, model, optimizer, V, counts)
 
 
 def _batch(b=3, t=5, seed=0):
@@ -58,10 +70,9 @@ def test_chunked_full_softmax_matches_one_block(monkeypatch):
 
 def test_sampled_gradients_touch_only_the_used_rows():
     """The gradients of the training step fit runs (`gradients`, clipped), not of a loss alone."""
-    model = _model()  # train.clip_norm 1 by default: the gradients are clipped
-    model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+    model, step = _trainer(tf.keras.optimizers.Adam(0.01))  # train.clip_norm 1 by default: clipped
     x, y, m = _batch()
-    grads, out = model.gradients(tuple(tf.constant(a) for a in (x, y, m)))
+    grads, out = step.gradients(tuple(tf.constant(a) for a in (x, y, m)))
     by_variable = {id(v): g for v, g in zip(model.trainable_variables, grads)}
     g_w, g_b, g_emb = (by_variable[id(v)] for v in (model.softmax_w, model.softmax_b, model.embedding.embeddings))
     for g in (g_w, g_b, g_emb):
@@ -71,12 +82,11 @@ def test_sampled_gradients_touch_only_the_used_rows():
 
 
 def test_sampled_train_step_lowers_the_loss():
-    model = _model()
-    model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
+    model, step = _trainer(tf.keras.optimizers.Adam(0.05))
     batch = tuple(tf.constant(a) for a in _batch())
     before = float(model.nll_sum(*batch)[0])
     for _ in range(30):
-        logs = model.train_step(batch)
+        logs = step.train_step(batch)
     assert float(logs["loss"]) > 0
     assert float(model.nll_sum(*batch)[0]) < 0.5 * before
 
@@ -107,16 +117,16 @@ def test_scoring_in_chunks_with_carried_state_equals_one_pass():
 
 
 def test_sampled_loss_equals_tensorflows_own():
-    model = _model()
+    model, train = _trainer(tf.keras.optimizers.SGD())
     x, y, _ = _batch(b=4, t=6)
     h = tf.reshape(model(x), [-1, 12])
     labels = tf.reshape(tf.cast(y, tf.int64), [-1])
     step = tf.constant(3, tf.int64)
-    rows = softmax_module.output_rows(model.softmax_w.value, model.softmax_b.value, labels, model.sampler, step)
+    rows = softmax_module.output_rows(model.softmax_w.value, model.softmax_b.value, labels, train.sampler, step)
     ours = softmax_module.sampled_nll(h, rows)  # the maths of the training step (`gradients`)
     theirs = tf.nn.sampled_softmax_loss(
         weights=model.softmax_w, biases=model.softmax_b, labels=labels[:, None], inputs=h, num_sampled=10,
-        num_classes=V, sampled_values=model.sampler(labels[:, None], step), remove_accidental_hits=True)
+        num_classes=V, sampled_values=train.sampler(labels[:, None], step), remove_accidental_hits=True)
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
 
 
@@ -131,10 +141,10 @@ def test_sampled_train_step_never_touches_all_vocabulary_rows(unique):
                                       "sampler_unique": unique}})
     model = create_model(resolve(cfg, 1000), vocab, list(range(vocab)))
     optimizer = LazyAdam()
-    model.compile(optimizer=optimizer)
     optimizer.build(model.trainable_variables)
+    step = create_step(resolve(cfg, 1000), model, optimizer, vocab, list(range(vocab)))
     spec = [tf.TensorSpec([4, 5], tf.int32), tf.TensorSpec([4, 5], tf.int32), tf.TensorSpec([4, 5], tf.float32)]
-    graph = tf.function(model.train_step).get_concrete_function(tuple(spec)).graph
+    graph = tf.function(step.train_step).get_concrete_function(tuple(spec)).graph
     # No op may produce a V-sized tensor: not even a whole-variable read (ReadVariableOp), which
     # copies all V rows once a variable has been scatter-updated (TensorFlow's copy-on-read).
     allowed = {"Const", "Placeholder"}  # the sampler's [V] tables, captured as graph inputs
@@ -156,12 +166,10 @@ def test_sampled_train_step_never_touches_all_vocabulary_rows(unique):
 
 def test_xla_compiled_train_step_matches_the_plain_one():
     x, y, m = (tf.constant(a) for a in _batch())
-    plain, compiled = _model(), _model()
+    (plain, plain_step), (compiled, compiled_step) = (_trainer(tf.keras.optimizers.SGD(0.1)) for _ in range(2))
     compiled.set_weights(plain.get_weights())
-    for model in (plain, compiled):
-        model.compile(optimizer=tf.keras.optimizers.SGD(0.1))
-    tf.function(plain.train_step)((x, y, m))
-    tf.function(compiled.train_step, jit_compile=True)((x, y, m))
+    tf.function(plain_step.train_step)((x, y, m))
+    tf.function(compiled_step.train_step, jit_compile=True)((x, y, m))
     for a, b in zip(plain.weights, compiled.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
 
@@ -216,13 +224,12 @@ def test_mixed_bfloat16_runs_the_lstm_in_bfloat16_and_the_softmax_input_in_float
     cfg = config_from_dict({"tokenizer": {"vocab_size": V},
                             "model": {"embedding_dim": 8, "hidden_dim": 12, "num_sampled": 10, "tie_weights": True},
                             "train": {"precision": "mixed_bfloat16"}})
-    model = create_model(resolve(cfg, 1000), V, list(range(V)))
+    model, step = _trainer(tf.keras.optimizers.Adam(0.05), resolve(cfg, 1000))
     assert model.embedding.compute_dtype == "bfloat16" and model.lstms[0].compute_dtype == "bfloat16"
     assert model.projection.compute_dtype == "float32" and model.dropouts[-1].compute_dtype == "float32"
     batch = tuple(tf.constant(a) for a in _batch())
     assert model(batch[0], training=False).dtype == tf.float32
-    model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
     before = float(model.nll_sum(*batch)[0])
     for _ in range(30):
-        model.train_step(batch)
+        step.train_step(batch)
     assert float(model.nll_sum(*batch)[0]) < 0.6 * before  # it trains (tied: a little slower)

@@ -8,6 +8,7 @@ import pytest
 from helpers import cli, tiny_sections, write_config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, vocab, warns", [("bpe", 60, True), ("char", 30, False)])
 def test_log_uniform_warns_when_ids_are_not_sorted_by_frequency(tmp_path, corpus, kind, vocab, warns):
     cfg = write_config(tmp_path / "c.yaml", tiny_sections(
@@ -20,6 +21,7 @@ def test_log_uniform_warns_when_ids_are_not_sorted_by_frequency(tmp_path, corpus
     assert (warning in r.output) == warns, r.output
 
 
+@pytest.mark.slow
 def test_uniform_sampler_trains(tmp_path, corpus):
     cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, model={"sampler": "uniform"}))
     assert cli("prepare", cfg, "-q").exit_code == 0
@@ -27,6 +29,7 @@ def test_uniform_sampler_trains(tmp_path, corpus):
     assert r.exit_code == 0 and "warning" not in r.output, r.output
 
 
+@pytest.mark.slow
 def test_tied_weights_share_one_variable_and_project_when_widths_differ(tmp_path, corpus):
     import numpy as np
     import tensorflow as tf
@@ -56,9 +59,9 @@ def test_tied_weights_share_one_variable_and_project_when_widths_differ(tmp_path
 
 def test_projection_without_tying_and_bad_combination(tmp_path, corpus):
     from lmtrain.build import create_model
-    from lmtrain.configfile import config_from_dict
+    from lmtrain.config.files import config_from_dict
+    from lmtrain.config.resolve import resolve
     from lmtrain.errors import ConfigError
-    from lmtrain.resolve import resolve
 
     for tie in (False, None):  # null: a projection to another width than the embedding's is not tied
         cfg = config_from_dict(tiny_sections(tmp_path, corpus, model={"projection_dim": 10, "tie_weights": tie}))
@@ -76,6 +79,7 @@ def _validations(output):
     return [(int(s), float(p)) for s, p in re.findall(r"^step (\d+): valid perplexity ([\d.]+)", output, re.M)]
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_checkpoint_and_eval_uses_it(tmp_path, corpus):
     # a 34-word vocabulary and ~800 training tokens at a high learning rate: it overfits soon
     cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, train={
@@ -98,6 +102,7 @@ def test_early_stopping_keeps_the_best_checkpoint_and_eval_uses_it(tmp_path, cor
     assert _validations(again.output) == []  # nothing trained
 
 
+@pytest.mark.slow
 def test_plateau_schedule_lowers_the_rate_and_keeps_it_in_the_checkpoint(tmp_path, corpus):
     import re
 
@@ -121,9 +126,9 @@ def test_plateau_schedule_lowers_the_rate_and_keeps_it_in_the_checkpoint(tmp_pat
 
 
 def test_sgd_warms_up_a_steady_rate_and_a_resumed_run_keeps_its_warmup():
-    from lmtrain.config import Config, TrainConfig
+    from lmtrain.config.resolve import resolve
+    from lmtrain.config.schema import Config, TrainConfig
     from lmtrain.errors import ConfigError
-    from lmtrain.resolve import resolve
 
     def resolved(total_steps: int, started: Config | None = None, **train) -> TrainConfig:
         return resolve(Config(train=TrainConfig(**train)), total_steps, started).train
@@ -133,7 +138,7 @@ def test_sgd_warms_up_a_steady_rate_and_a_resumed_run_keeps_its_warmup():
     assert resolved(600, **sgd).warmup_steps == 30  # at most a twentieth of the run
     assert resolved(600, **sgd, warmup_steps=7).warmup_steps == 7  # an explicit key wins
     assert resolved(51_753, **{**sgd, "schedule": "constant"}).warmup_steps == 100
-    assert resolved(51_753, learning_rate=0.01, schedule="constant").warmup_steps is None  # Adam: none
+    assert resolved(51_753, learning_rate=0.01, schedule="constant").warmup_steps == 0  # Adam: none
     first = resolve(Config(train=TrainConfig(**sgd)), 600)
     assert resolved(51_753, first, **sgd).warmup_steps == 30  # a resumed run keeps its first choice
     before = Config(train=TrainConfig(**sgd))  # a run directory from before SGD warmed up
@@ -159,12 +164,13 @@ def test_sgd_warmup_scales_the_first_updates_and_then_the_whole_rate():
     assert SGD.from_config(optimizer.get_config()).warmup_steps == 4
 
 
+@pytest.mark.slow
 def test_fit_warms_sgd_up_from_its_first_step_and_says_so(tmp_path, corpus):
     """SGD's first step at a steady rate moves the weights by 1 / warmup_steps of the full step:
     the full step from the first batch (20 x 0.25 = 5 in norm) is what left PTB medium stuck."""
     import numpy as np
 
-    from lmtrain.trained import load_run
+    from lmtrain.use.load import load_run
 
     train = {"optimizer": "sgd", "learning_rate": 20.0, "clip_norm": 0.25, "schedule": "plateau",
              "max_steps": 1, "checkpoint_every": 1}
@@ -187,6 +193,7 @@ def test_fit_warms_sgd_up_from_its_first_step_and_says_so(tmp_path, corpus):
         np.testing.assert_allclose(w * 10, f, rtol=1e-3, atol=1e-6)  # float32 differences
 
 
+@pytest.mark.slow
 def test_fit_says_when_a_run_is_no_better_than_the_unigram_model(tmp_path, corpus):
     cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, train={
         "optimizer": "sgd", "learning_rate": 1e-6, "schedule": "constant", "epochs": 2, "max_steps": None}))
@@ -200,7 +207,7 @@ def test_fit_says_when_a_run_is_no_better_than_the_unigram_model(tmp_path, corpu
 
 def test_warmup_cosine_schedule():
     from lmtrain.build import learning_rate
-    from lmtrain.config import TrainConfig
+    from lmtrain.config.schema import TrainConfig
 
     schedule = learning_rate(TrainConfig(learning_rate=0.01, schedule="warmup_cosine", warmup_steps=10,
                                          min_lr_ratio=0.1), total_steps=110)
@@ -213,8 +220,8 @@ def test_warmup_cosine_schedule():
 
 def test_default_schedule_warms_up_for_a_twentieth_of_the_run_then_decays():
     from lmtrain.build import learning_rate
-    from lmtrain.config import TrainConfig
-    from lmtrain.runlength import short_run_steps
+    from lmtrain.config.rules import short_run_steps
+    from lmtrain.config.schema import TrainConfig
 
     config = TrainConfig()  # the defaults: schedule and warmup_steps null, the rate from the width
     assert config.schedule is None and config.warmup_steps is None and config.learning_rate is None
@@ -232,14 +239,13 @@ def test_default_schedule_warms_up_for_a_twentieth_of_the_run_then_decays():
 def test_a_short_run_trains_untied_at_a_constant_rate_unless_told():
     import dataclasses
 
-    from lmtrain.config import Config
+    # a wider model is done with the short-run recipe sooner: 650 steps at 512 units
+    from lmtrain.config.files import config_from_dict
+    from lmtrain.config.resolve import resolve
 
     # a wider model is done with the short-run recipe sooner: 650 steps at 512 units
-    from lmtrain.configfile import config_from_dict
-    from lmtrain.resolve import resolve
-
-    # a wider model is done with the short-run recipe sooner: 650 steps at 512 units
-    from lmtrain.runlength import short_run, short_run_steps
+    from lmtrain.config.rules import short_run, short_run_steps
+    from lmtrain.config.schema import Config
 
     # a wider model is done with the short-run recipe sooner: 650 steps at 512 units
     assert [short_run_steps(h) for h in (128, 512, 1024)] == [920, 650, 550]
@@ -258,10 +264,11 @@ def test_a_short_run_trains_untied_at_a_constant_rate_unless_told():
     assert resolve(projected, 5000).model.tie_weights is False
     # a run that started short keeps its choices when resumed for longer, and the reverse
     assert resolve(default, 5000, started=short) == dataclasses.replace(
-        long, model=short.model, train=dataclasses.replace(long.train, schedule="constant"))
+        long, model=short.model, train=dataclasses.replace(long.train, schedule="constant", warmup_steps=0))
     assert resolve(default, 10, started=long).model.tie_weights is True
 
 
+@pytest.mark.slow
 def test_fit_says_what_the_run_length_chose_and_a_resumed_run_keeps_it(tmp_path, corpus):
     import yaml
 
@@ -299,14 +306,18 @@ def test_fit_says_what_the_run_length_chose_and_a_resumed_run_keeps_it(tmp_path,
 def test_step_flops_count_the_lstm_projection_and_output_matmuls():
     import dataclasses
 
+    import keras
+
     from lmtrain.build import create_model
-    from lmtrain.config import Config
-    from lmtrain.flops import step_flops, step_matmuls
-    from lmtrain.resolve import resolve
+    from lmtrain.config.resolve import resolve
+    from lmtrain.config.schema import Config
+    from lmtrain.fit.flops import step_flops, step_matmuls
+    from lmtrain.fit.trainer import create_step
 
     demo = resolve(Config(), 1000)  # E 256, H 512 projected to 256 and tied, 1,024 negatives at 8k
     full = dataclasses.replace(demo, model=dataclasses.replace(demo.model, softmax="full"))
-    models = {cfg.model.softmax: create_model(cfg, 8000, [1] * 8000) for cfg in (demo, full)}
+    models = {cfg.model.softmax: create_step(cfg, create_model(cfg, 8000, [1] * 8000), keras.optimizers.SGD(), 8000,
+                                             [1] * 8000) for cfg in (demo, full)}
     lstm, projection, sampled = 2 * 4 * 512 * (256 + 512), 2 * 512 * 256, 2 * 256 * 1024
     # forward and backward (three products of each forward one's size), B 64 x T 35: about
     # 26 GFLOP a step, 21 of them the LSTM's
@@ -322,8 +333,8 @@ def test_step_flops_count_the_lstm_projection_and_output_matmuls():
 
 
 def test_default_learning_rate_falls_with_the_square_root_of_the_width():
-    from lmtrain.config import TrainConfig
-    from lmtrain.runlength import default_learning_rate
+    from lmtrain.config.rules import default_learning_rate
+    from lmtrain.config.schema import TrainConfig
 
     assert [default_learning_rate(h) for h in (64, 128, 512, 1024, 2048)] == [0.02, 0.02, 0.01, 0.0071, 0.005]
     assert TrainConfig(learning_rate=0.003).rate(128) == 0.003  # a given rate is used as it is
@@ -332,7 +343,7 @@ def test_default_learning_rate_falls_with_the_square_root_of_the_width():
 
 def test_warmup_stable_decay_holds_the_peak_then_decays_over_the_last_share(tmp_path):
     from lmtrain.build import learning_rate
-    from lmtrain.config import TrainConfig
+    from lmtrain.config.schema import TrainConfig
     from lmtrain.keras.optim import WarmupStableDecay
 
     schedule = learning_rate(TrainConfig(learning_rate=0.01, schedule="warmup_stable_decay"), total_steps=200)
@@ -349,7 +360,7 @@ def test_warmup_stable_decay_holds_the_peak_then_decays_over_the_last_share(tmp_
 
 def test_library_warmup_cosine_is_fits_schedule_and_rejects_bad_arguments():
     from lmtrain.build import learning_rate
-    from lmtrain.config import TrainConfig
+    from lmtrain.config.schema import TrainConfig
     from lmtrain.keras import warmup_cosine
 
     ours, fits = warmup_cosine(1e-2, 400), learning_rate(TrainConfig(schedule="warmup_cosine"), 400, hidden_dim=512)
@@ -362,13 +373,14 @@ def test_library_warmup_cosine_is_fits_schedule_and_rejects_bad_arguments():
             warmup_cosine(*args)
 
 
+@pytest.mark.slow
 def test_schedule_spans_the_epochs_when_max_steps_is_null(tmp_path, corpus):
     from lmtrain.build import step_counts
-    from lmtrain.configfile import load_config
-    from lmtrain.meta import load_meta
-    from lmtrain.prepare import prepare
+    from lmtrain.config.files import load_config
+    from lmtrain.data.meta import load_meta
+    from lmtrain.data.prepare import prepare
+    from lmtrain.fit.loop import fit
     from lmtrain.rundir import logged_scalars
-    from lmtrain.train import fit
 
     path = write_config(tmp_path / "c.yaml", tiny_sections(
         tmp_path, corpus, train={"max_steps": None, "epochs": 2, "log_every": 1, "learning_rate": 0.01,
@@ -386,6 +398,7 @@ def test_schedule_spans_the_epochs_when_max_steps_is_null(tmp_path, corpus):
     assert rates[per_epoch] > rates[total]
 
 
+@pytest.mark.slow
 def test_auto_softmax_is_chosen_by_vocabulary_and_fit_says_why(tmp_path, corpus):
     from lmtrain.rundir import logged_scalars
 
@@ -408,7 +421,7 @@ def test_auto_softmax_is_chosen_by_vocabulary_and_fit_says_why(tmp_path, corpus)
 
 def test_choose_softmax():
     from lmtrain.build import choose_softmax
-    from lmtrain.config import ModelConfig
+    from lmtrain.config.schema import ModelConfig
 
     assert choose_softmax(ModelConfig(num_sampled=1024), 1024)[0] == "full"  # nothing left to sample
     assert choose_softmax(ModelConfig(num_sampled=1024), 259)[0] == "full"  # bytes
@@ -432,7 +445,7 @@ def test_choose_softmax():
 
 
 def test_default_negatives_grow_with_the_vocabulary():
-    from lmtrain.config import ModelConfig
+    from lmtrain.config.schema import ModelConfig
 
     m = ModelConfig()
     assert m.num_sampled is None and m.output_bias_init == "unigram"
@@ -445,22 +458,24 @@ def test_default_negatives_grow_with_the_vocabulary():
 
 
 def test_auto_softmax_accepts_more_negatives_than_ids_and_sampled_does_not(tmp_path, corpus):
-    from lmtrain.configfile import config_from_dict
+    from lmtrain.config.files import config_from_dict
     from lmtrain.errors import ConfigError
 
     config_from_dict(tiny_sections(tmp_path, corpus, model={"softmax": "auto", "num_sampled": 40}))  # full then
-    with pytest.raises(ConfigError, match="model.num_sampled: must be smaller than tokenizer.vocab_size"):
+    with pytest.raises(ConfigError, match=r"model.num_sampled: 40 must be smaller than the vocabulary \(34 ids in "
+                                          r"tokenizer.vocab_size\)"):
         config_from_dict(tiny_sections(tmp_path, corpus, model={"softmax": "sampled", "num_sampled": 40}))
     # the null default stands for 1,024 at a small vocabulary: the error says so
-    with pytest.raises(ConfigError, match=r"got null \(which means 1024 at this vocabulary\); lower it"):
+    with pytest.raises(ConfigError, match=r"num_sampled: null, which means 1024 at this vocabulary, must be smaller"):
         config_from_dict(tiny_sections(tmp_path, corpus, model={"softmax": "sampled", "num_sampled": None}))
 
 
+@pytest.mark.slow
 def test_stateful_training_carries_state_and_resets_each_epoch(tmp_path, corpus, monkeypatch):
     import numpy as np
 
-    from lmtrain import train as train_module
-    from lmtrain.configfile import load_config
+    from lmtrain.config.files import load_config
+    from lmtrain.fit import loop as train_module
 
     calls = []
     original = train_module.build_trainer
@@ -478,7 +493,7 @@ def test_stateful_training_carries_state_and_resets_each_epoch(tmp_path, corpus,
     monkeypatch.setattr(train_module, "build_trainer", recording)
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, train={
         "stateful": True, "epochs": 3, "max_steps": None, "checkpoint_every": 1000})))
-    from lmtrain.prepare import prepare
+    from lmtrain.data.prepare import prepare
 
     meta = prepare(cfg, progress=False).meta
     result = train_module.fit(cfg, progress=False, echo=lambda _: None)
@@ -492,13 +507,14 @@ def test_stateful_training_carries_state_and_resets_each_epoch(tmp_path, corpus,
     assert np.isfinite(result.valid_perplexity)
 
 
+@pytest.mark.slow
 def test_stateful_resume_is_exact(tmp_path, corpus):
     import numpy as np
 
-    from lmtrain.configfile import load_config
-    from lmtrain.prepare import prepare
-    from lmtrain.train import fit
-    from lmtrain.trained import load_run
+    from lmtrain.config.files import load_config
+    from lmtrain.data.prepare import prepare
+    from lmtrain.fit.loop import fit
+    from lmtrain.use.load import load_run
 
     def config(name, steps):
         (tmp_path / name).mkdir(exist_ok=True)
@@ -519,8 +535,8 @@ def test_stateful_resume_is_exact(tmp_path, corpus):
 
 def test_embedding_dropout_rate_is_its_own(tmp_path, corpus):
     from lmtrain.build import create_model
-    from lmtrain.configfile import config_from_dict
-    from lmtrain.resolve import resolve
+    from lmtrain.config.files import config_from_dict
+    from lmtrain.config.resolve import resolve
 
     def rates(**model):
         cfg = config_from_dict(tiny_sections(tmp_path, corpus, model={"num_layers": 2, **model}))
@@ -534,25 +550,24 @@ def test_embedding_dropout_rate_is_its_own(tmp_path, corpus):
 
 
 def test_precision_auto_takes_bfloat16_only_where_the_cpu_multiplies_it_natively(tmp_path):
-    from lmtrain.precision import cpu_flags, resolve_precision
+    from lmtrain.config.precision import choose_precision, cpu_flags
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 fma\nbogomips\t: 1\n")
     assert cpu_flags(info) == {"fpu", "sse", "avx512f", "avx512_bf16", "fma"}
     assert cpu_flags(tmp_path / "missing") == set()
-    assert resolve_precision("auto", {"avx512f", "avx512_bf16"}) == (
+    assert choose_precision("auto", {"avx512f", "avx512_bf16"}) == (
         "mixed_bfloat16", "train.precision=auto: this CPU has avx512_bf16")
-    assert resolve_precision("auto", {"avx512f", "avx2"})[0] == "float32"
-    assert resolve_precision("mixed_float16", set()) == ("mixed_float16", "train.precision=mixed_float16")
+    assert choose_precision("auto", {"avx512f", "avx2"})[0] == "float32"
+    assert choose_precision("mixed_float16", set()) == ("mixed_float16", "train.precision=mixed_float16")
 
 
 def test_regularisation_follows_the_runs_exposure_and_a_resumed_run_keeps_it():
     import dataclasses
 
-    from lmtrain.config import Config
-    from lmtrain.configfile import config_from_dict
-    from lmtrain.resolve import resolve
-    from lmtrain.runlength import (
+    from lmtrain.config.files import config_from_dict
+    from lmtrain.config.resolve import resolve
+    from lmtrain.config.rules import (
         LIGHT,
         REGULARISATION_KEYS,
         STRONG,
@@ -560,6 +575,7 @@ def test_regularisation_follows_the_runs_exposure_and_a_resumed_run_keeps_it():
         parameter_count,
         regularisation,
     )
+    from lmtrain.config.schema import Config
 
     # the demo model: embedding, LSTM, projection to the tied width, bias
     assert parameter_count(256, 512, 1, 8000, True, 256) == 8000 * 256 + 4 * 512 * (256 + 512 + 1) + 512 * 256 + 8000
@@ -596,12 +612,13 @@ def test_regularisation_follows_the_runs_exposure_and_a_resumed_run_keeps_it():
     assert chosen(default, 1000, 100_000, started=legacy) == LIGHT
 
 
+@pytest.mark.slow
 def test_fit_says_what_regularisation_the_run_chose(tmp_path, corpus):
     import json
 
     import yaml
 
-    from lmtrain.runlength import exposure, parameter_count, regularisation
+    from lmtrain.config.rules import exposure, parameter_count, regularisation
 
     # a wide model for the tiny corpus: many parameters per training token
     sections = tiny_sections(tmp_path, corpus, model={"dropout": None, "hidden_dim": 96, "embedding_dim": 16,

@@ -18,6 +18,9 @@ from helpers import (
     write_corpus,
 )
 
+# Every test here prepares, fits or runs a benchmark.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

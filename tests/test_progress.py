@@ -7,11 +7,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import tiny_sections, write_config
 
 from lmtrain.progress import LogLines, progress_bar
 
 
+@pytest.mark.slow
 def test_log_lines_are_whole_and_spaced_in_time():
     out = io.StringIO()
     with LogLines(total=10, desc="fit", unit="step", every=0.0, file=out) as bar:
@@ -48,6 +50,7 @@ def test_a_terminal_gets_tqdm_and_anything_else_log_lines(monkeypatch):
     assert isinstance(progress_bar(total=3, desc="x"), LogLines)
 
 
+@pytest.mark.slow
 def test_a_fit_logged_to_a_file_writes_few_progress_lines(tmp_path, corpus):
     sections = tiny_sections(tmp_path, corpus, train={"max_steps": 1000, "epochs": 100, "eval_every": 250,
                                                       "checkpoint_every": 500, "log_every": 50})

@@ -25,11 +25,13 @@ def readme_commands() -> list[str]:
     return commands
 
 
+@pytest.mark.slow
 def test_the_readme_names_its_commands():
     verbs = [shlex.split(c)[1] for c in readme_commands()]
     assert {"prepare", "fit", "eval", "generate", "export"} <= set(verbs)
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_every_readme_command_runs_as_written(tmp_path, corpus, monkeypatch):
     """Each command, with the demo's (or the user's) config swapped for a tiny one and the user's

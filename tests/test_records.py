@@ -1,21 +1,21 @@
-"""lmtrain.records and lmtrain.shards: training windows, evaluation batches, stream rows, damaged shards, "
+"""lmtrain.data.records and lmtrain.data.shards: training windows, evaluation batches, stream rows, damaged shards, "
   "TFRecord framing."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from lmtrain import shards
-from lmtrain.errors import LmtrainError
-from lmtrain.paths import DataPaths
-from lmtrain.records import (
+from lmtrain.data import shards
+from lmtrain.data.records import (
     damaged_shard_error,
     eval_dataset,
     num_windows,
     split_files,
     windows,
 )
-from lmtrain.shards import ShardWriter, frame
+from lmtrain.data.shards import ShardWriter, frame
+from lmtrain.errors import LmtrainError
+from lmtrain.paths import DataPaths
 
 
 def _write(tmp_path, tokens, shard_tokens, monkeypatch, record_tokens=7):
@@ -72,7 +72,7 @@ def test_corrupted_shard_is_named(tmp_path, monkeypatch):
 
 
 def test_stream_rows_read_contiguous_parts(tmp_path, monkeypatch):
-    from lmtrain.records import stream_rows, stream_windows_per_row
+    from lmtrain.data.records import stream_rows, stream_windows_per_row
 
     tokens = list(range(3, 54))  # 51 ids: 50 to predict
     paths, sizes = _write(tmp_path, tokens, shard_tokens=20, monkeypatch=monkeypatch)
@@ -91,7 +91,7 @@ def test_stream_rows_read_contiguous_parts(tmp_path, monkeypatch):
     row1 = np.concatenate([b[1][1][b[2][1] > 0] for b in full])
     assert row1.tolist() == tokens[18:35]  # 17 targets per row
     # scoring cuts the same batches from the ids in memory (and reads a large split as above)
-    from lmtrain import records
+    from lmtrain.data import records
 
     for limit in (records.IN_MEMORY_TOKENS, 0):
         monkeypatch.setattr(records, "IN_MEMORY_TOKENS", limit)

@@ -1,6 +1,7 @@
 """lmtrain.rundir: a checkpoint holds every weight, a checkpoint of another shape is named, and an
 inference load applies LazyAdam's pending steps from slots read in blocks."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,17 @@ import yaml
 from helpers import load_tiny_config as _config
 
 from lmtrain.checkpoints import CheckpointStore
+from lmtrain.config.resolve import resolve
+from lmtrain.config.rules import REGULARISATION_KEYS
+from lmtrain.config.schema import Config
+from lmtrain.data.prepare import prepare
 from lmtrain.errors import LmtrainError
-from lmtrain.prepare import prepare
-from lmtrain.resolve import resolve
+from lmtrain.fit.loop import fit
 from lmtrain.rundir import weight_key
-from lmtrain.train import fit
-from lmtrain.trained import load_run
+from lmtrain.use.load import load_run
+
+# Every test here prepares, fits or runs a benchmark.
+pytestmark = pytest.mark.slow
 
 
 def test_checkpoint_holds_every_weight(tmp_path, corpus):
@@ -50,10 +56,11 @@ def test_checkpoint_of_another_shape_is_named(tmp_path, corpus):
 @pytest.mark.parametrize("train", [{}, {"schedule": "warmup_cosine", "warmup_steps": 3},
                                    {"precision": "mixed_float16"}], ids=["constant", "schedule", "loss_scaled"])
 def test_inference_load_applies_pending_steps_from_slots_read_in_blocks(tmp_path, corpus, monkeypatch, train):
-    from lmtrain import rundir, trained
+    from lmtrain import rundir
     from lmtrain.build import create_model, create_optimizer, step_counts
+    from lmtrain.data.meta import load_meta
     from lmtrain.keras.optim import apply_pending
-    from lmtrain.meta import load_meta
+    from lmtrain.use import load as trained
 
     cfg = _config(tmp_path, corpus, train=train)
     prepare(cfg, progress=False)
@@ -77,3 +84,57 @@ def test_inference_load_applies_pending_steps_from_slots_read_in_blocks(tmp_path
     moved = [v.path for v, w in zip(model.trainable_variables, loaded.model.trainable_variables)
              if not np.array_equal(tf.train.load_variable(latest, weight_key(w)), w.numpy())]
     assert any("embeddings" in p for p in moved)  # there were pending steps to apply (tied: the output rows)
+
+
+# The keys a run decides where its config leaves them null or auto, and what a version before
+# they were resolved wrote for each.
+DECIDED = {"model": {"tie_weights": None, "embedding_dropout": None, "dropout": None, "locked_dropout": None,
+                     "weight_drop": None, "word_dropout": None, "ar": None, "tar": None, "softmax": "auto",
+                     "num_sampled": None, "lstm_impl": "auto"},
+           "train": {"schedule": None, "warmup_steps": None, "learning_rate": None, "jit_compile": "auto"}}
+
+
+def test_a_run_directory_says_what_it_used(tmp_path, corpus):
+    cfg = _config(tmp_path, corpus, **DECIDED)
+    prepare(cfg, progress=False)
+    fit(cfg, progress=False, echo=lambda _: None)
+    saved = yaml.safe_load((Path(cfg.train.run_dir) / "config.yaml").read_text())
+    # 1,024 negatives (num_sampled null) are more than the 34 ids: the full softmax, which draws none
+    assert saved["model"]["softmax"] == "full" and saved["model"]["num_sampled"] is None
+    left = [f"{s}.{k}" for s, keys in DECIDED.items() for k in keys
+            if saved[s][k] in (None, "auto") and k != "num_sampled"]
+    assert not left, left
+    assert saved["train"]["learning_rate"] == 0.02 and saved["train"]["jit_compile"] is False
+    # where it samples, the number of negatives is written too
+    assert resolve(Config(), 1000, vocab_size=100_000).model.num_sampled == 2048
+
+
+def test_a_run_directory_from_before_its_keys_were_resolved_evaluates_and_resumes_as_it_did(tmp_path, corpus):
+    """A run directory whose config.yaml keeps the nulls and autos an earlier version saved: it
+    loads, evaluates, and resumes to the same bits as a run never stopped."""
+    from lmtrain.use.evaluate import evaluate
+
+    changes = {"model": {**DECIDED["model"], "num_layers": 2},
+               "train": {**DECIDED["train"], "schedule": "warmup_cosine"}}  # the defaults, as a user leaves them
+    whole = _config(tmp_path / "whole", corpus, **changes)
+    prepare(whole, progress=False)
+    fit(whole, progress=False, echo=lambda _: None)
+    part = _config(tmp_path / "part", corpus, **changes)
+    prepare(part, progress=False)
+    fit(part, progress=False, echo=lambda _: None)
+    for step in (10, 12):  # back to the checkpoint of step 5, as if stopped there
+        shutil.rmtree(Path(part.train.run_dir) / "checkpoints" / f"step-{step:08d}")
+    saved = Path(part.train.run_dir) / "config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    for section, keys in DECIDED.items():
+        for key, value in keys.items():
+            if key not in ("tie_weights", "schedule", *REGULARISATION_KEYS):  # resolved before too
+                old[section][key] = value
+    saved.write_text(yaml.safe_dump(old))
+    before = evaluate(part, split="valid", progress=False).perplexity
+    assert np.isfinite(before)
+    fit(part, progress=False, echo=lambda _: None)  # resumes from step 5 to 12, the nulls kept null
+    stopped, never = (load_run(Path(c.train.run_dir)).model.weights for c in (part, whole))
+    for a, b in zip(stopped, never):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert yaml.safe_load(saved.read_text())["train"]["warmup_steps"] is None  # as that version trained it

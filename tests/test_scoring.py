@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 from helpers import WORDS, cli, tiny_sections, write_config
 
+# Every test here prepares, fits or runs a benchmark.
+pytestmark = pytest.mark.slow
+
 
 def _split(root: Path, split: str):
-    from lmtrain.meta import load_prepared
+    from lmtrain.data.meta import load_prepared
+    from lmtrain.data.records import _ids, split_files
     from lmtrain.paths import DataPaths
-    from lmtrain.records import _ids, split_files
 
     data = DataPaths(root / "data")
     stats = load_prepared(data).splits[split]
@@ -105,6 +108,7 @@ def test_eval_split_matches_eval_text_and_counts_out_of_vocabulary_words(tmp_pat
     notice = cli("eval", cfg, "-q", "--set", "model.hidden_dim=99", "--set", "train.stateful=true",
                  "--set", "train.eval_windows=true")
     assert notice.exit_code == 0, notice.output
+    assert notice.output.count("--set model.hidden_dim=99 is not used") == 1  # once, whatever reads the run
     assert ("notice: --set model.hidden_dim=99 is not used: `lmtrain eval` takes model.hidden_dim from the "
             f"trained run in {tmp_path / 'run'}, which has 24") in notice.output
     assert "notice: --set train.stateful=true is not used" in notice.output and "which has false" in notice.output

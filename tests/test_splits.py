@@ -5,9 +5,9 @@ import random
 import pytest
 from helpers import WORDS, assert_clean_error, cli, write_config
 
-from lmtrain.configfile import load_config
-from lmtrain.corpus import SPLIT_TOLERANCE, list_documents, split_documents
-from lmtrain.prepare import prepare
+from lmtrain.config.files import load_config
+from lmtrain.data.corpus import SPLIT_TOLERANCE, list_documents, split_documents
+from lmtrain.data.prepare import prepare
 
 SHARE = 0.1  # valid and test fraction in these tests
 
@@ -38,6 +38,7 @@ def _within_band(share):
     return SHARE * (1 - SPLIT_TOLERANCE) - 0.01 <= share <= SHARE * (1 + SPLIT_TOLERANCE) + 0.01
 
 
+@pytest.mark.slow
 def test_one_file_is_split_by_blocks_with_the_asked_shares(tmp_path):
     (tmp_path / "input.txt").write_text(_lines(2000))
     meta = _prepare(tmp_path, str(tmp_path / "input.txt"))
@@ -54,6 +55,7 @@ def test_one_file_is_split_by_blocks_with_the_asked_shares(tmp_path):
     assert sum(s.parts for s in meta.splits.values()) == 3
 
 
+@pytest.mark.slow
 def test_many_uneven_documents_get_their_shares_of_the_text(tmp_path):
     root = tmp_path / "docs"
     root.mkdir()
@@ -65,6 +67,7 @@ def test_many_uneven_documents_get_their_shares_of_the_text(tmp_path):
     assert _within_band(shares["valid"]) and _within_band(shares["test"]), shares
 
 
+@pytest.mark.slow
 def test_many_similar_documents_stay_split_by_document(tmp_path):
     root = tmp_path / "docs"
     root.mkdir()
@@ -75,6 +78,7 @@ def test_many_similar_documents_stay_split_by_document(tmp_path):
     assert meta.splits["valid"].documents == meta.splits["test"].documents == 2
 
 
+@pytest.mark.slow
 def test_the_split_is_deterministic(tmp_path):
     (tmp_path / "input.txt").write_text(_lines(800))
     a = _prepare(tmp_path / "a", str(tmp_path / "input.txt"))
@@ -82,6 +86,7 @@ def test_the_split_is_deterministic(tmp_path):
     assert a.documents == b.documents and a.splits == b.splits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("given", [("train", "valid", "test"), ("train",)])
 def test_official_splits_are_used_as_given(tmp_path, given):
     for i, name in enumerate(("train", "valid", "test")):
@@ -94,6 +99,7 @@ def test_official_splits_are_used_as_given(tmp_path, given):
     assert meta.splits["valid"].tokens == (0 if "valid" not in given else meta.splits["valid"].tokens)
 
 
+@pytest.mark.slow
 def test_word_level_counts_every_word_line_and_document(tmp_path):
     root = tmp_path / "ptb"
     root.mkdir()
@@ -118,6 +124,7 @@ def test_word_level_counts_every_word_line_and_document(tmp_path):
     assert len(learned) == len(types) and learned == sorted(learned, reverse=True)
 
 
+@pytest.mark.slow
 def test_prepare_prints_the_split(tmp_path):
     (tmp_path / "input.txt").write_text(_lines(1000))
     cfg = write_config(tmp_path / "c.yaml", _sections(tmp_path, str(tmp_path / "input.txt")))
@@ -129,6 +136,7 @@ def test_prepare_prints_the_split(tmp_path):
     assert "vocabulary " in r.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("corpus, data, message", [
     ({"train": "TRAIN", "dev": "VALID"}, {}, "data.corpus: unknown split 'dev'"),
     ({"train": "TRAIN", "valid": "EMPTY"}, {}, "data.corpus.valid:"),
@@ -149,6 +157,7 @@ def test_bad_split_mappings_are_one_line_errors_and_write_nothing(tmp_path, corp
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 def test_null_vocabulary_needs_the_word_model(tmp_path):
     sections = _sections(tmp_path, str(tmp_path))
     sections["tokenizer"]["model_type"] = "bpe"

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from helpers import cli
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -59,6 +60,60 @@ def test_no_import_cycle():
     assert not cycles, " | ".join(" -> ".join(c) for c in cycles)
 
 
+# The stages, lowest first: a module imports only modules of its own stage or a lower one, and
+# the two last stages (training and using a trained run) import nothing of each other.
+STAGES = {
+    "shared": ("lmtrain.errors", "lmtrain.paths", "lmtrain.progress", "lmtrain.signals", "lmtrain.keras"),
+    "config": ("lmtrain.config",),
+    "data": ("lmtrain.data",),
+    "model": ("lmtrain.model", "lmtrain.build", "lmtrain.rundir", "lmtrain.checkpoints", "lmtrain.scoring"),
+    "fit": ("lmtrain.fit",),
+    "use": ("lmtrain.use",),
+    "cli": ("lmtrain.cli", "lmtrain.__main__", "lmtrain"),
+}
+RANK = {"shared": 0, "config": 1, "data": 2, "model": 3, "fit": 4, "use": 4, "cli": 5}
+
+
+def _stage(module: str) -> str:
+    matches = [(len(prefix), stage) for stage, prefixes in STAGES.items() for prefix in prefixes
+               if module == prefix or module.startswith(prefix + ".")]
+    assert matches, f"{module} belongs to no stage of STAGES: add it (and to docs/layout.md)"
+    return max(matches)[1]
+
+
+def test_imports_run_one_way_from_config_to_data_to_the_model_to_fit_and_use():
+    modules = _modules()
+    upward = []
+    for name, path in modules.items():
+        mine = _stage(name)
+        for dep in _imports(path, modules) - {name}:
+            theirs = _stage(dep)
+            sideways = {mine, theirs} == {"fit", "use"}
+            library = name.startswith("lmtrain.keras") and not dep.startswith("lmtrain.keras")
+            if RANK[theirs] > RANK[mine] or sideways or library:
+                upward.append(f"{name} ({mine}) imports {dep} ({theirs})")
+    assert not upward, upward
+
+
+def test_the_top_level_holds_only_what_the_stages_share():
+    top = sorted(p.name for p in (SRC / "lmtrain").glob("*.py"))
+    assert len(top) <= 14, top
+    folders = sorted(p.name for p in (SRC / "lmtrain").iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    assert folders == ["config", "data", "fit", "keras", "use"]
+
+
+def test_the_model_reads_nothing_of_training():
+    """The model owns its layers, forward pass, scoring and decoding; the training step takes the
+    model as an argument (lmtrain.fit.step), so the model module imports nothing of it."""
+    modules = _modules()
+    deps = _imports(modules["lmtrain.model"], modules)
+    assert not [d for d in deps if d.startswith(("lmtrain.fit", "lmtrain.build", "lmtrain.use"))], deps
+    tree = ast.parse(modules["lmtrain.model"].read_text())
+    bases = [ast.unparse(b) for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "LanguageModel"
+             for b in n.bases]
+    assert bases == ["keras.Model"]
+
+
 def test_no_function_or_class_past_the_house_sizes():
     too_long = []
     for name, path in _modules().items():
@@ -84,8 +139,7 @@ def test_loading_a_run_imports_no_trainer(trained):
         import lmtrain
         lm = lmtrain.load({str(trained["root"] / "run")!r})
         lm.perplexity("the king")
-        print(sorted(m for m in sys.modules if m in ("lmtrain.train", "lmtrain.distribute", "lmtrain.prepare",
-                                                     "lmtrain.trainstep")))
+        print(sorted(m for m in sys.modules if m.startswith("lmtrain.fit") or m == "lmtrain.data.prepare"))
     """)
     assert out == "[]"
 
@@ -102,6 +156,7 @@ def test_the_library_loads_tensorflow_only_when_a_name_is_used():
     assert out == "False True lmtrain.keras.layers"
 
 
+@pytest.mark.slow
 def test_a_saved_model_loads_with_the_library_imported_after_keras(tmp_path):
     """`keras.models.load_model` finds the library's registered classes when `lmtrain.keras` is
     imported (after Keras), with no name of it used."""
@@ -126,11 +181,12 @@ def test_a_saved_model_loads_with_the_library_imported_after_keras(tmp_path):
     assert out == "SampledSoftmax (1, 3, 40)"
 
 
+@pytest.mark.slow
 def test_prepare_with_a_sampled_softmax_needs_no_tensorflow(tmp_path, tiny_config):
     out = _run(f"""
         import sys
-        from lmtrain.configfile import load_config
-        from lmtrain.prepare import prepare
+        from lmtrain.config.files import load_config
+        from lmtrain.data.prepare import prepare
         prepare(load_config({str(tiny_config)!r}, ["model.softmax=sampled"]), progress=False)
         print("tensorflow" in sys.modules)
     """)

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from lmtrain.keras.tfboot import _may_have_gpu, without_notices
 
 NOTICES = """WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
@@ -26,6 +28,7 @@ def _stderr(*args: str) -> str:
     return out.stderr
 
 
+@pytest.mark.slow
 def test_library_import_and_a_cli_verb_print_no_notices(tmp_path):
     library = _stderr("-c", "import lmtrain.keras")
     # a verb that imports TensorFlow and then fails on the user's input: only its error line shows

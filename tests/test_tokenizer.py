@@ -1,4 +1,4 @@
-"""lmtrain.tokenizer: SentencePiece round trips, vocabulary-size errors, the same vocabulary in every process."""
+"""lmtrain.data.tokenizer: SentencePiece round trips, vocabulary-size errors, the same vocabulary in every process."""
 
 import subprocess
 import sys
@@ -6,9 +6,9 @@ import sys
 import pytest
 from helpers import WORDS
 
-from lmtrain.config import TokenizerConfig
+from lmtrain.config.schema import TokenizerConfig
+from lmtrain.data.tokenizer import EOS_ID, NL_ID, train_tokenizer
 from lmtrain.errors import LmtrainError
-from lmtrain.tokenizer import EOS_ID, NL_ID, train_tokenizer
 
 
 def _lines():
@@ -34,8 +34,8 @@ def test_same_vocabulary_in_every_process_when_the_corpus_is_sampled(tmp_path):
     # SentencePiece's own sampler draws differently in each process even when seeded; ours
     # does not. 600 distinct lines, 150 kept: two processes must write the same model.
     script = (
-        "import sys; from pathlib import Path; from lmtrain.config import TokenizerConfig; "
-        "from lmtrain.tokenizer import train_tokenizer; "
+        "import sys; from pathlib import Path; from lmtrain.config.schema import TokenizerConfig; "
+        "from lmtrain.data.tokenizer import train_tokenizer; "
         "lines = [f'w{i % 97} w{(i * 7) % 89} w{(i * 13) % 83} x{i}' for i in range(600)]; "
         "train_tokenizer(lines, TokenizerConfig(model_type='unigram', vocab_size=60, max_sentences=150), "
         "Path(sys.argv[1]))"
@@ -50,7 +50,7 @@ def test_same_vocabulary_in_every_process_when_the_corpus_is_sampled(tmp_path):
 def test_each_unknown_word_is_one_unk(tmp_path):
     # SentencePiece merges a run of unknown pieces into one <unk>: at word level that dropped
     # tokens (4,010 of Penn Treebank's training split). Every whitespace word is one id.
-    from lmtrain.tokenizer import UNK_ID
+    from lmtrain.data.tokenizer import UNK_ID
 
     counts = {w: 10 for w in WORDS}
     tok = train_tokenizer([], TokenizerConfig(model_type="word", vocab_size=None), tmp_path / "w.model", counts)

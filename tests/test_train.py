@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 from helpers import load_tiny_config
 
-from lmtrain.prepare import prepare
-from lmtrain.train import fit
-from lmtrain.trained import load_run
+from lmtrain.data.prepare import prepare
+from lmtrain.fit.loop import fit
+from lmtrain.use.load import load_run
+
+# Every test here prepares, fits or runs a benchmark.
+pytestmark = pytest.mark.slow
 
 
 def _config(tmp_path, corpus, **changes):
@@ -91,8 +94,8 @@ def test_averaged_weights_resume_exactly_and_are_what_eval_scores(tmp_path, corp
     import tensorflow as tf
 
     from lmtrain.checkpoints import CheckpointStore
-    from lmtrain.evaluate import evaluate
-    from lmtrain.loopstate import ValidationRecord, Verdict
+    from lmtrain.fit.loopstate import ValidationRecord, Verdict
+    from lmtrain.use.evaluate import evaluate
 
     record = ValidationRecord.record
 

@@ -1,7 +1,7 @@
 """lmtrain: LSTM language models trained with sampled softmax, evaluated with the full softmax.
 
 `lmtrain.load(run_dir)` gives a trained model to score text, generate and export (see
-`lmtrain.api`). TensorFlow is imported on first use, so `import lmtrain` and `lmtrain --help`
+`lmtrain.use.api`). TensorFlow is imported on first use, so `import lmtrain` and `lmtrain --help`
 stay fast.
 """
 
@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
 
-    from lmtrain.api import TrainedModel
+    from lmtrain.use.api import TrainedModel
 
 
 def load(run_dir: "str | Path") -> "TrainedModel":
@@ -22,7 +22,7 @@ def load(run_dir: "str | Path") -> "TrainedModel":
     from lmtrain.keras.tfboot import import_tensorflow
 
     import_tensorflow()  # without its start-up notices on a machine with no GPU
-    from lmtrain.api import load as _load
+    from lmtrain.use.api import load as _load
 
     return _load(run_dir)
 

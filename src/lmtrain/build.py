@@ -1,10 +1,11 @@
-"""Config -> objects: the one place a config becomes a model, a softmax choice, an optimizer and
-its schedule, and a run's step counts (the compiled train step is `lmtrain.trainstep`'s).
+"""Config -> objects: the one place a config becomes a model, a training loss and its sampler,
+an optimizer and its schedule, and a run's step counts (the training step and its compiled form
+are `lmtrain.fit`'s).
 
 `fit`, `eval`, `generate`, `export`, `lmtrain.load` and the benchmarks all build here, so they
 make the same choices from the same config and vocabulary (a resumed run, an evaluation and a
 benchmark cannot drift from what `fit` trained). The config must have its run's choices made
-(`lmtrain.resolve.resolve`) where a choice depends on the run; `build_run` resolves a run
+(`lmtrain.config.resolve.resolve`) where a choice depends on the run; `rebuild` resolves a run
 directory's config, which is resolved already unless it predates a key.
 """
 
@@ -16,50 +17,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lmtrain.config import Config, ModelConfig, TrainConfig
+from lmtrain.config.precision import choose_precision
+from lmtrain.config.resolve import check_resolved, choose_softmax, resolve
+from lmtrain.config.schema import Config, TrainConfig
+from lmtrain.data.meta import DataMeta
+from lmtrain.data.records import num_windows, stream_windows_per_row
 from lmtrain.errors import LmtrainError
-from lmtrain.keras.negatives import negatives_problem, negatives_rule
 from lmtrain.keras.optim import LazyAdam, warmup_cosine, warmup_stable_decay
 from lmtrain.keras.sampling import make_sampler, unigram_log_prior
-from lmtrain.meta import DataMeta
+from lmtrain.keras.softmax import SamplerFn
 from lmtrain.model import LanguageModel
-from lmtrain.precision import resolve_precision
-from lmtrain.records import num_windows, stream_windows_per_row
-from lmtrain.resolve import check_resolved, resolve
 
-# ---- the model and its softmax --------------------------------------------------------------
-
-def choose_softmax(m: ModelConfig, vocab_size: int) -> tuple[str, str]:
-    """The training loss `model.softmax` stands for at this vocabulary ("sampled" or "full"),
-    and why, in words `fit` prints. Decided from the config and the vocabulary alone, so a
-    resumed run, `eval` and the benchmarks all make the same choice.
-
-    auto is the full softmax only where the sampled one cannot run (k = `m.negatives(V)`
-    distinct negatives need more than k ids), and the sampled softmax everywhere else. The
-    full softmax was meant for small vocabularies, where it costs no more (0.95-0.98x the
-    sampled step up to 2 x num_sampled ids, benchmarks/softmax_bench.py), but at 2,000 ids the
-    sampled model trained with 1024 negatives came out better at equal steps in every run:
-    4.9% lower test perplexity at the demo's shapes (make compare), 4.7-5.5% lower validation
-    perplexity for a small model after 600 and 6,000 steps.
-    """
-    k = m.negatives(vocab_size)
-    if m.softmax == "sampled":
-        return "sampled", f"model.softmax=sampled: {_negatives_words(m, k)}"
-    if m.softmax == "full":
-        return "full", "model.softmax=full"
-    if negatives_problem(k, vocab_size):
-        return "full", (f"model.softmax=auto: {_negatives_words(m, k)} would not be fewer than the {vocab_size:,} "
-                        f"ids, so the sampled softmax cannot run; the full one costs no more here")
-    return "sampled", (f"model.softmax=auto: {vocab_size:,} ids, {_negatives_words(m, k)}; the full softmax "
-                       f"only where the negatives would not be fewer than the ids")
-
-
-def _negatives_words(m: ModelConfig, k: int) -> str:
-    """How `fit` names the negatives, and where their number came from."""
-    rule = negatives_rule(m.output_bias_init == "unigram")
-    source = "model.num_sampled" if m.num_sampled is not None else f"model.num_sampled null: {rule}"
-    return f"{k:,} distinct negatives a step ({source})"
-
+# ---- the model and its sampler -------------------------------------------------------------
 
 def initial_output_bias(kind: str, unigram_counts: list[int]) -> np.ndarray | None:
     """The output layer's initial bias (`model.output_bias_init`): None for zeros, or for "unigram"
@@ -71,34 +40,28 @@ def initial_output_bias(kind: str, unigram_counts: list[int]) -> np.ndarray | No
 
 
 def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> LanguageModel:
-    """Build the model a config describes, with its weights created (ready to restore or train).
-    The config must be resolved (`lmtrain.resolve.resolve`): whether to tie
-    depends on the run's length."""
+    """Build the model a config describes, with its weights created (ready to restore or train):
+    the one place a model config becomes a model. The config must be resolved
+    (`lmtrain.config.resolve.resolve`): whether to tie depends on the run's length."""
     check_resolved(config, "create_model")
-    m = config.model
-    loss, _ = choose_softmax(m, vocab_size)
-    k = m.negatives(vocab_size)
-    if loss == "sampled" and negatives_problem(k, vocab_size):
-        given = "" if m.num_sampled is not None else " (model.num_sampled null)"
-        raise LmtrainError(
-            f"model.num_sampled: {k}{given} must be smaller than the vocabulary ({vocab_size} ids); "
-            f"set it lower or use model.softmax: full"
-        )
-    sampler = None  # the full softmax draws no negatives (and num_sampled may exceed the vocabulary)
-    if loss == "sampled":
-        sampler = make_sampler(m.sampler, vocab_size, k, config.train.seed, unigram_counts, m.sampler_distortion,
-                               m.sampler_unique)
-    model = LanguageModel(
-        vocab_size=vocab_size, embedding_dim=m.embedding_dim, hidden_dim=m.hidden_dim,
-        num_layers=m.num_layers, dropout=m.dropout, softmax=loss,
-        clip_norm=config.train.clip_norm, sampler=sampler, precision=resolve_precision(config.train.precision)[0],
-        tie_weights=m.tie_weights, projection_dim=m.projection_dim, embedding_dropout=m.embedding_dropout,
-        lstm_impl=m.lstm_impl, output_bias=initial_output_bias(m.output_bias_init, unigram_counts),
-        weight_drop=m.weight_drop, word_dropout=m.word_dropout, locked_dropout=m.locked_dropout, ar=m.ar, tar=m.tar,
-        name="lstm_lm",
-    )
+    precision = choose_precision(config.train.precision)[0]
+    bias = initial_output_bias(config.model.output_bias_init, unigram_counts)
+    model = LanguageModel(config.model, vocab_size, precision=precision, output_bias=bias, name="lstm_lm")
     model.build(None)
     return model
+
+
+def training_loss(config: Config, vocab_size: int, unigram_counts: list[int]) -> tuple[str, SamplerFn | None]:
+    """The training loss `model.softmax` stands for at this vocabulary ("sampled" or "full"), and
+    for the sampled one its negatives' sampler: stateless, keyed by (`train.seed`, step), so a
+    resumed run draws the negatives an uninterrupted one draws."""
+    m = config.model
+    loss, _ = choose_softmax(m, vocab_size)
+    if loss == "full":
+        return loss, None  # no negatives drawn (and num_sampled may exceed the vocabulary)
+    m.check_negatives(vocab_size)
+    return loss, make_sampler(m.sampler, vocab_size, m.negatives(vocab_size), config.train.seed, unigram_counts,
+                              m.sampler_distortion, m.sampler_unique)
 
 
 # ---- the optimizer and its schedule ----------------------------------------------------------
@@ -106,7 +69,7 @@ def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> 
 class _SummedGradients:
     """Take gradients as already summed over replicas.
 
-    Keras sums gradients over replicas inside `apply`, in the replica context. `LanguageModel`
+    Keras sums gradients over replicas inside `apply`, in the replica context. `TrainStep`
     sums them itself, before clipping and the finiteness check (so every replica clips by the
     global norm and takes the same apply-or-skip decision), and applies them from the
     cross-replica context; summing again would multiply them by the number of replicas.
@@ -212,10 +175,10 @@ def step_counts(config: Config, meta: DataMeta) -> tuple[int, int]:
     return steps_per_epoch, min(total, t.max_steps) if t.max_steps is not None else total
 
 
-def build_run(config: Config, meta: DataMeta) -> tuple[Config, LanguageModel, keras.optimizers.Optimizer]:
+def rebuild(config: Config, meta: DataMeta) -> tuple[Config, LanguageModel, keras.optimizers.Optimizer]:
     """The config with its run's choices made, the model and the optimizer a run of `config` on
     the data `meta` describes trains: what a run directory's checkpoint is restored into
-    (`lmtrain.rundir.load_run`). The optimizer is built, not restored: its slots stay unread."""
+    (`lmtrain.use.load.load_run`). The optimizer is built, not restored: its slots stay unread."""
     total_steps = step_counts(config, meta)[1]
     # A run directory's config has them made (unchanged), or was written before a key existed:
     # it is its own start, so such a key stands for what that version trained with.

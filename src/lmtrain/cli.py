@@ -74,7 +74,7 @@ def _guard(fn: Callable[[], T], tensorflow: bool = True) -> T:
 
 
 def _load(config: Optional[Path], overrides: Optional[list[str]]):
-    from lmtrain.configfile import load_config
+    from lmtrain.config.files import load_config
 
     return load_config(config, overrides or ())
 
@@ -85,7 +85,7 @@ def _echo_err(message: str) -> None:
 
 def _notice_unused(cfg, overrides: Optional[list[str]], verb: str, honoured: set[str]) -> None:
     """Name each `--set` key the verb cannot honour because the trained run fixed it."""
-    from lmtrain.configfile import unused_overrides
+    from lmtrain.config.files import unused_overrides
     from lmtrain.paths import RunPaths
     from lmtrain.rundir import started_config
 
@@ -111,7 +111,7 @@ def prepare(
     """Train the SentencePiece tokenizer and write sharded TFRecords of token ids."""
 
     def body() -> None:
-        from lmtrain.prepare import prepare as run_prepare
+        from lmtrain.data.prepare import prepare as run_prepare
 
         cfg = _load(config, set_)
         result = run_prepare(cfg, force=force, progress=not quiet, echo=_echo_err)
@@ -147,7 +147,7 @@ def fit(
     """
 
     def body() -> None:
-        from lmtrain.train import fit as run_fit
+        from lmtrain.fit.loop import fit as run_fit
 
         cfg = _load(config, set_)
         r = run_fit(cfg, force=force, progress=not quiet, echo=_echo_err)
@@ -217,8 +217,8 @@ def eval_(
         cfg = _load(config, set_)
         _notice_unused(cfg, set_, "eval", _EVAL_KEYS)
         if per_line is not None:
-            from lmtrain.perline import score_file
-            from lmtrain.trained import load_run
+            from lmtrain.use.load import load_run
+            from lmtrain.use.perline import score_file
 
             run = load_run(Path(cfg.train.run_dir))
             r = score_file(run, per_line, out, batch_size or run.config.train.batch_size, cfg.data.text_field,
@@ -228,12 +228,12 @@ def eval_(
                            f"({r.tokens / max(r.seconds, 1e-9):,.0f} tokens/s): {out}", err=True)
             return
         if text is not None:
-            from lmtrain.api import load
+            from lmtrain.use.api import load
 
             content = _read_text(text)
             r = load(cfg.train.run_dir).evaluate(content)
         else:
-            from lmtrain.evaluate import evaluate
+            from lmtrain.use.evaluate import evaluate
 
             r = evaluate(cfg, split.value, progress=not quiet and not as_json, batch_size=batch_size,
                          windows=windows or cfg.train.eval_windows)
@@ -270,8 +270,8 @@ def generate(
     def body() -> None:
         from dataclasses import asdict
 
-        from lmtrain.api import load
-        from lmtrain.generate import SamplingOptions
+        from lmtrain.use.api import load
+        from lmtrain.use.generate import SamplingOptions
 
         options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed, ignore_eos)  # checked first
         if num_samples < 1:
@@ -310,7 +310,7 @@ def export(
     """Write the trained model for serving: a SavedModel, or a LiteRT file for on-device use."""
 
     def body() -> None:
-        from lmtrain.api import check_export_options, load
+        from lmtrain.use.api import check_export_options, load
 
         cfg = _load(config, set_)
         _notice_unused(cfg, set_, "export", _RUN_KEYS)

@@ -1,10 +1,10 @@
 """The Keras language model: Embedding -> LSTM stack -> owned [V, H] output matrix.
 
-Training uses the sampled softmax (`train_step`, from `lmtrain.trainmath`; or the full softmax,
-where `lmtrain.build.choose_softmax` decides for `model.softmax: auto` that the vocabulary is too
-small to sample from), evaluation the exact full softmax (`sequence_nll`, `nll_sum`, chunked so
-memory is bounded by `softmax.LOGITS_BUDGET`, never B*T*V),
-and generation steps one token at a time carrying each LSTM layer's (h, c). The LSTM layers are
+The model owns its layers, its weights, the forward pass, exact scoring with the full softmax
+(`sequence_nll`, `nll_sum`, chunked so memory is bounded by `softmax.LOGITS_BUDGET`, never
+B*T*V) and decoding one token at a time carrying each LSTM layer's (h, c). Training is a
+component that takes the model (`lmtrain.fit.step.TrainStep`: the sampled or full loss, the
+sampler, clipping, the update): nothing here imports it. The LSTM layers are
 `lmtrain.keras.lstm.LSTM` (`model.lstm_impl`: the fused CPU kernel or Keras' own, same weights). The output layer's
 maths, the sampler, the row-gathering embedding and the optimizer are the library's
 (`lmtrain.keras.softmax`, `lmtrain.keras.sampling`, `lmtrain.keras.layers`, `lmtrain.keras.optim`): what a Keras user
@@ -28,12 +28,12 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
+from lmtrain.config.resolve import check_resolved_model
+from lmtrain.config.schema import ModelConfig
 from lmtrain.keras import softmax
 from lmtrain.keras.embedding import Embedding
 from lmtrain.keras.lstm import LSTM
 from lmtrain.keras.regularize import batch_dropout
-from lmtrain.keras.softmax import SamplerFn
-from lmtrain.trainmath import TrainStep
 
 _IDS = tf.TensorSpec([None, None], tf.int32)  # token ids [B, T] of any batch and length
 # The recurrent state carried between calls: (h, c), each [num_layers, B, H] float32. Stacked
@@ -41,75 +41,55 @@ _IDS = tf.TensorSpec([None, None], tf.int32)  # token ids [B, T] of any batch an
 State = tuple[tf.Tensor, tf.Tensor]
 
 
-class LanguageModel(TrainStep, keras.Model):
-    """LSTM language model trained with sampled (or full) softmax, evaluated with full softmax."""
+class LanguageModel(keras.Model):
+    """LSTM language model trained with sampled (or full) softmax, evaluated with full softmax.
 
-    def __init__(
-        self,
-        vocab_size: int,
-        embedding_dim: int,
-        hidden_dim: int,
-        num_layers: int = 1,
-        dropout: float = 0.0,
-        softmax: str = "sampled",
-        clip_norm: float | None = None,
-        sampler: SamplerFn | None = None,
-        precision: str = "float32",
-        tie_weights: bool = False,
-        projection_dim: int | None = None,
-        embedding_dropout: float | None = None,
-        lstm_impl: str = "auto",
-        output_bias: Any = None,
-        weight_drop: float = 0.0,
-        word_dropout: float = 0.0,
-        locked_dropout: bool = False,
-        ar: float = 0.0,
-        tar: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
+    Built from a resolved `ModelConfig` (`lmtrain.config.resolve.resolve` has made every choice
+    its null keys leave open), the vocabulary size, the compute `precision` (the weights stay
+    float32 under a mixed policy) and the output bias to start from ([V]; None: zeros). Its
+    training step is `lmtrain.fit.step.TrainStep`, which takes the model.
+    """
+
+    def __init__(self, config: ModelConfig, vocab_size: int, precision: str = "float32", output_bias: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if softmax not in ("sampled", "full"):
-            raise ValueError(f"softmax must be 'sampled' or 'full', got {softmax!r}")
-        if softmax == "sampled" and sampler is None:
-            raise ValueError("softmax='sampled' needs a candidate sampler")
-        self.vocab_size, self.embedding_dim, self.hidden_dim = vocab_size, embedding_dim, hidden_dim
-        self.num_layers, self.dropout_rate, self.softmax = num_layers, dropout, softmax
-        self.clip_norm, self.sampler = clip_norm, sampler
-        self.precision, self.tie_weights = precision, tie_weights
+        check_resolved_model(config, "LanguageModel")
+        self.config = config
+        self.vocab_size, self.embedding_dim, self.hidden_dim = vocab_size, config.embedding_dim, config.hidden_dim
+        self.num_layers, self.dropout_rate, self.precision = config.num_layers, config.dropout, precision
+        self.tie_weights = config.tie_weights
         self._output_bias = output_bias  # [V] initial output bias (None: zeros)
         # AWD-LSTM's regularisers (lmtrain.keras.regularize): weight drop is the LSTM layers',
         # word dropout the embedding's; dropout masks (locked: one per sequence) and the
         # activation penalties on the softmax's input are drawn and added here.
-        self.locked_dropout, self.ar, self.tar = locked_dropout, ar, tar
-        # Width of the vectors the softmax reads: the projection's if there is one. Tying needs
-        # it to be the embedding width, so a projection is added when the LSTM is wider.
-        if tie_weights and projection_dim is None and hidden_dim != embedding_dim:
-            projection_dim = embedding_dim
-        if tie_weights and (projection_dim or hidden_dim) != embedding_dim:
+        self.locked_dropout, self.ar, self.tar = config.locked_dropout, config.ar, config.tar
+        # Width of the vectors the softmax reads: the projection's if there is one (tying a
+        # wider LSTM to the embedding needs one; `resolve` adds it).
+        self.projection_dim = config.projection_dim
+        self.output_dim = config.projection_dim or config.hidden_dim
+        if self.tie_weights and self.output_dim != self.embedding_dim:
             raise ValueError("tie_weights needs the output width (projection_dim) to equal embedding_dim")
-        self.projection_dim = projection_dim
-        self.output_dim = projection_dim or hidden_dim
 
         # Embedding and LSTMs compute in `precision` (weights stay float32 under mixed policies);
         # the output layer is always float32.
-        self.embedding = Embedding(vocab_size, embedding_dim, word_dropout=word_dropout, name="embedding",
-                                   dtype=precision)
+        self.embedding = Embedding(vocab_size, config.embedding_dim, word_dropout=config.word_dropout,
+                                   name="embedding", dtype=precision)
         self.lstms = [
-            LSTM(hidden_dim, return_sequences=True, return_state=True, impl=lstm_impl, weight_drop=weight_drop,
-                 name=f"lstm_{i}", dtype=precision)
-            for i in range(num_layers)
+            LSTM(config.hidden_dim, return_sequences=True, return_state=True, impl=config.lstm_impl,
+                 weight_drop=config.weight_drop, name=f"lstm_{i}", dtype=precision)
+            for i in range(config.num_layers)
         ]
         # lm_1b's LSTM-2048-512 projects its output the same way (there, inside the cell). The
         # projection and the last dropout make the softmax's input: float32 under any policy
         # (in bfloat16 they cost the demo validation perplexity under mixed_bfloat16).
-        self.projection = (keras.layers.Dense(projection_dim, use_bias=False, name="projection", dtype="float32")
-                           if projection_dim else None)
-        self.embedding_dropout = dropout if embedding_dropout is None else embedding_dropout
-        rates = [self.embedding_dropout] + [dropout] * num_layers
+        self.projection = (keras.layers.Dense(self.projection_dim, use_bias=False, name="projection",
+                                              dtype="float32") if self.projection_dim else None)
+        self.embedding_dropout = config.embedding_dropout
+        rates = [self.embedding_dropout] + [config.dropout] * config.num_layers
         self.dropouts = [keras.layers.Dropout(rate, name=f"dropout_{i}",
-                                              dtype=precision if i < num_layers else "float32")
+                                              dtype=precision if i < config.num_layers else "float32")
                          for i, rate in enumerate(rates)]
-        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.loss_tracker = keras.metrics.Mean(name="loss")  # `test_step`'s (Keras' evaluate)
 
     def build(self, input_shape: Any = None) -> None:
         # Named weights owned by the model; they are read only by the losses, so they must be

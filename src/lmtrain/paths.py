@@ -62,6 +62,11 @@ class RunPaths:
         return self.root / "checkpoints"
 
     @property
+    def best_checkpoints(self) -> Path:
+        """Where early stopping (train.patience) keeps the best checkpoint, the one the verbs use."""
+        return self.checkpoints / "best"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

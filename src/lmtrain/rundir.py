@@ -3,7 +3,7 @@ checkpoint layout, restoring with the shapes checked, and the TensorBoard scalar
 
 A training checkpoint (`training_checkpoint`) holds everything an exact resume needs: the
 weights, the dropout generators' states, the optimizer slots and step, the tf.data iterator, the
-loop's counters and the validation record. `lmtrain.trained.load_run` reads the same checkpoint
+loop's counters and the validation record. `lmtrain.use.load.load_run` reads the same checkpoint
 for inference, through `weights_checkpoint` and `restore` here, so the two cannot drift apart.
 """
 
@@ -17,8 +17,8 @@ import keras
 import tensorflow as tf
 import yaml
 
-from lmtrain.config import Config
-from lmtrain.configfile import config_from_dict, save_config
+from lmtrain.config.files import config_from_dict, save_config
+from lmtrain.config.schema import Config
 from lmtrain.errors import LmtrainError, first_line
 from lmtrain.model import LanguageModel
 from lmtrain.paths import DataPaths, RunPaths, write_atomic

@@ -15,11 +15,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from lmtrain.data.records import damaged_shard_error, eval_dataset, stream_batches
+from lmtrain.data.tokenizer import EOS_ID, UNK_ID
 from lmtrain.errors import LmtrainError
 from lmtrain.model import LanguageModel
 from lmtrain.progress import progress_bar
-from lmtrain.records import damaged_shard_error, eval_dataset, stream_batches
-from lmtrain.tokenizer import EOS_ID, UNK_ID
 
 SCORE_CHUNK = 1024  # tokens scored per call when the state is carried through a text
 

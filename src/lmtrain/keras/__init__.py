@@ -1,6 +1,6 @@
 """`lmtrain.keras`: sampled softmax for your own Keras model (the library `lmtrain fit` is built on).
 
-A package that imports nothing from the app (`lmtrain.config`, `lmtrain.train`, the CLI...): the
+A package that imports nothing from the app (`lmtrain.config.schema`, `lmtrain.fit.loop`, the CLI...): the
 app imports it, never the reverse. Its modules: `layers` (the SampledSoftmax head), `loss` (its
 loss, and what the head's outputs carry for it), `embedding`, `lstm`, `regularize` (dropout
 masks and activation penalties), `softmax` (the maths both the head and `lmtrain fit` use),

@@ -38,7 +38,7 @@ from lmtrain.keras.regularize import (
 IMPLS = ("auto", "keras", "fused")
 
 
-def resolve_impl(impl: str) -> str:
+def choose_impl(impl: str) -> str:
     """`auto` -> `fused` on a machine without a GPU, `keras` (cuDNN) where TensorFlow sees one."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}; got {impl!r}")
@@ -168,7 +168,7 @@ class LSTM(keras.layers.LSTM):
                  ar: float = 0.0, tar: float = 0.0, **kwargs: Any) -> None:
         super().__init__(units, **kwargs)
         self.impl = impl
-        self._resolved = resolve_impl(impl)
+        self._chosen = choose_impl(impl)
         self.weight_drop = check_rate("LSTM weight_drop", weight_drop)
         self.output_dropout = check_rate("LSTM output_dropout", output_dropout)
         self.ar, self.tar = check_penalty("LSTM ar", ar), check_penalty("LSTM tar", tar)
@@ -211,7 +211,7 @@ class LSTM(keras.layers.LSTM):
         if training and self.weight_drop:
             dropped = recurrent.value * keep_mask(tf.shape(recurrent.value), self.weight_drop, self.cell.seed_generator,
                                                   recurrent.dtype)
-        if self._resolved != "fused" or self._unsupported() is not None or mask is not None:
+        if self._chosen != "fused" or self._unsupported() is not None or mask is not None:
             if mask is not None and self.impl == "fused":
                 raise ValueError("LSTM(impl='fused') does not take a mask; use impl='auto' or 'keras'")
             if dropped is None:

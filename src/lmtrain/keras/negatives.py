@@ -1,6 +1,6 @@
 """How many negatives a sampled softmax draws, and the one check on that number.
 
-Plain Python (no TensorFlow), so `lmtrain.config` can validate a YAML file with it before
+Plain Python (no TensorFlow), so `lmtrain.config.schema` can validate a YAML file with it before
 anything heavy is imported. `SampledSoftmax`, the samplers and `lmtrain fit` all ask here.
 """
 

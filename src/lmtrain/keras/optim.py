@@ -22,7 +22,7 @@ tests bound the gap. See `_sum_duplicates` for the second moment of repeated row
 
 Gradient clipping: `LazyAdam(global_clipnorm=...)` / `clipnorm=` clip with
 `tf.clip_by_global_norm` / `tf.clip_by_norm`, which keep `IndexedSlices` sparse (Keras' own
-clipping would densify them). `lmtrain fit` clips in `LanguageModel.gradients` instead, after
+clipping would densify them). `lmtrain fit` clips in its training step instead, after
 summing over replicas, with the variants in `lmtrain.build` that take gradients already summed.
 """
 

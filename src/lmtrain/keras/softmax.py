@@ -56,7 +56,7 @@ def output_rows(weights: Any, biases: Any, labels: tf.Tensor, sampler: SamplerFn
     `weights` [V, D] and `biases` [V] should be backend variables (`keras_variable.value`):
     gathering from them reads only the rows asked for. `detached` cuts the rows from the
     variables, for a caller that assembles the variables' gradients itself
-    (`LanguageModel.gradients` does, to sum the negatives' rows over replicas).
+    (`lmtrain fit`'s training step does, to sum the negatives' rows over replicas).
     """
     labels = tf.cast(labels, tf.int64)  # (N,)
     sampled, true_expected, sampled_expected = sampler(labels[:, None], step)  # (S,) (N,1) (S,)

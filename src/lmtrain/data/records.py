@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from lmtrain import shards
+from lmtrain.data import shards
 from lmtrain.errors import LmtrainError, first_line
 from lmtrain.paths import DataPaths
 

@@ -5,7 +5,7 @@ is `tf.distribute.MultiWorkerMirroredStrategy` (several machines, the cluster in
 Every replica holds all weights; the global batch (`train.batch_size`) is cut into one equal
 slice per replica.
 
-How a step runs (`train_step`): each replica runs `LanguageModel.gradients` on its slice, which
+How a step runs (`train_step`): each replica runs `TrainStep.gradients` on its slice, which
 sums the loss, the token count and the gradients over all replicas (dense gradients by
 all-reduce; row gradients of the embedding and of the targets' output rows, which are
 `IndexedSlices`, by all-gather; the negatives' rows, shared by every replica, densely), clips
@@ -29,9 +29,9 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from lmtrain.config import TrainConfig
+from lmtrain.config.schema import TrainConfig
 from lmtrain.errors import LmtrainError, first_line
-from lmtrain.model import LanguageModel
+from lmtrain.fit.step import TrainStep
 
 
 @dataclass
@@ -105,25 +105,25 @@ def create_distribution(config: TrainConfig) -> Distribution:
                         workers)
 
 
-def train_step(distribution: Distribution, model: LanguageModel) -> Callable[[tuple[Any, ...]], dict[str, Any]]:
-    """The step `fit` compiles: `model.train_step` on one device, else its two halves spread
+def train_step(distribution: Distribution, train: TrainStep) -> Callable[[tuple[Any, ...]], dict[str, Any]]:
+    """The step `fit` compiles: `train.train_step` on one device, else its two halves spread
     over the replicas. Takes and returns global values (the batch, the carried LSTM state)."""
     if distribution.kind == "none":
-        return model.train_step
+        return train.train_step
     strategy = distribution.strategy
 
     def step(batch: tuple[Any, ...]) -> dict[str, Any]:
         local = strategy.experimental_distribute_values_from_function(lambda ctx: _slice(batch, ctx))
-        grads, out = strategy.run(model.gradients, args=(local,))
+        grads, out = strategy.run(train.gradients, args=(local,))
         # Summed over replicas, so the same on each: take the first replica's copy.
         first = {k: strategy.experimental_local_results(v)[0] for k, v in out.items() if k != "state"}
 
         def update() -> tf.Tensor:
-            strategy.run(model.apply_update, args=(grads,))
+            strategy.run(train.apply_update, args=(grads,))
             return tf.constant(True)
 
         applied = tf.cond(first["finite"], update, lambda: tf.constant(False))
-        logs = model.step_logs(first, applied)
+        logs = train.step_logs(first, applied)
         if "state" in out:  # each replica's rows of the state, put back in global batch order
             logs["state"] = tuple(strategy.gather(s, axis=1) for s in out["state"])
         return logs

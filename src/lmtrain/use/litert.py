@@ -34,13 +34,13 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
+from lmtrain.data.meta import DataMeta
+from lmtrain.data.records import read_ids, split_files
+from lmtrain.data.tokenizer import EOS_ID, NL_ID, UNK_ID
 from lmtrain.errors import LmtrainError
-from lmtrain.meta import DataMeta
 from lmtrain.model import LanguageModel
 from lmtrain.paths import EXPORT_INFO, DataPaths, publish_dir
 from lmtrain.progress import progress_bar
-from lmtrain.records import read_ids, split_files
-from lmtrain.tokenizer import EOS_ID, NL_ID, UNK_ID
 
 QUANTIZE = ("none", "float16", "int8")
 FILE_NAME = "model.tflite"

@@ -15,9 +15,9 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from lmtrain.data.tokenizer import EOS_ID, Tokenizer
 from lmtrain.errors import LmtrainError
 from lmtrain.model import LanguageModel
-from lmtrain.tokenizer import EOS_ID, Tokenizer
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ import numpy as np
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
-from lmtrain.config import TokenizerConfig
+from lmtrain.config.schema import TokenizerConfig
+from lmtrain.data.formats import document_lines
 from lmtrain.errors import LmtrainError
-from lmtrain.formats import document_lines
 
 UNK_ID, EOS_ID, NL_ID = 0, 1, 2
 _NL_PIECE = "<nl>"

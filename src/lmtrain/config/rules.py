@@ -2,8 +2,8 @@
 learning rate for a width, whether a run is short (untied, at a constant rate) or long (tied,
 warm-up + cosine), a model's parameter count, a run's exposure and how strongly it regularises.
 
-Plain Python, no TensorFlow and no config: `lmtrain.config` asks here for a null key's value, and
-`lmtrain.resolve` applies the rules to a whole config once per run.
+Plain Python, no TensorFlow and no config: `lmtrain.config.schema` asks here for a null key's value, and
+`lmtrain.config.resolve` applies the rules to a whole config once per run.
 """
 
 from __future__ import annotations
@@ -57,9 +57,16 @@ def short_run(total_steps: int, hidden_dim: int) -> bool:
     return int(total_steps) < short_run_steps(hidden_dim)
 
 
-# SGD's warm-up under a constant or plateau rate (see `sgd_warmup_steps`): this many steps, at
-# most WARMUP_SHARE of the run (the share warmup_cosine warms up over).
-SGD_WARMUP_STEPS, WARMUP_SHARE = 100, 0.05
+# The warm-up of warmup_cosine and warmup_stable_decay: this share of the run's steps (the
+# library's `warmup_cosine` defaults to the same share); SGD's warm-up at a constant or plateau
+# rate: SGD_WARMUP_STEPS steps, at most that share (see `sgd_warmup_steps`).
+WARMUP_SHARE, SGD_WARMUP_STEPS = 0.05, 100
+
+
+def warmup_share_steps(total_steps: int) -> int:
+    """The warm-up of the warm-up schedules where train.warmup_steps is null: 5% of the run's
+    steps (50 of the demo's 1,000), fewer than the run."""
+    return min(int(round(WARMUP_SHARE * int(total_steps))), max(int(total_steps) - 1, 0))
 
 
 def sgd_warmup_steps(total_steps: int) -> int:

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from lmtrain.errors import InputError
-from lmtrain.evaluate import EvalResult, evaluate_text
-from lmtrain.export import export_model
-from lmtrain.generate import Generation, SamplingOptions, generate_text
 from lmtrain.paths import RunPaths, check_export_target
 from lmtrain.scoring import score_ids
-from lmtrain.trained import TrainedRun, load_run
+from lmtrain.use.evaluate import EvalResult, evaluate_text
+from lmtrain.use.export import export_model
+from lmtrain.use.generate import Generation, SamplingOptions, generate_text
+from lmtrain.use.load import TrainedRun, load_run
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class TrainedModel:
         """Write the model for serving; returns the directory written.
 
         `format="savedmodel"` (default `<run_dir>/export`): a SavedModel for TensorFlow
-        (`lmtrain.export`). `format="litert"` (default `<run_dir>/litert`): a LiteRT file for a
+        (`lmtrain.use.export`). `format="litert"` (default `<run_dir>/litert`): a LiteRT file for a
         phone (`export_litert`, which also returns what its check measured).
         """
         if format == "litert":  # export_litert checks its options itself
@@ -99,14 +99,14 @@ class TrainedModel:
     def export_litert(self, out_dir: str | Path | None = None, quantize: str = "int8", top_k: int = 3,
                       progress: bool = False) -> Any:
         """Write a LiteRT (TFLite) file for a phone to `out_dir` (default `<run_dir>/litert`) and
-        return a `lmtrain.litert.LiteExport`: its size, operators and check.
+        return a `lmtrain.use.litert.LiteExport`: its size, operators and check.
 
         The file's one-token `step` also gives the `top_k` most likely next ids; its weights are
         stored as `quantize` = "none" | "float16" | "int8". Before anything is written it is run
         through the LiteRT interpreter against this model on the first tokens of the validation
-        split (`lmtrain.litert`).
+        split (`lmtrain.use.litert`).
         """
-        from lmtrain import litert  # the converter is loaded only for this format
+        from lmtrain.use import litert  # the converter is loaded only for this format
 
         check_export_options("litert", quantize)
         out = check_export_target(Path(out_dir or self.run_dir / "litert"))
@@ -130,7 +130,7 @@ EXPORT_FORMATS = ("savedmodel", "litert")
 def check_export_options(format: str, quantize: str | None) -> None:
     """Raise `InputError` for an export format or quantization that does not exist, or a
     quantization asked of a format that has none (before any model is loaded)."""
-    from lmtrain.litert import QUANTIZE
+    from lmtrain.use.litert import QUANTIZE
 
     if format not in EXPORT_FORMATS:
         raise InputError(f"--format {format}: must be one of {', '.join(EXPORT_FORMATS)}")

@@ -3,8 +3,8 @@ plateau rate and early stopping, checkpoints, stop signals, the non-finite guard
 
 The loop is ours rather than `Model.fit` because it must own the data iterator: the checkpoint
 holds the model, the optimizer slots and step, and the tf.data iterator position, so a run that
-is stopped and started again continues where it was. The per-step work is `model.train_step`
-(the Keras custom-step contract), compiled once with `tf.function`; under `train.distribute`
+is stopped and started again continues where it was. The per-step work is the training step
+(`lmtrain.fit.step.TrainStep`), compiled once with `tf.function`; under `train.distribute`
 it is the same computation spread over replicas (`distribute.train_step`), and only the chief
 writes the run directory. What the run directory and its checkpoints hold is `lmtrain.rundir`;
 scoring the validation split is `lmtrain.scoring`.
@@ -13,6 +13,7 @@ scoring the validation split is `lmtrain.scoring`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import time
 from dataclasses import dataclass
@@ -22,27 +23,29 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from lmtrain.averaging import WeightAverage
-from lmtrain.build import SGD, choose_softmax, step_counts
+from lmtrain.build import SGD, step_counts
 from lmtrain.checkpoints import CheckpointStore
-from lmtrain.config import Config
-from lmtrain.distribute import Distribution, create_distribution
+from lmtrain.config.explain import describe
+from lmtrain.config.precision import choose_precision
+from lmtrain.config.resolve import choose_softmax, resolve
+from lmtrain.config.schema import Config
+from lmtrain.data.meta import DataMeta, load_prepared
+from lmtrain.data.records import damaged_shard_error, split_files, stream_rows, train_dataset
 from lmtrain.errors import Interrupted, LmtrainError
-from lmtrain.flops import step_flops
+from lmtrain.fit.averaging import WeightAverage
+from lmtrain.fit.distribute import Distribution, create_distribution
+from lmtrain.fit.flops import step_flops
+from lmtrain.fit.loopstate import StateCarry, ValidationRecord
+from lmtrain.fit.step import TrainStep
+from lmtrain.fit.trainer import build_trainer
 from lmtrain.keras.optim import pending_applied
 from lmtrain.keras.sampling import sampler_warning, unigram_log_prior
-from lmtrain.loopstate import StateCarry, ValidationRecord
-from lmtrain.meta import DataMeta, load_prepared
 from lmtrain.model import LanguageModel
 from lmtrain.paths import DataPaths, RunPaths
-from lmtrain.precision import resolve_precision
 from lmtrain.progress import progress_bar
-from lmtrain.records import damaged_shard_error, split_files, stream_rows, train_dataset
-from lmtrain.resolve import describe, resolve
 from lmtrain.rundir import init_run_dir, restore, started_config, training_checkpoint
 from lmtrain.scoring import perplexity, split_nll
 from lmtrain.signals import StopSignals
-from lmtrain.trainstep import build_trainer
 
 Echo = Callable[[str], None]
 
@@ -62,7 +65,7 @@ class FitResult:
     stopped_early: bool = False  # train.patience ran out
     wrote_run_dir: bool = True  # False on the workers of a multi-worker run other than the chief
     softmax: str = "sampled"  # the training loss model.softmax stood for (auto: chosen by vocabulary)
-    gflops_per_sec: float | None = None  # the step's matmul FLOPs (lmtrain.flops) over the step time
+    gflops_per_sec: float | None = None  # the step's matmul FLOPs (lmtrain.fit.flops) over the step time
     train_seconds: float = 0.0  # of wall_seconds, those spent training (not validating, checkpointing, starting)
 
 
@@ -102,7 +105,7 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
 
 
 @dataclass
-class _Run:
+class _Setup:
     """What `_set_up` builds for the loop: the resolved config, the data, the model and its step."""
 
     config: Config
@@ -116,14 +119,15 @@ class _Run:
     loss_kind: str
     model: LanguageModel
     optimizer: keras.optimizers.Optimizer
+    step: TrainStep
     train_fn: Callable[..., Any]
     validation: ValidationRecord
     average: WeightAverage | None
     progress: bool
 
 
-def _set_up(config: Config, force: bool, progress: bool, echo: Echo) -> _Run:
-    """Check the data, resolve the config once (`lmtrain.resolve`), start or reopen the run
+def _set_up(config: Config, force: bool, progress: bool, echo: Echo) -> _Setup:
+    """Check the data, resolve the config once (`lmtrain.config.resolve`), start or reopen the run
     directory, say what the run chose, and build the model and its compiled step."""
     # First: the strategy must be set up before any other TensorFlow work in the process.
     distribution = create_distribution(config.train)
@@ -137,15 +141,20 @@ def _set_up(config: Config, force: bool, progress: bool, echo: Echo) -> _Run:
     paths = RunPaths(Path(config.train.run_dir))
     steps_per_epoch, total_steps = step_counts(config, meta)
     asked, first = config, None if force else started_config(paths)
+    counts = {"train_tokens": splits["train"].tokens, "vocab_size": meta.vocab_size}
+    if first is not None:  # a run directory saved before a key was resolved: what that version made of it
+        first = resolve(first, total_steps, first, **counts)
     # What the config leaves to the run; a resumed run keeps what it started with.
-    config = resolve(config, total_steps, first, train_tokens=splits["train"].tokens, vocab_size=meta.vocab_size)
+    config = resolve(config, total_steps, first, **counts)
     if distribution.is_chief:  # only the chief writes the run directory
         init_run_dir(paths, data, config, force, first)
     else:
         progress = False
     if distribution.kind != "none":
         echo(f"training with {distribution.describe()}; global batch {config.train.batch_size}")
-    loss_kind, why = choose_softmax(config.model, meta.vocab_size)
+    # Said as asked: "auto" and a null num_sampled name the rule that made the choice.
+    said = dataclasses.replace(config.model, softmax=asked.model.softmax, num_sampled=asked.model.num_sampled)
+    loss_kind, why = choose_softmax(said, meta.vocab_size)
     if distribution.is_chief:
         echo(f"softmax: {loss_kind} ({why})")
     warn = sampler_warning(config.model.sampler if loss_kind == "sampled" else None, meta.unigram_counts)
@@ -155,25 +164,24 @@ def _set_up(config: Config, force: bool, progress: bool, echo: Echo) -> _Run:
     if distribution.is_chief:
         for line in describe(asked, config, total_steps, splits["train"].tokens, meta.vocab_size, first is not None):
             echo(line)
-        if config.train.precision == "auto":
-            echo("precision: {} ({})".format(*resolve_precision(config.train.precision)))
-    model, optimizer, train_fn = build_trainer(config, meta.vocab_size, meta.unigram_counts, total_steps,
-                                               distribution)
+        if asked.train.precision == "auto":
+            echo("precision: {} ({})".format(*choose_precision(asked.train.precision)))
+    trainer = build_trainer(config, meta.vocab_size, meta.unigram_counts, total_steps, distribution)
     average = None
     if config.train.average:
         with distribution.strategy.scope():
-            average = WeightAverage(model.trainable_variables)
-    return _Run(config, paths, distribution, meta, split_files(data, "train", splits["train"].shard_bytes),
-                split_files(data, "valid", splits["valid"].shard_bytes) if meta.has_split("valid") else [],
-                steps_per_epoch, total_steps, loss_kind, model, optimizer, train_fn,
-                ValidationRecord(config.train), average, progress)
+            average = WeightAverage(trainer.model.trainable_variables)
+    return _Setup(config, paths, distribution, meta, split_files(data, "train", splits["train"].shard_bytes),
+                  split_files(data, "valid", splits["valid"].shard_bytes) if meta.has_split("valid") else [],
+                  steps_per_epoch, total_steps, loss_kind, trainer.model, trainer.optimizer, trainer.step,
+                  trainer.train_fn, ValidationRecord(config.train), average, progress)
 
 
 class _Loop:
     """The training loop's state between steps: the input, the checkpoints, the interval's
     figures and the latest validation. `one_step` is one pass of the loop."""
 
-    def __init__(self, run: _Run, echo: Echo) -> None:
+    def __init__(self, run: _Setup, echo: Echo) -> None:
         self.run, t = run, run.config.train
         model, tokens = run.model, run.meta.splits["train"].tokens
         if t.stateful:
@@ -192,7 +200,7 @@ class _Loop:
         self.checkpoint = training_checkpoint(model, run.optimizer, data=self.iterator, step=self.step_var,
                                               skipped=self.skipped_var, validation=run.validation.checkpoint(), **extra)
         self.store = CheckpointStore(run.paths.checkpoints, t.keep_checkpoints)
-        self.best_store = CheckpointStore(run.paths.checkpoints / "best", keep=1) if t.patience else None
+        self.best_store = CheckpointStore(run.paths.best_checkpoints, keep=1) if t.patience else None
         latest = self.store.latest()
         if latest:
             restore(self.checkpoint, latest, model)
@@ -210,7 +218,7 @@ class _Loop:
         self.writer = tf.summary.create_file_writer(str(run.paths.logs)) if chief else tf.summary.create_noop_writer()
         self.bar = progress_bar(total=run.total_steps, initial=self.step, desc="fit", unit="step",
                                 disable=not run.progress)
-        self.figures = _Interval(step_flops(model, 1))
+        self.figures = _Interval(step_flops(run.step, 1))
         self.valid_ppl: float | None = None
         # The training unigram's log-probabilities: validation scores the unigram model beside
         # the model, and a model no better than it after an epoch is said to be stuck.
@@ -277,7 +285,7 @@ class _Loop:
     def _log(self, train_loss: float) -> None:
         """Close the logging interval: TensorBoard scalars and the progress bar's figures."""
         run = self.run
-        run.model.loss_tracker.reset_state()
+        run.step.loss_tracker.reset_state()
         f = self.figures.close(train_loss)
         with self.writer.as_default(step=self.step):
             tf.summary.scalar(f"train/{run.loss_kind}_loss", train_loss)
@@ -316,7 +324,7 @@ class _Loop:
             self.save(self.best_store)  # loading applies the pending LazyAdam steps, as evaluated
             line += ", best so far"
         if average is not None and not verdict.improved and not average.started:
-            average.start()  # the non-monotone trigger (see lmtrain.averaging)
+            average.start()  # the non-monotone trigger (see lmtrain.fit.averaging)
             line += "; averaging the weights from here"
         if verdict.lower_rate:
             rate = _current_rate(run.optimizer) * t.plateau_factor

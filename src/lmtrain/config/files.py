@@ -1,6 +1,6 @@
 """Reading a config: YAML file, `--set section.key=value` overrides, type checks, did-you-mean.
 
-Turns text into the frozen `lmtrain.config.Config` (the schema, which checks ranges and the
+Turns text into the frozen `lmtrain.config.schema.Config` (the schema, which checks ranges and the
 rules between keys) and back (`save_config`, what a run directory keeps). A value is checked
 against its field's type hint here, once, so an unknown key or a value of the wrong type raises
 one `ConfigError` naming the key, the value received and, for unknown keys, the closest valid one.
@@ -18,7 +18,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from lmtrain.config import Config, DataConfig, ModelConfig, TokenizerConfig, TrainConfig
+from lmtrain.config.schema import Config, DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 from lmtrain.errors import ConfigError, did_you_mean
 from lmtrain.paths import write_atomic
 

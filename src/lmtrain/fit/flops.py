@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lmtrain.model import LanguageModel
+    from lmtrain.fit.step import TrainStep
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,15 @@ def _product(part: str, what: str, rows: int, width: int, out: int) -> list[Matm
             Matmul(part, f"{what}, weight gradient", width, rows, out)]
 
 
-def step_matmuls(model: LanguageModel, batch_size: int, seq_len: int) -> list[Matmul]:
-    """The matmuls of one training step of `model` (as built: its projection, if tying or
+def step_matmuls(step: TrainStep, batch_size: int, seq_len: int) -> list[Matmul]:
+    """The matmuls of one training step (its model as built: its projection, if tying or
     projection_dim gave it one; its softmax, sampled or full) on a batch of [batch_size, seq_len].
 
     The LSTM's as the fused layer runs them: the input projection of all steps as one product,
     the recurrent one per time step ([B, H] x [H, 4H] forward, [B, 4H] x [4H, H] backward), and
     the three weight and input gradients as products over all B x T rows.
     """
+    model = step.model
     rows, h, gates = batch_size * seq_len, model.hidden_dim, 4 * model.hidden_dim
     out: list[Matmul] = []
     width = model.embedding_dim
@@ -62,12 +63,12 @@ def step_matmuls(model: LanguageModel, batch_size: int, seq_len: int) -> list[Ma
         width = h
     if model.projection_dim:
         out += _product("projection", "projection", rows, h, model.projection_dim)
-    classes = model.vocab_size if model.softmax == "full" else model.sampler.num_sampled  # the negatives it draws
-    what = "logits, full" if model.softmax == "full" else "logits, sampled"
+    classes = model.vocab_size if step.negatives is None else step.negatives  # every id, or the negatives drawn
+    what = "logits, full" if step.negatives is None else "logits, sampled"
     out += _product("output", what, rows, model.output_dim, classes)
     return out
 
 
-def step_flops(model: LanguageModel, tokens: int) -> float:
+def step_flops(step: TrainStep, tokens: int) -> float:
     """Matmul FLOPs of one training step (forward and backward) over `tokens` tokens (B x T)."""
-    return sum(mm.flops for mm in step_matmuls(model, tokens, 1))
+    return sum(mm.flops for mm in step_matmuls(step, tokens, 1))

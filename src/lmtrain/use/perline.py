@@ -26,14 +26,14 @@ from typing import Iterator, TextIO
 
 import numpy as np
 
-from lmtrain import formats
-from lmtrain.corpus import Document
+from lmtrain.data import formats
+from lmtrain.data.corpus import Document
+from lmtrain.data.tokenizer import EOS_ID
 from lmtrain.errors import InputError, Interrupted, LmtrainError
 from lmtrain.progress import progress_bar
 from lmtrain.scoring import BatchScorer, perplexity
 from lmtrain.signals import StopSignals
-from lmtrain.tokenizer import EOS_ID
-from lmtrain.trained import TrainedRun
+from lmtrain.use.load import TrainedRun
 
 CHUNK_TEXTS = 8192  # texts read, encoded and sorted by length at a time
 

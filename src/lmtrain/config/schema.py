@@ -3,9 +3,9 @@
 Every field has its default and a one-line comment here and nowhere else; YAML files set only
 what differs. Each section checks its ranges and the rules between its keys when it is built, so
 the rest of the code can trust the config; reading YAML and `--set` overrides (and the type
-checks) is `lmtrain.configfile`'s; the rules a null key stands for where the choice depends on
+checks) is `lmtrain.config.files`'s; the rules a null key stands for where the choice depends on
 the run's length, the model's width or the data (learning rate, tying, schedule, regularisation)
-are `lmtrain.runlength`'s.
+are `lmtrain.config.rules`'s.
 
 The defaults are the built-in demo (Shakespeare, unigram 8k, 256-dim embedding, 512-unit LSTM),
 so every verb works with no config at all.
@@ -19,8 +19,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lmtrain.config.rules import default_learning_rate, short_run
 from lmtrain.errors import ConfigError, did_you_mean
-from lmtrain.runlength import default_learning_rate, short_run
 
 SoftmaxKind = Literal["auto", "sampled", "full"]
 LstmImplKind = Literal["auto", "keras", "fused"]
@@ -159,7 +159,7 @@ class ModelConfig:
     # Dropout between LSTM layers and before the output layer (0 disables it). Only the
     # layers' inputs and outputs are dropped, never the recurrent connections, which keeps the
     # cuDNN LSTM kernel usable on GPU. null: from how hard the run can overfit (its passes over
-    # the training split times parameters per training token, see lmtrain.runlength.regularisation):
+    # the training split times parameters per training token, see lmtrain.config.rules.regularisation):
     # 0.1 up to the demo's exposure (one or two passes of a corpus about the model's size), rising
     # to 0.5 for many epochs of a small corpus. fit prints the choice; a resumed run keeps it.
     dropout: float | None = None
@@ -186,7 +186,7 @@ class ModelConfig:
     # Training loss: "sampled" (sampled softmax), "full" (full softmax), or "auto": full when
     # the negatives (num_sampled) would not be fewer than the ids (a byte- or character-level
     # vocabulary, say: there is nothing to sample from), sampled otherwise (measured as good or
-    # better at equal steps, even at 2,000 ids; see build.choose_softmax). fit prints which one
+    # better at equal steps, even at 2,000 ids; see config.resolve.choose_softmax). fit prints which one
     # it chose and why.
     softmax: SoftmaxKind = "auto"
     # Negative classes drawn per step for the sampled softmax (null: from the vocabulary, an
@@ -258,6 +258,22 @@ class ModelConfig:
 
         return default_negatives(vocab_size, unigram_bias=self.output_bias_init == "unigram")
 
+    def negatives_problem(self, vocab_size: int) -> str | None:
+        """What is wrong with drawing `negatives(vocab_size)` distinct negatives from the
+        vocabulary, in words, or None where the sampled softmax can run."""
+        from lmtrain.keras.negatives import negatives_problem  # plain Python, no TensorFlow
+
+        return negatives_problem(self.negatives(vocab_size), vocab_size)
+
+    def check_negatives(self, vocab_size: int, source: str = "the prepared data") -> None:
+        """The one error for too many negatives, where the sampled softmax is asked for: at load
+        (the vocabulary `tokenizer.vocab_size` names) and at fit (the one prepared)."""
+        if self.negatives_problem(vocab_size):
+            k = self.negatives(vocab_size)
+            got = k if self.num_sampled is not None else f"null, which means {k} at this vocabulary,"
+            raise ConfigError(f"model.num_sampled: {got} must be smaller than the vocabulary ({vocab_size:,} ids in "
+                              f"{source}); lower it or use model.softmax: full")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -277,18 +293,18 @@ class TrainConfig:
     optimizer: OptimizerKind = "lazy_adam"
     # Adam learning rate (the peak, under warmup_cosine). null: from the LSTM's width,
     # 0.01 * sqrt(512 / model.hidden_dim), at most 0.02 (0.02 at 128 units, 0.01 at 512, 0.007
-    # at 1,024; see lmtrain.runlength.default_learning_rate).
+    # at 1,024; see lmtrain.config.rules.default_learning_rate).
     learning_rate: float | None = None
     # "warmup_cosine": linear warm-up over warmup_steps, then cosine decay to learning_rate *
     # min_lr_ratio at the run's last step (max_steps, or the epochs' steps when it is null; a
     # resumed run with more steps stretches the decay); "constant"; "plateau": multiply by
     # plateau_factor after plateau_patience validations without a better validation perplexity.
-    # null: warmup_cosine, except in a short run (see lmtrain.runlength.short_run_steps): constant. A resumed run
+    # null: warmup_cosine, except in a short run (see lmtrain.config.rules.short_run_steps): constant. A resumed run
     # keeps its first choice.
     schedule: ScheduleKind | None = None
     # Warm-up steps of warmup_cosine and warmup_stable_decay (null: 5% of the run's steps, 50 of
     # the demo's 1000), and of SGD at a constant or plateau rate (null: 100, at most 5% of the run;
-    # see lmtrain.runlength.sgd_warmup_steps). The warm-up is what makes the higher peak rate safe.
+    # see lmtrain.config.rules.sgd_warmup_steps). The warm-up is what makes the higher peak rate safe.
     warmup_steps: int | None = None
     # Where warmup_cosine and warmup_stable_decay end, as a share of learning_rate.
     min_lr_ratio: float = 0.1
@@ -307,12 +323,13 @@ class TrainConfig:
     # Early stopping: stop after this many validations without a better perplexity, and keep
     # the best checkpoint apart (checkpoints/best/, what eval/generate/export then use).
     patience: int | None = None
-    # XLA-compile the train step: true | false | auto (auto: off; see build.resolve_jit).
+    # XLA-compile the train step: true | false | auto (auto: off; decided once, into the run's config;
+    # see lmtrain.config.resolve).
     jit_compile: JitKind = "auto"
     # float32, or mixed_bfloat16 / mixed_float16 (the LSTM's and projection's matrix products in
     # 16 bits; weights, the LSTM's cell and the softmax stay float32), or auto: mixed_bfloat16
     # where the hardware multiplies bfloat16 natively (avx512_bf16 or AMX CPUs, Ampere+ GPUs),
-    # float32 elsewhere (see lmtrain.precision).
+    # float32 elsewhere (see lmtrain.config.precision).
     precision: PrecisionKind = "float32"
     # Clip gradients to this global norm (null: no clipping).
     clip_norm: float | None = 1.0
@@ -412,21 +429,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        vocab = self.tokenizer.vocab_size
-        if self.model.softmax != "sampled" or vocab is None:
-            return
-        from lmtrain.keras.negatives import (
-            negatives_problem,  # here: importing the library imports TensorFlow
-        )
-
-        k = self.model.negatives(vocab)
-        if negatives_problem(k, vocab):
-            got = k if self.model.num_sampled is not None else f"null (which means {k} at this vocabulary)"
-            raise ConfigError(
-                f"model.num_sampled: must be smaller than tokenizer.vocab_size "
-                f"({self.tokenizer.vocab_size}), got {got}; "
-                f"lower it or use model.softmax=full"
-            )
+        if self.model.softmax == "sampled" and self.tokenizer.vocab_size is not None:
+            self.model.check_negatives(self.tokenizer.vocab_size, "tokenizer.vocab_size")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists for tuples), as written to the run directory."""

@@ -21,15 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from lmtrain.config import Config
+from lmtrain.config.schema import Config
+from lmtrain.data.formats import document_lines
+from lmtrain.data.records import split_files
+from lmtrain.data.tokenizer import UNK_ID, Tokenizer
 from lmtrain.errors import LmtrainError
-from lmtrain.formats import document_lines
 from lmtrain.model import LanguageModel
 from lmtrain.paths import DataPaths
-from lmtrain.records import split_files
 from lmtrain.scoring import perplexity, score_ids, split_nll
-from lmtrain.tokenizer import UNK_ID, Tokenizer
-from lmtrain.trained import load_run
+from lmtrain.use.load import load_run
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ directory alone (config, tokenizer, meta, checkpoint), for `eval`, `generate`, `
 It reads the weights and step from the training checkpoint (`lmtrain.rundir`'s layout), and of
 the optimizer only what LazyAdam's pending steps need, one block of rows at a time, so inference
 never holds the optimizer slots in memory; where the run averaged its weights, the mean is put
-in place. Nothing here imports the trainer (`lmtrain.train`, `lmtrain.distribute`) or `prepare`:
+in place. Nothing here imports the trainer (`lmtrain.fit.loop`, `lmtrain.fit.distribute`) or `prepare`:
 scoring and generating do not pay for them.
 """
 
@@ -19,17 +19,17 @@ import keras
 import tensorflow as tf
 import yaml
 
-from lmtrain.build import build_run
+from lmtrain.build import rebuild
 from lmtrain.checkpoints import CheckpointStore
-from lmtrain.config import Config
-from lmtrain.configfile import config_from_dict
+from lmtrain.config.files import config_from_dict
+from lmtrain.config.schema import Config
+from lmtrain.data.meta import DataMeta, load_meta
+from lmtrain.data.tokenizer import Tokenizer
 from lmtrain.errors import LmtrainError
 from lmtrain.keras.optim import LazyAdam, lazy_adam_of
-from lmtrain.meta import DataMeta, load_meta
 from lmtrain.model import LanguageModel
 from lmtrain.paths import RunPaths
 from lmtrain.rundir import restore, weights_checkpoint
-from lmtrain.tokenizer import Tokenizer
 
 # Rows of an optimizer slot read at once when applying LazyAdam's pending steps for inference.
 PENDING_BLOCK_ROWS = 16384
@@ -61,11 +61,11 @@ def load_run(run_dir: Path) -> TrainedRun:
     config = config_from_dict(yaml.safe_load(run.config.read_text()))
     meta = load_meta(run.meta)
     # The best checkpoint when early stopping kept one (train.patience), else the latest.
-    latest = (CheckpointStore(run.checkpoints / "best", keep=1).latest()
+    latest = (CheckpointStore(run.best_checkpoints, keep=1).latest()
               or CheckpointStore(run.checkpoints, config.train.keep_checkpoints).latest())
     if latest is None:
         raise LmtrainError(f"no checkpoint in {run.checkpoints}: run `lmtrain fit` with this config first")
-    config, model, optimizer = build_run(config, meta)
+    config, model, optimizer = rebuild(config, meta)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     restore(_inference_checkpoint(model, optimizer, step), latest, model, partial=True)
     lazy = lazy_adam_of(optimizer)
@@ -102,7 +102,7 @@ def _apply_pending_from(path: str, prefix: str, optimizer: LazyAdam, variables: 
 
 
 def _apply_average_from(path: str, variables: list[Any]) -> None:
-    """Where the run averaged its weights (`train.average`, lmtrain.averaging) and had begun to,
+    """Where the run averaged its weights (`train.average`, lmtrain.fit.averaging) and had begun to,
     put the mean in place of the trained weights: it is what validation scored."""
     stored = dict(tf.train.list_variables(path))
     key = "average/{}/.ATTRIBUTES/VARIABLE_VALUE"

@@ -1,7 +1,7 @@
 """What `prepare` reads to build the vocabulary: a seeded uniform sample of a corpus's lines (what
 SentencePiece trains on) and, for word-level vocabularies, every word's count.
 
-Both stream the documents block by block (`lmtrain.corpus`), so memory holds only the chosen lines
+Both stream the documents block by block (`lmtrain.data.corpus`), so memory holds only the chosen lines
 or the counts, never the corpus.
 """
 
@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lmtrain import formats
-from lmtrain.corpus import Block, Document, block_lines
+from lmtrain.data import formats
+from lmtrain.data.corpus import Block, Document, block_lines
 
 
 def sample_lines(docs: Sequence[Document], k: int, seed: int = 0,

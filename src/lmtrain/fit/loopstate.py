@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from lmtrain.config import TrainConfig
+from lmtrain.config.schema import TrainConfig
 from lmtrain.model import LanguageModel, State
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def resolve_precision(setting: str, flags: set[str] | None = None) -> tuple[str, str]:
+def choose_precision(setting: str, flags: set[str] | None = None) -> tuple[str, str]:
     """(the Keras dtype policy to train with, why), for `train.precision`: itself, or for auto
     mixed_bfloat16 where the hardware multiplies bfloat16 natively and float32 elsewhere.
     `flags`: the CPU's feature flags (default: `cpu_flags()`)."""

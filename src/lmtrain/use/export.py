@@ -28,10 +28,10 @@ from typing import Any
 
 import tensorflow as tf
 
+from lmtrain.data.tokenizer import EOS_ID, NL_ID, UNK_ID
 from lmtrain.errors import LmtrainError, describe_write_error
 from lmtrain.model import LanguageModel
 from lmtrain.paths import EXPORT_INFO, publish_dir
-from lmtrain.tokenizer import EOS_ID, NL_ID, UNK_ID
 
 
 def export_model(model: LanguageModel, out_dir: Path, tokenizer_path: Path | None, info: dict[str, Any]) -> Path:

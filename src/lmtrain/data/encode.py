@@ -25,9 +25,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from lmtrain.corpus import Block, Document, ReadReport
+from lmtrain.data.corpus import Block, Document, ReadReport
+from lmtrain.data.tokenizer import Tokenizer
 from lmtrain.errors import LmtrainError
-from lmtrain.tokenizer import Tokenizer
 
 # Below this many bytes of corpus, starting worker processes costs more than it saves.
 PARALLEL_MIN_BYTES = 64 << 20

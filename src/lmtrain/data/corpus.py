@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from lmtrain import formats
+from lmtrain.data import formats
+from lmtrain.data.formats import Kind
 from lmtrain.errors import InputError, LmtrainError
-from lmtrain.formats import Kind
 
 DEMO_CORPUS = "shakespeare"
 BLOCK_BYTES = 4 << 20  # raw text read (and encoded, by one worker) at a time

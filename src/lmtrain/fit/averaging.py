@@ -5,7 +5,7 @@ Averaging starts at the first validation that does not improve on the best one (
 non-monotone trigger of Merity et al. 2017: the iterates have started to wander around a
 minimum, and their mean sits nearer it than any one of them). From then on every step folds
 the weights into the mean; validation scores the mean, and the checkpoints hold it beside the
-trained weights, so `eval`, `generate` and `export` (through `lmtrain.rundir.load_run`) use it.
+trained weights, so `eval`, `generate` and `export` (through `lmtrain.use.load.load_run`) use it.
 Training itself always continues from the trained weights.
 """
 

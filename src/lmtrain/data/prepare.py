@@ -2,7 +2,7 @@
 
 Everything is streamed document by document, a block of lines at a time, so memory does not
 grow with the corpus (the tokenizer trains on a bounded, seeded sample of lines); blocks are
-encoded in parallel by worker processes (`lmtrain.encode`). Outputs are built in a temporary
+encoded in parallel by worker processes (`lmtrain.data.encode`). Outputs are built in a temporary
 sibling directory, flushed, marked complete (`.complete`, written last) and only then moved into
 place, so a killed prepare never leaves a directory that `fit` would take for finished data,
 `--force` keeps the old data until the new data is complete, and the next prepare cleans up
@@ -19,16 +19,16 @@ from typing import Callable
 
 import numpy as np
 
-from lmtrain.config import Config
-from lmtrain.corpus import Document, split_corpus
-from lmtrain.encode import BlockEncoder, default_workers
+from lmtrain.config.schema import Config
+from lmtrain.data.corpus import Document, split_corpus
+from lmtrain.data.encode import BlockEncoder, default_workers
+from lmtrain.data.meta import DataMeta, SplitStats, load_prepared
+from lmtrain.data.shards import ShardWriter
+from lmtrain.data.tokenizer import EOS_ID, UNK_ID, train_tokenizer
+from lmtrain.data.vocabsample import count_words, sample_lines
 from lmtrain.errors import LmtrainError, describe_write_error
-from lmtrain.meta import DataMeta, SplitStats, load_prepared
 from lmtrain.paths import SPLITS, DataPaths
 from lmtrain.progress import progress_bar
-from lmtrain.shards import ShardWriter
-from lmtrain.tokenizer import EOS_ID, UNK_ID, train_tokenizer
-from lmtrain.vocabsample import count_words, sample_lines
 
 _TMP_PREFIX = ".{}.tmp-"  # beside data.dir: a prepare being built (or killed while building)
 _OLD_PREFIX = ".{}.old-"  # beside data.dir: the previous data, while the new data moves in
