@@ -26,8 +26,8 @@ test: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
-# The tests without the slow ones (every test that prepares, fits or runs a benchmark is marked slow by
-# tests/conftest.py): a check while editing, under a minute here.
+# The tests without the slow ones (every test that prepares, fits or runs a benchmark is marked slow where it
+# is written, or by the fixture it takes): a check while editing, under a minute here.
 test-fast: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -m "not slow"

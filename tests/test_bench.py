@@ -155,7 +155,7 @@ def test_defaults_grid_runs_the_sweep_and_reuses_finished_runs(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| s64-150 |"))
     # 8 units: the default rate is the rule's cap, 0.02, so "rate x2" trained at 0.04
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "grid").glob("s64-150--*.json"))]
-    assert sorted(r["config"]["train"]["learning_rate"] or 0 for r in records) == [0, 0, 0.01, 0.04]
+    assert sorted(r["config"]["train"]["learning_rate"] for r in records) == [0.01, 0.02, 0.02, 0.04]
     # 3 steps is a short run: the default trains untied at a constant rate, and its record says so
     default = json.loads((tmp_path / "grid" / "s64-150--default.json").read_text())["config"]
     assert (default["model"]["tie_weights"], default["train"]["schedule"]) == (False, "constant")

@@ -43,7 +43,7 @@ captured = {}
 build = train.build_trainer
 def capture(*args, **kwargs):
     out = build(*args, **kwargs)
-    captured["model"] = out[0]
+    captured["model"] = out.model
     return out
 train.build_trainer = capture
 config = load_config(sys.argv[1], sys.argv[3:])

@@ -259,3 +259,26 @@ def test_word_dropout_drops_whole_word_types():
 def test_regularisation_arguments_are_checked(kwargs, fragment):
     with pytest.raises(ValueError, match=re.escape(fragment)):
         LSTM(4, **kwargs)
+
+
+def test_weight_drop_masks_keep_the_rate_with_independent_elements_and_calls():
+    """The byte masks of weight drop and word dropout (one random byte per element) are dropout
+    masks: the kept share is 1 - rate, neighbours (four bytes of one 32-bit draw) and successive
+    calls are independent, and compiled the same as eager."""
+    import keras
+
+    from lmtrain.keras.regularize import keep_mask
+
+    generator = keras.random.SeedGenerator(3)
+    shape = (650, 2600)  # PTB medium's recurrent kernel
+    masks = [keep_mask(shape, 0.3, generator).numpy() for _ in range(2)]
+    compiled = tf.function(lambda: keep_mask(shape, 0.3, generator))().numpy()
+    for mask in (*masks, compiled):
+        kept = mask > 0
+        assert set(np.unique(mask)) == {0.0, np.float32(256 / (256 - 77))}  # 77 of 256 byte values dropped
+        assert abs(kept.mean() - (1 - 77 / 256)) < 0.002
+        pairs = kept.reshape(-1, 2)  # neighbours from one 32-bit draw
+        assert abs((pairs[:, 0] & pairs[:, 1]).mean() - kept.mean() ** 2) < 0.002
+    both = (masks[0] > 0) & (masks[1] > 0)
+    assert abs(both.mean() - (masks[0] > 0).mean() * (masks[1] > 0).mean()) < 0.002
+    assert not np.array_equal(masks[0], masks[1]) and not np.array_equal(masks[1], compiled)

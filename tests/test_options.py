@@ -472,6 +472,8 @@ def test_auto_softmax_accepts_more_negatives_than_ids_and_sampled_does_not(tmp_p
 
 @pytest.mark.slow
 def test_stateful_training_carries_state_and_resets_each_epoch(tmp_path, corpus, monkeypatch):
+    import dataclasses
+
     import numpy as np
 
     from lmtrain.config.files import load_config
@@ -481,14 +483,15 @@ def test_stateful_training_carries_state_and_resets_each_epoch(tmp_path, corpus,
     original = train_module.build_trainer
 
     def recording(*args, **kwargs):
-        model, optimizer, step_fn = original(*args, **kwargs)
+        trainer = original(*args, **kwargs)
+        step_fn = trainer.train_fn
 
         def step(data):
             logs = step_fn(data)
             calls.append((np.stack([s.numpy() for s in data[3]]), np.stack([s.numpy() for s in logs["state"]])))
             return logs
 
-        return model, optimizer, step
+        return dataclasses.replace(trainer, train_fn=step)
 
     monkeypatch.setattr(train_module, "build_trainer", recording)
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, train={
