@@ -81,3 +81,42 @@ def test_export_loads_in_plain_tensorflow_and_matches(trained, tmp_path):
     np.testing.assert_allclose(got["score"], api, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got["signature_score"], got["score"], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(got["stepped"], got["score"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_projected_lstm_exports_its_narrow_state_in_both_formats(tmp_path, corpus):
+    """model.proj_size: every way out carries h of width P (c keeps hidden_dim), and the steps of
+    the SavedModel and of the LiteRT file give the model's own scores."""
+    from helpers import tiny_sections, write_config
+
+    import lmtrain
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, model={"num_layers": 2, "proj_size": 8}))
+    for verb in ("prepare", "fit"):
+        assert cli(verb, cfg, "-q").exit_code == 0
+    litert = ("--format", "litert", "--quantize", "none", "--out", tmp_path / "lite")
+    for args in (("--out", tmp_path / "saved"), litert):
+        r = cli("export", cfg, "-q", *args)
+        assert r.exit_code == 0, r.output
+    lm = lmtrain.load(tmp_path / "run")
+    ids = lm.tokenizer.encode_text("the king sword crown")
+    want = np.array([t.log_prob for t in lm.score("the king sword crown")])[:len(ids)]
+    saved = tf.saved_model.load(str(tmp_path / "saved"))
+    state = saved.zero_state(tf.constant(1))
+    assert state["h"].shape == (2, 1, 8) and state["c"].shape == (2, 1, 24)
+    assert int(saved.metadata()["state_width"]) == 8
+    info = json.loads((tmp_path / "lite" / "lmtrain.json").read_text())
+    assert info["state_width"] == 8 and info["signatures"]["step"]["inputs"]["h"] == "[2, B, 8] float32"
+    from ai_edge_litert.interpreter import Interpreter
+
+    lite = Interpreter(model_path=str(tmp_path / "lite" / "model.tflite"))
+    lite_step = lite.get_signature_runner("step")
+    lite_state = lite.get_signature_runner("zero_state")(batch_size=np.array(1, np.int32))
+    h, c, previous, got = state["h"], state["c"], 1, []  # </s> starts a document
+    for token in ids:
+        out = saved.step(tf.constant([previous], tf.int32), h, c)
+        lite_state = lite_step(token=np.array([previous], np.int32), h=lite_state["h"], c=lite_state["c"])
+        h, c = out["h"], out["c"]
+        got.append((float(out["log_probs"][0, token]), float(lite_state["log_probs"][0, token])))
+        previous = token
+    np.testing.assert_allclose(np.array(got)[:, 0], want, atol=1e-5)
+    np.testing.assert_allclose(np.array(got)[:, 1], want, atol=1e-4)

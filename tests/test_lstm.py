@@ -282,3 +282,42 @@ def test_weight_drop_masks_keep_the_rate_with_independent_elements_and_calls():
     both = (masks[0] > 0) & (masks[1] > 0)
     assert abs(both.mean() - (masks[0] > 0).mean() * (masks[1] > 0).mean()) < 0.002
     assert not np.array_equal(masks[0], masks[1]) and not np.array_equal(masks[1], compiled)
+
+
+@pytest.mark.parametrize("batch,steps,width,units,proj", [(3, 5, 4, 6, 3), (2, 1, 3, 5, 2), (4, 9, 8, 8, 7)])
+def test_projected_fused_equals_keras_outputs_states_and_every_gradient(batch, steps, width, units, proj):
+    """LSTMP: h = (o * tanh c) W_p of width P, fed back; the state is (h [P], c [units])."""
+    keras_lstm, fused = _pair(units, width, proj_size=proj)
+    assert [w.shape for w in fused.weights] == [(width, 4 * units), (proj, 4 * units), (4 * units,), (units, proj)]
+    rng = np.random.default_rng(batch)
+    x = tf.constant(rng.normal(size=(batch, steps, width)), tf.float32)
+    state = [tf.constant(rng.normal(size=(batch, size)), tf.float32) for size in (proj, units)]
+    names = ["outputs", "h", "c", "d_x", "d_h0", "d_c0", "d_kernel", "d_recurrent_kernel", "d_bias", "d_projection"]
+    got, want = _run(fused, x, state), _run(keras_lstm, x, state)
+    assert got[0].shape == (batch, steps, proj) and got[2].shape == (batch, units)
+    for name, a, b in zip(names, got, want, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_projected_layers_regularise_alike_and_save_and_load(tmp_path):
+    keras_lstm, fused = _pair(6, 4, proj_size=3, **REGULARISED)
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(size=(3, 7, 4)), tf.float32)
+    state = [tf.constant(rng.normal(size=(3, size)), tf.float32) for size in (3, 6)]
+    names = ["outputs", "h", "c", "penalty", "d_kernel", "d_recurrent_kernel", "d_bias", "d_projection"]
+    for name, a, b in zip(names, _regularised_run(fused, x, state), _regularised_run(keras_lstm, x, state),
+                          strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
+    assert LSTM.from_config(fused.get_config()).proj_size == 3
+    model = keras.Sequential([keras.Input((None, 4)), LSTM(6, proj_size=3, return_sequences=True, impl="fused")])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.layers[0].proj_size == 3 and type(loaded.layers[0].cell).__name__ == "LSTMPCell"
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("proj_size", [6, 9, 0, -1, 2.5, True])
+def test_a_projection_must_narrow_the_cell(proj_size):
+    with pytest.raises(ValueError, match=re.escape(f"LSTM proj_size must be an integer from 1 to units - 1 (5): the "
+                                                   f"projection narrows the cell's output; got {proj_size!r}")):
+        LSTM(6, proj_size=proj_size)

@@ -48,7 +48,8 @@ def test_repetitive_corpus_drives_perplexity_to_its_floor(tmp_path):
 REGULARISED = {"dropout": 0.3, "locked_dropout": True, "weight_drop": 0.5, "word_dropout": 0.2, "ar": 2.0, "tar": 1.0}
 
 
-@pytest.mark.parametrize("model", [{}, REGULARISED], ids=["default", "regularised"])
+@pytest.mark.parametrize("model", [{}, REGULARISED, {**REGULARISED, "num_layers": 2, "proj_size": 8}],
+                         ids=["default", "regularised", "projected"])
 def test_stopped_and_restarted_run_matches_an_uninterrupted_one(tmp_path, corpus, model):
     # Stopped by a lower max_steps, so with a constant rate (warmup_cosine's decay spans max_steps).
     straight = _config(tmp_path / "a", corpus, model=model,

@@ -36,8 +36,9 @@ from lmtrain.keras.lstm import LSTM
 from lmtrain.keras.regularize import batch_dropout
 
 _IDS = tf.TensorSpec([None, None], tf.int32)  # token ids [B, T] of any batch and length
-# The recurrent state carried between calls: (h, c), each [num_layers, B, H] float32. Stacked
-# tensors rather than a list of pairs, so it fits a SavedModel signature as it is.
+# The recurrent state carried between calls: (h [num_layers, B, P or H], c [num_layers, B, H])
+# float32 (h is proj_size wide in an LSTMP). Stacked tensors rather than a list of pairs, so it
+# fits a SavedModel signature as it is.
 State = tuple[tf.Tensor, tf.Tensor]
 
 
@@ -66,7 +67,9 @@ class LanguageModel(keras.Model):
         # Width of the vectors the softmax reads: the projection's if there is one (tying a
         # wider LSTM to the embedding needs one; `resolve` adds it).
         self.projection_dim = config.projection_dim
-        self.output_dim = config.projection_dim or config.hidden_dim
+        # Each LSTM layer's output and fed-back state h: proj_size wide in an LSTMP (c keeps hidden_dim).
+        self.proj_size, self.state_width = config.proj_size, config.lstm_output_dim
+        self.output_dim = config.projection_dim or self.state_width
         if self.tie_weights and self.output_dim != self.embedding_dim:
             raise ValueError("tie_weights needs the output width (projection_dim) to equal embedding_dim")
 
@@ -76,7 +79,7 @@ class LanguageModel(keras.Model):
                                    name="embedding", dtype=precision)
         self.lstms = [
             LSTM(config.hidden_dim, return_sequences=True, return_state=True, impl=config.lstm_impl,
-                 weight_drop=config.weight_drop, name=f"lstm_{i}", dtype=precision)
+                 weight_drop=config.weight_drop, proj_size=config.proj_size, name=f"lstm_{i}", dtype=precision)
             for i in range(config.num_layers)
         ]
         # lm_1b's LSTM-2048-512 projects its output the same way (there, inside the cell). The
@@ -106,9 +109,9 @@ class LanguageModel(keras.Model):
         width = self.embedding_dim
         for lstm in self.lstms:
             lstm.build((None, None, width))
-            width = self.hidden_dim
+            width = self.state_width
         if self.projection is not None:
-            self.projection.build((None, None, self.hidden_dim))
+            self.projection.build((None, None, self.state_width))
         self.built = True
 
     @property
@@ -189,8 +192,8 @@ class LanguageModel(keras.Model):
         return self.compiled_fn("sequence_nll", lambda: tf.function(self.sequence_nll, input_signature=signature))
 
     def state_spec(self) -> tuple[tf.TensorSpec, tf.TensorSpec]:
-        spec = tf.TensorSpec([self.num_layers, None, self.hidden_dim], tf.float32)
-        return spec, spec
+        return (tf.TensorSpec([self.num_layers, None, self.state_width], tf.float32),
+                tf.TensorSpec([self.num_layers, None, self.hidden_dim], tf.float32))
 
     def compiled_fn(self, name: str, make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
         """A compiled function of this model, made by `make()` on first use and kept under `name`
@@ -211,8 +214,9 @@ class LanguageModel(keras.Model):
 
     def zero_state(self, batch_size: int | tf.Tensor) -> State:
         """The state before any token: zeros, as in training (every window starts from it)."""
-        zeros = tf.zeros(tf.stack([self.num_layers, batch_size, self.hidden_dim]), tf.float32)
-        return zeros, zeros
+        h = tf.zeros(tf.stack([self.num_layers, batch_size, self.state_width]), tf.float32)
+        c = tf.zeros(tf.stack([self.num_layers, batch_size, self.hidden_dim]), tf.float32)
+        return h, c
 
     def step(self, tokens: tf.Tensor, state: State, output_t: tf.Tensor | None = None) -> tuple[tf.Tensor, State]:
         """Log-probabilities of the next token after `tokens` [B, T], and the carried state.

@@ -62,7 +62,7 @@ def run_exposure(config: Config, total_steps: int, train_tokens: int, vocab_size
     over `train_tokens` training tokens at `vocab_size` ids."""
     m, t = config.model, config.train
     params = parameter_count(m.embedding_dim, m.hidden_dim, m.num_layers, vocab_size, bool(m.tie_weights),
-                             m.projection_dim)
+                             m.projection_dim, m.proj_size)
     seen = total_steps * t.batch_size * t.seq_len
     return exposure(seen, train_tokens, params), seen / max(train_tokens, 1), params
 
@@ -95,7 +95,7 @@ def resolve(config: Config, total_steps: int, started: Config | None = None, tra
         m = dataclasses.replace(m, **{k: _first(getattr(m, k), getattr(started.model, k), LIGHT[k])
                                       for k in REGULARISATION_KEYS})
     m = dataclasses.replace(m, tie_weights=m.ties(total_steps))
-    if m.tie_weights and m.projection_dim is None and m.hidden_dim != m.embedding_dim:
+    if m.tie_weights and m.projection_dim is None and m.lstm_output_dim != m.embedding_dim:
         m = dataclasses.replace(m, projection_dim=m.embedding_dim)  # tying a wider LSTM projects it
     t = dataclasses.replace(t, schedule=t.schedule_for(total_steps, m.hidden_dim),
                             learning_rate=t.rate(m.hidden_dim))

@@ -95,13 +95,16 @@ STRONG = {"dropout": 0.5, "weight_drop": 0.5, "word_dropout": 0.1, "ar": 2.0, "t
 
 
 def parameter_count(embedding_dim: int, hidden_dim: int, num_layers: int, vocab_size: int, tied: bool,
-                    projection_dim: int | None) -> int:
-    """Trainable parameters of lmtrain's model: embedding, LSTM layers, projection, output layer."""
-    if tied and projection_dim is None and hidden_dim != embedding_dim:
+                    projection_dim: int | None, proj_size: int | None = None) -> int:
+    """Trainable parameters of lmtrain's model: embedding, LSTM layers (with their recurrent
+    projection, `proj_size`), projection, output layer."""
+    width = proj_size or hidden_dim  # each LSTM layer's output and fed-back state
+    if tied and projection_dim is None and width != embedding_dim:
         projection_dim = embedding_dim  # tying projects a wider LSTM's output to the embedding width
-    output_dim = projection_dim or hidden_dim
-    lstm = sum(4 * hidden_dim * ((embedding_dim if i == 0 else hidden_dim) + hidden_dim + 1) for i in range(num_layers))
-    projection = hidden_dim * projection_dim if projection_dim else 0
+    output_dim = projection_dim or width
+    lstm = sum(4 * hidden_dim * ((embedding_dim if i == 0 else width) + width + 1) + (hidden_dim * proj_size
+               if proj_size else 0) for i in range(num_layers))
+    projection = width * projection_dim if projection_dim else 0
     return vocab_size * embedding_dim + lstm + projection + (0 if tied else vocab_size * output_dim) + vocab_size
 
 

@@ -209,7 +209,14 @@ class ModelConfig:
     tie_weights: bool | None = None
     # Project the last LSTM output to this width before the softmax (null: no projection, or
     # embedding_dim when tie_weights needs one). The output matrix is [vocab_size, this].
+    # proj_size projects inside every LSTM layer, what it feeds back included; this only the
+    # last layer's output, for the softmax.
     projection_dim: int | None = None
+    # A recurrent projection in every LSTM layer (LSTMP; lm_1b's LSTM-2048-512): each layer's
+    # cell keeps hidden_dim units and outputs, and feeds back, h of this width (1 to
+    # hidden_dim - 1), so the recurrent product and the softmax cost hidden_dim / proj_size times
+    # less. null: none.
+    proj_size: int | None = None
     # The output bias at the start: "unigram" (the log of each id's training frequency, add-one,
     # so the untrained model is the unigram model; see build.initial_output_bias) or "zeros".
     output_bias_init: OutputBiasKind = "unigram"
@@ -231,6 +238,9 @@ class ModelConfig:
         if self.num_sampled is not None:
             _check_min("model.num_sampled", self.num_sampled, 1)
         _check_range("model.sampler_distortion", self.sampler_distortion, 0.0, 1.0)
+        if self.proj_size is not None and not 0 < self.proj_size < self.hidden_dim:
+            raise ConfigError(f"model.proj_size: must be from 1 to model.hidden_dim - 1 ({self.hidden_dim - 1}): it "
+                              f"narrows each LSTM layer's output; got {self.proj_size!r} (null: no projection)")
         if self.projection_dim is not None:
             _check_min("model.projection_dim", self.projection_dim, 1)
             if self.tie_weights and self.projection_dim != self.embedding_dim:
@@ -246,6 +256,11 @@ class ModelConfig:
         if self.tie_weights is not None:
             return self.tie_weights
         return not short_run(total_steps, self.hidden_dim) and self.projection_dim in (None, self.embedding_dim)
+
+    @property
+    def lstm_output_dim(self) -> int:
+        """The width of each LSTM layer's output (and of the state h it feeds back)."""
+        return self.proj_size or self.hidden_dim
 
     def negatives(self, vocab_size: int) -> int:
         """The negatives a sampled step draws at this vocabulary: num_sampled, or where it is null

@@ -51,18 +51,22 @@ def step_matmuls(step: TrainStep, batch_size: int, seq_len: int) -> list[Matmul]
     the three weight and input gradients as products over all B x T rows.
     """
     model = step.model
-    rows, h, gates = batch_size * seq_len, model.hidden_dim, 4 * model.hidden_dim
+    rows, h, gates, r = batch_size * seq_len, model.hidden_dim, 4 * model.hidden_dim, model.state_width
     out: list[Matmul] = []
     width = model.embedding_dim
     for i in range(model.num_layers):
         name = f"lstm_{i}"
         out += _product("lstm", f"{name} input", rows, width, gates)
-        out += [Matmul("lstm", f"{name} recurrent, forward", batch_size, h, gates, seq_len),
-                Matmul("lstm", f"{name} recurrent, state gradient", batch_size, gates, h, seq_len),
-                Matmul("lstm", f"{name} recurrent, weight gradient", h, rows, gates)]
-        width = h
+        out += [Matmul("lstm", f"{name} recurrent, forward", batch_size, r, gates, seq_len),
+                Matmul("lstm", f"{name} recurrent, state gradient", batch_size, gates, r, seq_len),
+                Matmul("lstm", f"{name} recurrent, weight gradient", r, rows, gates)]
+        if model.proj_size:  # the LSTMP's projection, per step forward and backward
+            out += [Matmul("lstm", f"{name} projection, forward", batch_size, h, r, seq_len),
+                    Matmul("lstm", f"{name} projection, state gradient", batch_size, r, h, seq_len),
+                    Matmul("lstm", f"{name} projection, weight gradient", h, rows, r)]
+        width = r
     if model.projection_dim:
-        out += _product("projection", "projection", rows, h, model.projection_dim)
+        out += _product("projection", "projection", rows, r, model.projection_dim)
     classes = model.vocab_size if step.negatives is None else step.negatives  # every id, or the negatives drawn
     what = "logits, full" if step.negatives is None else "logits, sampled"
     out += _product("output", what, rows, model.output_dim, classes)

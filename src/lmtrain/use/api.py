@@ -121,7 +121,7 @@ class TrainedModel:
     def __repr__(self) -> str:
         m = self.config.model
         return (f"TrainedModel({str(self.run_dir)!r}, step={self.step}, vocab={self.vocab_size}, "
-                f"layers={m.num_layers}x{m.hidden_dim})")
+                f"layers={m.num_layers}x{m.hidden_dim}{f'->{m.proj_size}' if m.proj_size else ''})")
 
 
 EXPORT_FORMATS = ("savedmodel", "litert")

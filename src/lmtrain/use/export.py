@@ -7,13 +7,15 @@ but cannot carry an asset file.) Everything is float32 log-probabilities over th
 
     next_token(tokens [B, T] int32, lengths [B] int32) -> log_probs [B, V]
         the next-token distribution after tokens[b, :lengths[b]] (rows right-padded to T)
-    step(token [B] int32, h [L, B, H], c [L, B, H]) -> log_probs [B, V], h, c
-        one decoding step with the LSTM state carried by the caller (streaming generation)
+    step(token [B] int32, h [L, B, R], c [L, B, H]) -> log_probs [B, V], h, c
+        one decoding step with the LSTM state carried by the caller (streaming generation);
+        R is hidden_dim, or proj_size in an LSTMP
     zero_state(batch_size int32) -> h, c
         the state to start from; then feed `</s>` (id 1) to start a new document
     score(tokens [B, T] int32) -> log_probs [B, T]
         log P(tokens[t] | tokens[:t]) with `</s>` as the context of the first token
-    metadata() -> vocab_size, num_layers, hidden_dim, eos_id, newline_id, unk_id
+    metadata() -> vocab_size, num_layers, hidden_dim, state_width (h's: proj_size in an LSTMP), eos_id,
+                  newline_id, unk_id
 
 The SentencePiece model is an asset of the export (`assets/tokenizer.model`; endpoint
 `tokenizer_path()` gives its path once loaded). Text is encoded one line at a time, each line
@@ -57,7 +59,7 @@ def _serving_module(model: LanguageModel, tokenizer_path: Path | None) -> tf.Mod
     module = tf.Module(name="lmtrain")
     module.weights = list(model.weights)
     ids = tf.TensorSpec([None, None], tf.int32, name="tokens")
-    h_spec = tf.TensorSpec([model.num_layers, None, model.hidden_dim], tf.float32, name="h")
+    h_spec = tf.TensorSpec([model.num_layers, None, model.state_width], tf.float32, name="h")  # P in an LSTMP
     c_spec = tf.TensorSpec([model.num_layers, None, model.hidden_dim], tf.float32, name="c")
 
     def next_token(tokens: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -81,7 +83,7 @@ def _serving_module(model: LanguageModel, tokenizer_path: Path | None) -> tf.Mod
 
     def metadata() -> dict[str, tf.Tensor]:
         values = {"vocab_size": model.vocab_size, "num_layers": model.num_layers, "hidden_dim": model.hidden_dim,
-                  "eos_id": EOS_ID, "newline_id": NL_ID, "unk_id": UNK_ID}
+                  "state_width": model.state_width, "eos_id": EOS_ID, "newline_id": NL_ID, "unk_id": UNK_ID}
         return {k: tf.constant(v, tf.int32) for k, v in values.items()}
 
     endpoints = {

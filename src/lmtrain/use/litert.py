@@ -85,25 +85,28 @@ def step_module(model: LanguageModel, top_k: int = 0) -> tf.Module:
     """A module whose `step` and `zero_state` are the model's, written for the converter."""
     if not 0 <= top_k <= model.vocab_size:
         raise LmtrainError(f"--top-k {top_k}: must be between 0 and the vocabulary size ({model.vocab_size})")
-    layers = [(lstm.cell.kernel.value, lstm.cell.recurrent_kernel.value, lstm.cell.bias.value) for lstm in model.lstms]
+    layers = [(lstm.cell.kernel.value, lstm.cell.recurrent_kernel.value, lstm.cell.bias.value,
+               lstm.cell.projection_kernel.value if model.proj_size else None) for lstm in model.lstms]
     projection = model.projection.kernel.value if model.projection is not None else None
     emb, out_w, out_b = model.embedding.embeddings.value, model.softmax_w.value, model.softmax_b.value
     module = tf.Module(name="lmtrain_litert")
-    module.weights = [emb, out_w, out_b, *(v for layer in layers for v in layer)] + (
+    module.weights = [emb, out_w, out_b, *(v for layer in layers for v in layer if v is not None)] + (
         [projection] if projection is not None else [])
-    num_layers, units = model.num_layers, model.hidden_dim
-    state = tf.TensorSpec([num_layers, None, units], tf.float32)
+    num_layers, units, width = model.num_layers, model.hidden_dim, model.state_width
+    h_spec, c_spec = tf.TensorSpec([num_layers, None, width], tf.float32), tf.TensorSpec([num_layers, None, units])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="token"), state, state])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="token"), h_spec, c_spec])
     def step(token: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> dict[str, tf.Tensor]:
         x = tf.gather(emb, token)  # (B, E)
         hs, cs = [], []
-        for (kernel, recurrent, bias), h_prev, c_prev in zip(layers, tf.unstack(h, num_layers),
-                                                             tf.unstack(c, num_layers)):
+        for (kernel, recurrent, bias, w_p), h_prev, c_prev in zip(layers, tf.unstack(h, num_layers),
+                                                                  tf.unstack(c, num_layers)):
             z = tf.matmul(x, kernel) + tf.matmul(h_prev, recurrent) + bias  # (B, 4H), gates i f c o
             i, f, g, o = tf.split(z, 4, axis=1)
             cell = tf.sigmoid(f) * c_prev + tf.sigmoid(i) * tf.tanh(g)
             x = tf.sigmoid(o) * tf.tanh(cell)
+            if w_p is not None:  # an LSTMP: h = (o * tanh c) W_p, of width P
+                x = tf.matmul(x, w_p)
             hs.append(x)
             cs.append(cell)
         if projection is not None:
@@ -116,8 +119,8 @@ def step_module(model: LanguageModel, top_k: int = 0) -> tf.Module:
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="batch_size")])
     def zero_state(batch_size: tf.Tensor) -> dict[str, tf.Tensor]:
-        shape = tf.stack([num_layers, batch_size, units])
-        return {"h": tf.zeros(shape, tf.float32), "c": tf.zeros(shape, tf.float32)}
+        return {"h": tf.zeros(tf.stack([num_layers, batch_size, width]), tf.float32),
+                "c": tf.zeros(tf.stack([num_layers, batch_size, units]), tf.float32)}
 
     module.step, module.zero_state = step, zero_state
     return module
@@ -282,7 +285,7 @@ def export_litert(model: LanguageModel, out_dir: Path, tokenizer_path: Path | No
                            f"{result.max_difference:.3g} (allowed {FLOAT_TOLERANCE:g}); this is a bug in lmtrain")
     parameters = parameter_count(model)
     signatures = {
-        "step": {"inputs": {"token": "[B] int32", "h": f"[{model.num_layers}, B, {model.hidden_dim}] float32",
+        "step": {"inputs": {"token": "[B] int32", "h": f"[{model.num_layers}, B, {model.state_width}] float32",
                             "c": f"[{model.num_layers}, B, {model.hidden_dim}] float32"},
                  "outputs": {"log_probs": f"[B, {model.vocab_size}] float32", "h": "as h", "c": "as c",
                              **({"top_ids": f"[B, {top_k}] int32", "top_log_probs": f"[B, {top_k}] float32"}
@@ -294,6 +297,7 @@ def export_litert(model: LanguageModel, out_dir: Path, tokenizer_path: Path | No
         "format": "litert", "file": FILE_NAME, "quantize": quantize, "file_bytes": len(content),
         "parameters": parameters, "ops": ops, "signatures": signatures,
         "vocab_size": model.vocab_size, "num_layers": model.num_layers, "hidden_dim": model.hidden_dim,
+        "state_width": model.state_width,
         "eos_id": EOS_ID, "newline_id": NL_ID, "unk_id": UNK_ID,
         "check": asdict(result) if result is not None else None, **info,
     }
