@@ -77,7 +77,7 @@ def test_inference_load_applies_pending_steps_from_slots_read_in_blocks(tmp_path
     tf.train.Checkpoint(model=rundir.weights_checkpoint(model), optimizer=optimizer).read(latest).expect_partial()
     apply_pending(optimizer, model.trainable_variables)
 
-    monkeypatch.setattr(trained, "PENDING_BLOCK_ROWS", 7)  # several blocks, a ragged last one
+    monkeypatch.setattr(trained, "BLOCK_ROWS", 7)  # several blocks, a ragged last one
     loaded = load_run(run_dir)
     for expected, got in zip(model.trainable_variables, loaded.model.trainable_variables):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7, err_msg=got.path)
@@ -138,3 +138,29 @@ def test_a_run_directory_from_before_its_keys_were_resolved_evaluates_and_resume
     for a, b in zip(stopped, never):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert yaml.safe_load(saved.read_text())["train"]["warmup_steps"] is None  # as that version trained it
+
+
+def test_checkpoint_tensors_read_a_block_of_rows_at_a_time_with_the_checksum_checked(tmp_path):
+    """lmtrain.bundle reads what TensorFlow wrote, row blocks at a time, and a flipped byte in a
+    tensor is named as damage (TensorFlow's own slice reader reads the whole tensor per slice)."""
+    from lmtrain.bundle import stored_tensors
+
+    rng = np.random.default_rng(0)
+    values = {"w": rng.normal(size=(1000, 7)).astype(np.float32), "b": rng.normal(size=(1000,)),
+              "n": np.array(5, np.int64), "flag": np.array(True)}
+    prefix = tf.train.Checkpoint(**{k: tf.Variable(v) for k, v in values.items()}).write(str(tmp_path / "ckpt"))
+    tensors = stored_tensors(prefix)
+    for name, want in values.items():
+        stored = tensors[f"{name}/.ATTRIBUTES/VARIABLE_VALUE"]
+        np.testing.assert_array_equal(stored.read(), want)
+        blocks = list(stored.blocks(300)) if want.ndim else []
+        if blocks:
+            assert [lo for lo, _ in blocks] == [0, 300, 600, 900] and len(blocks[-1][1]) == 100
+            np.testing.assert_array_equal(np.concatenate([rows for _, rows in blocks]), want)
+    w = tensors["w/.ATTRIBUTES/VARIABLE_VALUE"]
+    data = bytearray(w.path.read_bytes())
+    data[w.offset + 5000] ^= 0xFF
+    w.path.write_bytes(bytes(data))
+    with pytest.raises(LmtrainError, match=r"w/.ATTRIBUTES/VARIABLE_VALUE is damaged \(its checksum does not match\)"):
+        for _ in w.blocks(300):
+            pass

@@ -39,14 +39,17 @@ def initial_output_bias(kind: str, unigram_counts: list[int]) -> np.ndarray | No
     return unigram_log_prior(unigram_counts)
 
 
-def create_model(config: Config, vocab_size: int, unigram_counts: list[int]) -> LanguageModel:
+def create_model(config: Config, vocab_size: int, unigram_counts: list[int], initialise: bool = True
+                 ) -> LanguageModel:
     """Build the model a config describes, with its weights created (ready to restore or train):
     the one place a model config becomes a model. The config must be resolved
-    (`lmtrain.config.resolve.resolve`): whether to tie depends on the run's length."""
+    (`lmtrain.config.resolve.resolve`): whether to tie depends on the run's length.
+    `initialise=False`: the weights start at zero, for a checkpoint to overwrite."""
     check_resolved(config, "create_model")
     precision = choose_precision(config.train.precision)[0]
     bias = initial_output_bias(config.model.output_bias_init, unigram_counts)
-    model = LanguageModel(config.model, vocab_size, precision=precision, output_bias=bias, name="lstm_lm")
+    model = LanguageModel(config.model, vocab_size, precision=precision, output_bias=bias, initialise=initialise,
+                          name="lstm_lm")
     model.build(None)
     return model
 
@@ -184,5 +187,5 @@ def rebuild(config: Config, meta: DataMeta) -> tuple[Config, LanguageModel, kera
     # it is its own start, so such a key stands for what that version trained with.
     config = resolve(config, total_steps, started=config, train_tokens=meta.splits["train"].tokens,
                      vocab_size=meta.vocab_size)
-    model = create_model(config, meta.vocab_size, meta.unigram_counts)
+    model = create_model(config, meta.vocab_size, meta.unigram_counts, initialise=False)
     return config, model, create_optimizer(config.train, total_steps, config.model.hidden_dim)

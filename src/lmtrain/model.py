@@ -52,7 +52,7 @@ class LanguageModel(keras.Model):
     """
 
     def __init__(self, config: ModelConfig, vocab_size: int, precision: str = "float32", output_bias: Any = None,
-                 **kwargs: Any) -> None:
+                 initialise: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_resolved_model(config, "LanguageModel")
         self.config = config
@@ -60,6 +60,12 @@ class LanguageModel(keras.Model):
         self.num_layers, self.dropout_rate, self.precision = config.num_layers, config.dropout, precision
         self.tie_weights = config.tie_weights
         self._output_bias = output_bias  # [V] initial output bias (None: zeros)
+        # `initialise=False`: every weight starts at zero, for a checkpoint to overwrite. A random
+        # [V, D] matrix costs seconds and, while its initializer runs, a few copies of itself.
+        zeros = {} if initialise else {"embeddings_initializer": "zeros"}
+        lstm_zeros = {} if initialise else {"kernel_initializer": "zeros", "recurrent_initializer": "zeros",
+                                            "bias_initializer": "zeros", "unit_forget_bias": False}
+        self._matrix_init = "glorot_uniform" if initialise else "zeros"
         # AWD-LSTM's regularisers (lmtrain.keras.regularize): weight drop is the LSTM layers',
         # word dropout the embedding's; dropout masks (locked: one per sequence) and the
         # activation penalties on the softmax's input are drawn and added here.
@@ -76,17 +82,19 @@ class LanguageModel(keras.Model):
         # Embedding and LSTMs compute in `precision` (weights stay float32 under mixed policies);
         # the output layer is always float32.
         self.embedding = Embedding(vocab_size, config.embedding_dim, word_dropout=config.word_dropout,
-                                   name="embedding", dtype=precision)
+                                   name="embedding", dtype=precision, **zeros)
         self.lstms = [
             LSTM(config.hidden_dim, return_sequences=True, return_state=True, impl=config.lstm_impl,
-                 weight_drop=config.weight_drop, proj_size=config.proj_size, name=f"lstm_{i}", dtype=precision)
+                 weight_drop=config.weight_drop, proj_size=config.proj_size, name=f"lstm_{i}", dtype=precision,
+                 **lstm_zeros)
             for i in range(config.num_layers)
         ]
         # lm_1b's LSTM-2048-512 projects its output the same way (there, inside the cell). The
         # projection and the last dropout make the softmax's input: float32 under any policy
         # (in bfloat16 they cost the demo validation perplexity under mixed_bfloat16).
         self.projection = (keras.layers.Dense(self.projection_dim, use_bias=False, name="projection",
-                                              dtype="float32") if self.projection_dim else None)
+                                              kernel_initializer=self._matrix_init, dtype="float32")
+                           if self.projection_dim else None)
         self.embedding_dropout = config.embedding_dropout
         rates = [self.embedding_dropout] + [config.dropout] * config.num_layers
         self.dropouts = [keras.layers.Dropout(rate, name=f"dropout_{i}",
@@ -99,7 +107,7 @@ class LanguageModel(keras.Model):
         # created here, before training, not lazily inside train_step.
         if not self.tie_weights:
             self._softmax_w = self.add_weight(
-                shape=(self.vocab_size, self.output_dim), initializer="glorot_uniform", name="softmax_w",
+                shape=(self.vocab_size, self.output_dim), initializer=self._matrix_init, name="softmax_w",
                 dtype="float32")
         bias_init = ("zeros" if self._output_bias is None
                      else keras.initializers.Constant(tf.constant(self._output_bias, tf.float32)))

@@ -70,6 +70,19 @@ def training_checkpoint(model: LanguageModel, optimizer: keras.optimizers.Optimi
 
 def restore(checkpoint: tf.train.Checkpoint, path: str, model: LanguageModel, partial: bool = False) -> None:
     """Restore a checkpoint, first checking that every model weight is there with its shape."""
+    check_weights(path, model)
+    try:
+        status = checkpoint.read(path)  # the counterpart of CheckpointStore.save's write()
+        if partial:
+            status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError) as exc:
+        raise LmtrainError(f"checkpoint {path} does not match this run: {first_line(exc)}") from None
+
+
+def check_weights(path: str, model: LanguageModel) -> dict[str, list[int]]:
+    """Every model weight is in checkpoint `path` with its shape (else the error names the first
+    that is not); returns what the checkpoint stores (key -> shape)."""
     try:
         stored = dict(tf.train.list_variables(path))
     except (tf.errors.OpError, ValueError) as exc:
@@ -84,13 +97,7 @@ def restore(checkpoint: tf.train.Checkpoint, path: str, model: LanguageModel, pa
                 f"checkpoint {path}: weight {v.path} has shape {list(stored[key])} but the config "
                 f"(model.* / tokenizer.vocab_size) gives {list(v.shape)}"
             )
-    try:
-        status = checkpoint.read(path)  # the counterpart of CheckpointStore.save's write()
-        if partial:
-            status.expect_partial()
-        status.assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError) as exc:
-        raise LmtrainError(f"checkpoint {path} does not match this run: {first_line(exc)}") from None
+    return stored
 
 
 def weights_checkpoint(model: LanguageModel) -> tf.train.Checkpoint:

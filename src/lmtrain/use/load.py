@@ -2,9 +2,10 @@
 directory alone (config, tokenizer, meta, checkpoint), for `eval`, `generate`, `export`,
 `eval --per-line` and `lmtrain.load`.
 
-It reads the weights and step from the training checkpoint (`lmtrain.rundir`'s layout), and of
-the optimizer only what LazyAdam's pending steps need, one block of rows at a time, so inference
-never holds the optimizer slots in memory; where the run averaged its weights, the mean is put
+It reads the weights and step from the training checkpoint (`lmtrain.rundir`'s layout), the
+large matrices a block of rows at a time into their variables, and of the optimizer only what
+LazyAdam's pending steps need, also a block at a time, so inference never holds a weight twice
+or the optimizer slots at all; where the run averaged its weights, the mean is put
 in place. Nothing here imports the trainer (`lmtrain.fit.loop`, `lmtrain.fit.distribute`) or `prepare`:
 scoring and generating do not pay for them.
 """
@@ -20,19 +21,20 @@ import tensorflow as tf
 import yaml
 
 from lmtrain.build import rebuild
+from lmtrain.bundle import StoredTensor, stored_tensors
 from lmtrain.checkpoints import CheckpointStore
 from lmtrain.config.files import config_from_dict
 from lmtrain.config.schema import Config
 from lmtrain.data.meta import DataMeta, load_meta
 from lmtrain.data.tokenizer import Tokenizer
-from lmtrain.errors import LmtrainError
+from lmtrain.errors import LmtrainError, first_line
 from lmtrain.keras.optim import LazyAdam, lazy_adam_of
 from lmtrain.model import LanguageModel
 from lmtrain.paths import RunPaths
-from lmtrain.rundir import restore, weights_checkpoint
+from lmtrain.rundir import check_weights, weight_key
 
-# Rows of an optimizer slot read at once when applying LazyAdam's pending steps for inference.
-PENDING_BLOCK_ROWS = 16384
+# Rows of a stored [V, D] tensor read at once: its weights, its LazyAdam slots, its average.
+BLOCK_ROWS = 4096
 
 
 @dataclass
@@ -46,11 +48,25 @@ class TrainedRun:
     step: int
 
 
-def _inference_checkpoint(model: LanguageModel, optimizer: keras.optimizers.Optimizer, step: tf.Variable
-                          ) -> tf.train.Checkpoint:
-    """What `load_run` reads of a training checkpoint: weights, step, and an optimizer that is
-    never built, so only its step counter and learning rate are restored (its slots are not)."""
-    return tf.train.Checkpoint(model=weights_checkpoint(model), optimizer=optimizer, step=step)
+def _read_counters(path: str, optimizer: keras.optimizers.Optimizer, step: tf.Variable) -> None:
+    """The step and an optimizer that is never built, so only its step counter and learning rate
+    are read (its slots are not)."""
+    try:
+        tf.train.Checkpoint(optimizer=optimizer, step=step).read(path).expect_partial()
+    except (ValueError, AssertionError, tf.errors.OpError) as exc:
+        raise LmtrainError(f"checkpoint {path} does not match this run: {first_line(exc)}") from None
+
+
+def _fill(variable: keras.Variable, stored: StoredTensor) -> None:
+    """`variable` := a stored tensor. A [V, D] matrix (more rows than a block) is written in
+    place a block of rows at a time, so it is never held twice (TensorFlow's restore reads every
+    tensor before it assigns any). The scatter makes TensorFlow copy the variable on a whole read
+    from then on; scoring only gathers rows of it (`lmtrain.keras.softmax`)."""
+    if len(variable.shape) < 2 or variable.shape[0] <= BLOCK_ROWS:
+        variable.assign(stored.read().reshape(variable.shape))
+        return
+    for lo, rows in stored.blocks(BLOCK_ROWS):
+        variable.value.scatter_update(tf.IndexedSlices(tf.constant(rows), tf.range(lo, lo + len(rows))))
 
 
 def load_run(run_dir: Path) -> TrainedRun:
@@ -67,60 +83,50 @@ def load_run(run_dir: Path) -> TrainedRun:
         raise LmtrainError(f"no checkpoint in {run.checkpoints}: run `lmtrain fit` with this config first")
     config, model, optimizer = rebuild(config, meta)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    restore(_inference_checkpoint(model, optimizer, step), latest, model, partial=True)
+    check_weights(latest, model)
+    tensors = stored_tensors(latest)
+    for variable in model.weights:
+        _fill(variable, tensors[weight_key(variable)])
+    _read_counters(latest, optimizer, step)
     lazy = lazy_adam_of(optimizer)
     if lazy is not None:
         prefix = "optimizer/" if lazy is optimizer else "optimizer/inner_optimizer/"
-        _apply_pending_from(latest, prefix, lazy, model.trainable_variables)
-    _apply_average_from(latest, model.trainable_variables)
+        _apply_pending_from(latest, tensors, prefix, lazy, model.trainable_variables)
+    _apply_average_from(latest, tensors, model.trainable_variables)
     return TrainedRun(config, meta, Tokenizer(run.tokenizer), model, int(step.numpy()))
 
 
-def _apply_pending_from(path: str, prefix: str, optimizer: LazyAdam, variables: list[Any]) -> None:
+def _apply_pending_from(path: str, tensors: dict[str, StoredTensor], prefix: str, optimizer: LazyAdam,
+                        variables: list[Any]) -> None:
     """Give every row the momentum steps it skipped (see optim.LazyAdam), reading the optimizer
     slots from checkpoint `path` one block of rows at a time (never whole V x D slots)."""
-    stored = dict(tf.train.list_variables(path))
     for index, variable in enumerate(variables):
-        keys = [f"{prefix}_variables/{p}/.ATTRIBUTES/VARIABLE_VALUE"
-                for p in optimizer.slot_positions(index, len(variables))]
-        shape = list(variable.shape) if len(variable.shape) else [1]
-        shapes_match = stored.get(keys[0]) == list(variable.shape) and stored.get(keys[2]) == shape[:1]
-        if any(k not in stored for k in keys) or not shapes_match:
+        slots = [tensors.get(f"{prefix}_variables/{p}/.ATTRIBUTES/VARIABLE_VALUE")
+                 for p in optimizer.slot_positions(index, len(variables))]
+        shape = tuple(variable.shape) or (1,)
+        if None in slots or slots[0].shape != tuple(variable.shape) or slots[2].shape != shape[:1]:
             raise LmtrainError(f"checkpoint {path}: its optimizer state does not match the model "
                                f"(no slots for {variable.path}); it was written for another config")
-        rows = shape[0]
-        weights = variable.numpy().reshape(shape)  # a copy, updated block by block, assigned once
-        for lo in range(0, rows, PENDING_BLOCK_ROWS):
-            n = min(PENDING_BLOCK_ROWS, rows - lo)
-            m, v, last = (_read_rows(path, key, stored[key], lo, n, dtype)
-                          for key, dtype in zip(keys, (variable.dtype, variable.dtype, "int64")))
-            owed, _, _ = optimizer.owed(tf.reshape(m, [n] + shape[1:]), tf.reshape(v, [n] + shape[1:]), last)
-            weights[lo:lo + n] -= owed.numpy()
-        # One whole assign: a partial (slice) assign would switch the variable to copy-on-read,
-        # and every full read of it in scoring would then copy it.
-        variable.assign(weights.reshape(variable.shape))
+        for (lo, m), (_, v), (_, last) in zip(*(slot.blocks(BLOCK_ROWS) for slot in slots)):
+            owed, _, _ = optimizer.owed(m.reshape(-1, *shape[1:]), v.reshape(-1, *shape[1:]), last)
+            if not bool(tf.reduce_any(owed != 0)):  # rows the last step touched (every row of a dense weight)
+                continue
+            if len(variable.shape) == 0:
+                variable.assign_sub(tf.reshape(owed, []))
+            else:  # in place, a block of rows at a time: never a second copy of a [V, D] matrix
+                variable.value.scatter_sub(tf.IndexedSlices(owed, tf.range(lo, lo + len(m))))
 
 
-def _apply_average_from(path: str, variables: list[Any]) -> None:
+def _apply_average_from(path: str, tensors: dict[str, StoredTensor], variables: list[Any]) -> None:
     """Where the run averaged its weights (`train.average`, lmtrain.fit.averaging) and had begun to,
     put the mean in place of the trained weights: it is what validation scored."""
-    stored = dict(tf.train.list_variables(path))
     key = "average/{}/.ATTRIBUTES/VARIABLE_VALUE"
-    if key.format("active") not in stored or not bool(tf.train.load_variable(path, key.format("active"))):
-        return
-    if int(tf.train.load_variable(path, key.format("count"))) == 0:
-        return
+    active, count = tensors.get(key.format("active")), tensors.get(key.format("count"))
+    if active is None or count is None or not bool(active.read()) or int(count.read()) == 0:
+        return  # no averaging, not begun, or begun and nothing folded yet
     for i, variable in enumerate(variables):
-        name = key.format(f"mean_{i}")
-        if stored.get(name) != list(variable.shape):
+        mean = tensors.get(key.format(f"mean_{i}"))
+        if mean is None or mean.shape != tuple(variable.shape):
             raise LmtrainError(f"checkpoint {path}: its averaged weights do not match the model "
                                f"(no mean for {variable.path}); it was written for another config")
-        variable.assign(tf.train.load_variable(path, name))
-
-
-def _read_rows(path: str, key: str, shape: list[int], lo: int, n: int, dtype: Any) -> tf.Tensor:
-    """Rows lo .. lo+n of a stored tensor of `shape`, read without reading the rest."""
-    spec = " ".join(str(d) for d in shape) + " " + ":".join([f"{lo},{n}"] + ["-"] * (len(shape) - 1))
-    (value,) = tf.raw_ops.RestoreV2(prefix=path, tensor_names=[key], shape_and_slices=[spec],
-                                    dtypes=[tf.as_dtype(dtype)])
-    return value
+        _fill(variable, mean)
