@@ -114,6 +114,7 @@ def test_stopped_run_resumes_to_the_same_bits(shared, sig, code):
 
 
 def _in_process_config(tmp_path, corpus, **train):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     return write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus, train={"checkpoint_every": 5, **train}))
 
 
@@ -410,3 +411,114 @@ def test_training_data_that_ends_early_is_one_error_line(tmp_path, corpus, monke
     r = cli("fit", cfg, "-q")
     assert_clean_error(r, 1, "the training data ran out at step 7 of 12", "--force")
     assert load_run(tmp_path / "run").step == 5  # the checkpoint before it is kept
+
+
+def test_a_second_fit_on_a_run_directory_exits_at_once_and_the_first_ends_as_if_alone(shared):
+    cfg = shared["config"]("twice")
+    run_dir = shared["root"] / "twice" / "run"
+    proc = start("fit", cfg, "-q")
+    wait_for(run_dir / ".lock", proc)
+    while not (run_dir / ".lock").read_text():  # the holder names itself once it holds the lock
+        time.sleep(0.01)
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    started = time.monotonic()
+    second = cli("fit", cfg, "-q")
+    assert time.monotonic() - started < 10
+    assert_clean_error(second, 2, f"train.run_dir: {run_dir} is in use by another writer (lmtrain fit, pid {proc.pid}")
+    assert proc.poll() is None  # the first still runs, untouched
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert final_perplexity(out) == shared["perplexity"]
+    state = stored_state(run_dir)
+    for key, value in shared["state"].items():
+        assert np.array_equal(state[key], value), key  # bit for bit, as the undisturbed reference
+    assert set(before) <= {p.name for p in run_dir.rglob("*")} | {"latest"}  # the second removed nothing
+
+
+def test_a_second_prepare_into_a_data_directory_exits_at_once_and_writes_nothing(tmp_path, corpus):
+    from lmtrain.lock import data_dir_lock
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_sections(tmp_path, corpus))
+    data_dir = tmp_path / "data"
+    with data_dir_lock(data_dir, print):  # another prepare, holding it
+        started = time.monotonic()
+        second = lmtrain("prepare", cfg, "-q")
+        assert time.monotonic() - started < 10
+    assert second.returncode == 2, second.stderr
+    lines = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and f"data.dir: {data_dir} is in use by another writer (lmtrain prepare, pid " in lines[0]
+    assert not data_dir.exists() and "Traceback" not in second.stderr
+    assert lmtrain("prepare", cfg, "-q").returncode == 0  # the lock dies with its holder
+
+
+def _flip(prefix: str, at: int = 64) -> None:
+    """Flip bytes of a checkpoint's first model weight, as a bad disk would."""
+    from lmtrain.bundle import stored_tensors
+
+    weight = next(t for name, t in stored_tensors(prefix).items() if name.startswith("model/"))
+    data = bytearray(weight.path.read_bytes())
+    for i in range(at, at + 64):
+        data[weight.offset + i % weight.size] ^= 0x5A
+    weight.path.write_bytes(bytes(data))
+
+
+def test_a_damaged_checkpoint_is_passed_over_by_readers_and_set_aside_by_fit(tmp_path, corpus):
+    straight = _in_process_config(tmp_path / "straight", corpus, max_steps=20)
+    assert cli("prepare", straight, "-q").exit_code == 0
+    assert cli("fit", straight, "-q").exit_code == 0
+    damaged = _in_process_config(tmp_path / "damaged", corpus, max_steps=12)
+    assert cli("prepare", damaged, "-q").exit_code == 0
+    assert cli("fit", damaged, "-q").exit_code == 0
+    checkpoints = tmp_path / "damaged" / "run" / "checkpoints"
+    latest = CheckpointStore(checkpoints, keep=1).latest()
+    assert latest.endswith("step-00000012/ckpt")
+    _flip(latest)
+    # A reader passes it over for the checkpoint before it, and renames nothing.
+    r = cli("eval", damaged, "-q", "--split", "valid")
+    assert r.exit_code == 0, r.output
+    assert f"warning: checkpoint {latest[:-len('/ckpt')]}" in r.output and "is damaged (its checksum does not match)" \
+        in r.output and "@ step 10:" in r.output
+    assert Path(latest).parent.is_dir()
+    # fit sets it aside (kept, renamed), says so in one line, and ends where an undisturbed run ends.
+    resumed = cli("fit", _in_process_config(tmp_path / "damaged", corpus, max_steps=20), "-q")
+    assert resumed.exit_code == 0, resumed.output
+    lines = [line for line in resumed.output.splitlines() if line.startswith("warning: checkpoint")]
+    assert len(lines) == 1 and lines[0].startswith(f"warning: checkpoint {latest} is damaged (model/")
+    assert lines[0].endswith(f"set aside as {checkpoints / 'damaged-step-00000012'}; resuming from step 10")
+    assert (checkpoints / "damaged-step-00000012" / "ckpt.index").is_file()
+    assert "E0000" not in resumed.output and "Traceback" not in resumed.output
+    a, b = load_run(tmp_path / "straight" / "run"), load_run(tmp_path / "damaged" / "run")
+    for va, vb in zip(a.model.weights, b.model.weights):
+        np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.path)
+
+
+def test_a_damaged_best_checkpoint_is_passed_over_for_the_latest(tmp_path, corpus):
+    cfg = _in_process_config(tmp_path, corpus, max_steps=12, patience=5, eval_every=4)
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    assert cli("fit", cfg, "-q").exit_code == 0
+    best = CheckpointStore(tmp_path / "run" / "checkpoints" / "best", keep=1).latest()
+    _flip(best)
+    import warnings
+
+    from lmtrain.errors import CheckpointWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = load_run(tmp_path / "run")
+    assert [w.category for w in caught if "is damaged" in str(w.message)] == [CheckpointWarning]
+    assert run.step == 12  # the latest, past the damaged best
+
+
+def test_readers_never_fail_while_fit_writes_and_prunes(tmp_path, corpus):
+    cfg = _in_process_config(tmp_path, corpus, max_steps=100_000, epochs=1000, checkpoint_every=1,
+                             keep_checkpoints=2, log_every=1000)
+    assert cli("prepare", cfg, "-q").exit_code == 0
+    proc = start("fit", cfg, "-q")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    wait_for(checkpoints / "latest", proc)
+    try:
+        steps = [load_run(tmp_path / "run").step for _ in range(50)]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    assert len(set(steps)) > 5  # the checkpoints really moved on under the readers

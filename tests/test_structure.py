@@ -63,7 +63,8 @@ def test_no_import_cycle():
 # The stages, lowest first: a module imports only modules of its own stage or a lower one, and
 # the two last stages (training and using a trained run) import nothing of each other.
 STAGES = {
-    "shared": ("lmtrain.errors", "lmtrain.paths", "lmtrain.progress", "lmtrain.signals", "lmtrain.keras"),
+    "shared": ("lmtrain.errors", "lmtrain.paths", "lmtrain.progress", "lmtrain.signals", "lmtrain.lock",
+               "lmtrain.bundle", "lmtrain.keras"),
     "config": ("lmtrain.config",),
     "data": ("lmtrain.data",),
     "model": ("lmtrain.model", "lmtrain.build", "lmtrain.rundir", "lmtrain.checkpoints", "lmtrain.scoring"),

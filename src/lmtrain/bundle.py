@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -19,13 +21,18 @@ from typing import Iterator
 import google_crc32c
 import numpy as np
 
-from lmtrain.errors import LmtrainError
+from lmtrain.errors import LmtrainError, first_line
 
 _MAGIC = 0xDB4775248B80FB57  # the LevelDB table footer's magic number
 _FOOTER = 48
 _MASK_DELTA = 0xA282EAD8
+_CHUNK = 64 << 20  # bytes read at once when checking a whole checkpoint
 # TensorFlow's DataType enum -> numpy, for the dtypes lmtrain stores.
 _DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 9: np.int64, 10: np.bool_, 19: np.float16}
+
+
+class DamagedCheckpoint(LmtrainError):
+    """A tensor's bytes are not what was written (a checksum that does not match, a file cut short)."""
 
 
 @dataclass(frozen=True)
@@ -52,11 +59,11 @@ class StoredTensor:
                 n = min(rows, shape[0] - lo)
                 data = os.pread(f.fileno(), n * row_bytes, self.offset + lo * row_bytes)
                 if len(data) != n * row_bytes:
-                    raise LmtrainError(f"checkpoint {self.path}: {self.name} is cut short (the file is damaged)")
+                    raise DamagedCheckpoint(f"checkpoint {self.path}: {self.name} is cut short (the file is damaged)")
                 crc = google_crc32c.extend(crc, data)
                 yield lo, np.frombuffer(data, self.dtype).reshape((n, *shape[1:]))
         if _mask(crc) != self.masked_crc:
-            raise LmtrainError(f"checkpoint {self.path}: {self.name} is damaged (its checksum does not match)")
+            raise DamagedCheckpoint(f"checkpoint {self.path}: {self.name} is damaged (its checksum does not match)")
 
     def read(self) -> np.ndarray:
         """The whole tensor, its checksum checked."""
@@ -88,6 +95,74 @@ def stored_tensors(prefix: str) -> dict[str, StoredTensor]:
         tensors[key.decode()] = StoredTensor(key.decode(), data, entry.offset, entry.size, shape,
                                              np.dtype(_DTYPES[entry.dtype]), entry.crc32c)
     return tensors
+
+
+def damage(prefix: str) -> str | None:
+    """What is wrong with checkpoint `prefix`'s files, in words, or None where every tensor's
+    bytes are there and match their checksum. TensorFlow's restore would catch the same, but
+    with a C++ log line and an error that reads like a checkpoint of another config.
+
+    Numeric tensors are checked here, a large read at a time. Strings and variants (the object
+    graph, the data iterator's state) are checksummed by their own scheme: TensorFlow reads
+    them, its log lines held back (and written out where they say nothing of damage)."""
+    from tensorflow.core.protobuf import tensor_bundle_pb2
+
+    index = Path(f"{prefix}.index")
+    try:
+        entries = dict(_table_entries(index.read_bytes()))
+        header = tensor_bundle_pb2.BundleHeaderProto.FromString(entries.pop(b""))
+        parsed = {key.decode(): tensor_bundle_pb2.BundleEntryProto.FromString(value) for key, value in entries.items()}
+    except (OSError, ValueError, KeyError, IndexError, struct.error) as exc:
+        return f"its index {index.name} is unreadable ({exc})"
+    others = []
+    for name, entry in parsed.items():
+        if entry.dtype not in _DTYPES:
+            others.append((name, entry.dtype))
+            continue
+        data = Path(f"{prefix}.data-{entry.shard_id:05d}-of-{header.num_shards:05d}")
+        if why := _raw_damage(data, entry.offset, entry.size, entry.crc32c):
+            return f"{name}: {why}"
+    return _read_damage(prefix, others)
+
+
+def _raw_damage(data: Path, offset: int, size: int, masked_crc: int) -> str | None:
+    crc, done = 0, 0
+    try:
+        with open(data, "rb") as f:
+            while done < size:
+                chunk = os.pread(f.fileno(), min(_CHUNK, size - done), offset + done)
+                if not chunk:
+                    return f"{data.name} is cut short"
+                crc, done = google_crc32c.extend(crc, chunk), done + len(chunk)
+    except OSError as exc:
+        return f"{data.name} is unreadable ({os.strerror(exc.errno or 0)})"
+    return None if _mask(crc) == masked_crc else "its bytes do not match their checksum"
+
+
+def _read_damage(prefix: str, tensors: list[tuple[str, int]]) -> str | None:
+    """Read the non-numeric tensors with TensorFlow (which checks them), its stderr held."""
+    import tensorflow as tf
+
+    saved, held = os.dup(2), tempfile.TemporaryFile()
+    os.dup2(held.fileno(), 2)
+    why = None
+    try:
+        for name, dtype in tensors:
+            try:
+                tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=[name], shape_and_slices=[""],
+                                     dtypes=[tf.dtypes.as_dtype(dtype)])
+            except tf.errors.OpError as exc:  # "{{function_node ...}} The checksum after Variant 7 ..."
+                why = f"{name}: {first_line(exc, 400).rpartition('}} ')[2][:120]}"
+                break
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        held.seek(0)
+        text = held.read().decode("utf-8", errors="replace")
+        held.close()
+    if text and why is None:
+        sys.stderr.write(text)
+    return why
 
 
 def _mask(crc: int) -> int:

@@ -95,7 +95,24 @@ class CheckpointStore:
         for leftover in self.directory.glob(".tmp-*"):
             shutil.rmtree(leftover, ignore_errors=True)
 
+    def set_aside(self, path: str) -> Path:
+        """Rename the checkpoint holding `path` (a prefix `latest` gave) aside as
+        `damaged-step-...`: it is never deleted, and no longer counts as a checkpoint (nor is
+        pruned), so `latest` falls back to the one before it."""
+        directory = Path(path).parent
+        aside = directory.with_name(f"damaged-{directory.name}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = directory.with_name(f"damaged-{directory.name}-{n}")
+        directory.rename(aside)
+        return aside
+
     # ---- reading ------------------------------------------------------------------------------
+
+    def newest_first(self) -> list[str]:
+        """Prefixes of every complete checkpoint, the newest first."""
+        return [str(self.directory / _name(step) / _PREFIX) for step in reversed(self._steps())]
 
     def _steps(self) -> list[int]:
         """Steps of the complete checkpoints, oldest first."""
@@ -117,6 +134,12 @@ class CheckpointStore:
 
 def _name(step: int) -> str:
     return f"step-{step:08d}"
+
+
+def step_of(path: str) -> int | None:
+    """The step of a checkpoint prefix this store gave (None for another path)."""
+    match = _DIR.match(Path(path).parent.name)
+    return int(match.group(1)) if match else None
 
 
 def _fsync_tree(directory: Path) -> None:

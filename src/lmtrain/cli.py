@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
 
-from lmtrain.errors import ConfigError, InputError, Interrupted, LmtrainError
+from lmtrain.errors import BusyError, CheckpointWarning, ConfigError, InputError, Interrupted, LmtrainError
 
 # Quiet TensorFlow's C++ start-up chatter (CPU feature notices etc.); errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -58,11 +59,13 @@ def _guard(fn: Callable[[], T], tensorflow: bool = True) -> T:
             from lmtrain.keras.tfboot import import_tensorflow
 
             import_tensorflow()
-        return fn()
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return fn()
     except Interrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)
         raise typer.Exit(code=exc.exit_code) from None
-    except (ConfigError, InputError) as exc:
+    except (ConfigError, InputError, BusyError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     except LmtrainError as exc:
@@ -77,6 +80,17 @@ def _load(config: Optional[Path], overrides: Optional[list[str]]):
     from lmtrain.config.files import load_config
 
     return load_config(config, overrides or ())
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    """lmtrain's own warnings (a checkpoint passed over) as one `warning:` line on stderr."""
+    if issubclass(category, CheckpointWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _SHOW_WARNING(message, category, *args, **kwargs)  # type: ignore[arg-type]
+
+
+_SHOW_WARNING = warnings.showwarning
 
 
 def _echo_err(message: str) -> None:

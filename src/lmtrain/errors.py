@@ -30,6 +30,16 @@ class InputError(LmtrainError):
     record without its text field, ...): like a bad config value, the CLI exits 2."""
 
 
+class BusyError(LmtrainError):
+    """Another process is writing the directory this command would write (`lmtrain.lock`): the
+    CLI exits 2 and nothing was changed."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was passed over (damaged) for the one before it; the CLI prints it as one
+    `warning:` line, a Python caller gets a warning."""
+
+
 class Interrupted(LmtrainError):
     """Training stopped on SIGINT/SIGTERM after a checkpoint was written; not a failure of the
     user's input. The CLI exits with 128 + the signal number, as a shell does for a killed job."""

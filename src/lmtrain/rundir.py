@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 import yaml
 
+from lmtrain.bundle import DamagedCheckpoint
 from lmtrain.config.files import config_from_dict, save_config
 from lmtrain.config.schema import Config
 from lmtrain.errors import LmtrainError, first_line
@@ -86,8 +87,8 @@ def check_weights(path: str, model: LanguageModel) -> dict[str, list[int]]:
     try:
         stored = dict(tf.train.list_variables(path))
     except (tf.errors.OpError, ValueError) as exc:
-        raise LmtrainError(f"checkpoint {path} is unreadable ({type(exc).__name__}); "
-                           f"remove it or fit with --force") from None
+        raise DamagedCheckpoint(f"checkpoint {path} is unreadable ({type(exc).__name__}); "
+                                f"remove it or fit with --force") from None
     for v in model.weights:
         key = weight_key(v)
         if key not in stored:

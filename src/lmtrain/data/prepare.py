@@ -27,6 +27,7 @@ from lmtrain.data.shards import ShardWriter
 from lmtrain.data.tokenizer import EOS_ID, UNK_ID, train_tokenizer
 from lmtrain.data.vocabsample import count_words, sample_lines
 from lmtrain.errors import LmtrainError, describe_write_error
+from lmtrain.lock import data_dir_lock
 from lmtrain.paths import SPLITS, DataPaths
 from lmtrain.progress import progress_bar
 
@@ -43,8 +44,14 @@ class PrepareResult:
 
 
 def prepare(config: Config, force: bool = False, progress: bool = True, echo: Echo = print) -> PrepareResult:
-    """Prepare `config.data.dir`; a no-op if it already holds data from the same config."""
+    """Prepare `config.data.dir`; a no-op if it already holds data from the same config. The data
+    directory's lock is held throughout: a second prepare into it stops at once (`lmtrain.lock`)."""
     paths = DataPaths(Path(config.data.dir))
+    with data_dir_lock(paths.root, echo):
+        return _prepare(config, paths, force, progress, echo)
+
+
+def _prepare(config: Config, paths: DataPaths, force: bool, progress: bool, echo: Echo) -> PrepareResult:
     _clean_leftovers(paths.root, echo)
     fingerprint = config.data_fingerprint()
     if paths.complete.is_file():

@@ -24,7 +24,8 @@ import keras
 import tensorflow as tf
 
 from lmtrain.build import SGD, step_counts
-from lmtrain.checkpoints import CheckpointStore
+from lmtrain.bundle import damage
+from lmtrain.checkpoints import CheckpointStore, step_of
 from lmtrain.config.explain import describe
 from lmtrain.config.precision import choose_precision
 from lmtrain.config.resolve import choose_softmax, resolve
@@ -40,6 +41,7 @@ from lmtrain.fit.step import TrainStep
 from lmtrain.fit.trainer import build_trainer
 from lmtrain.keras.optim import pending_applied
 from lmtrain.keras.sampling import sampler_warning, unigram_log_prior
+from lmtrain.lock import run_dir_lock
 from lmtrain.model import LanguageModel
 from lmtrain.paths import DataPaths, RunPaths
 from lmtrain.progress import progress_bar
@@ -79,25 +81,26 @@ def fit(config: Config, force: bool = False, progress: bool = True, echo: Echo =
     CPU, where the kernels are deterministic).
     """
     started = time.perf_counter()
-    run = _set_up(config, force, progress, echo)
-    loop = _Loop(run, echo)
-    first_step = loop.step
-    try:
-        with StopSignals() as stop:
-            while loop.step < run.total_steps:
-                if loop.one_step(stop):
-                    break
-    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
-        if run.distribution.workers < 2:
-            raise
-        # A worker died (or its network did): TensorFlow aborts the collectives of the others.
-        latest = loop.store.latest()
-        kept = f"the last checkpoint is {latest}" if latest else "no checkpoint had been written yet"
-        raise LmtrainError(f"lost contact with another worker after step {loop.step} (TensorFlow: "
-                           f"{type(exc).__name__}, see above); {kept}; start every worker again with the same "
-                           f"command to continue") from None
-    finally:
-        loop.close()
+    with contextlib.ExitStack() as held:  # the run directory's lock, from set-up to the end
+        run = _set_up(config, force, progress, echo, held)
+        loop = _Loop(run, echo)
+        first_step = loop.step
+        try:
+            with StopSignals() as stop:
+                while loop.step < run.total_steps:
+                    if loop.one_step(stop):
+                        break
+        except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
+            if run.distribution.workers < 2:
+                raise
+            # A worker died (or its network did): TensorFlow aborts the collectives of the others.
+            latest = loop.store.latest()
+            kept = f"the last checkpoint is {latest}" if latest else "no checkpoint had been written yet"
+            raise LmtrainError(f"lost contact with another worker after step {loop.step} (TensorFlow: "
+                               f"{type(exc).__name__}, see above); {kept}; start every worker again with the "
+                               f"same command to continue") from None
+        finally:
+            loop.close()
     if loop.step == first_step and not run.validation.stopped:
         echo(f"already trained to step {loop.step} in {run.paths.root}; raise train.max_steps or train.epochs to "
              f"continue")
@@ -126,11 +129,14 @@ class _Setup:
     progress: bool
 
 
-def _set_up(config: Config, force: bool, progress: bool, echo: Echo) -> _Setup:
-    """Check the data, resolve the config once (`lmtrain.config.resolve`), start or reopen the run
-    directory, say what the run chose, and build the model and its compiled step."""
+def _set_up(config: Config, force: bool, progress: bool, echo: Echo, held: contextlib.ExitStack) -> _Setup:
+    """Check the data, take the run directory's lock (the chief: it alone writes there; `held`
+    keeps it until the run ends), resolve the config once (`lmtrain.config.resolve`), start or
+    reopen the run directory, say what the run chose, and build the model and its compiled step."""
     # First: the strategy must be set up before any other TensorFlow work in the process.
     distribution = create_distribution(config.train)
+    if distribution.is_chief:
+        held.enter_context(run_dir_lock(Path(config.train.run_dir), echo))
     data = DataPaths(Path(config.data.dir))
     meta = load_prepared(data)
     if meta.fingerprint != config.data_fingerprint():
@@ -201,7 +207,7 @@ class _Loop:
                                               skipped=self.skipped_var, validation=run.validation.checkpoint(), **extra)
         self.store = CheckpointStore(run.paths.checkpoints, t.keep_checkpoints)
         self.best_store = CheckpointStore(run.paths.best_checkpoints, keep=1) if t.patience else None
-        latest = self.store.latest()
+        latest = self._undamaged_latest(echo) if run.distribution.is_chief else self.store.latest()
         if latest:
             restore(self.checkpoint, latest, model)
             if self.carry is not None:
@@ -227,6 +233,18 @@ class _Loop:
         # Seconds spent training in this invocation (validations and checkpoints left out): the
         # x axis of perplexity against time (benchmarks/compare.py).
         self.loop_started, self.not_training = time.perf_counter(), 0.0
+
+    def _undamaged_latest(self, echo: Echo) -> str | None:
+        """The newest checkpoint whose files are intact (`lmtrain.bundle.damage`); a damaged one
+        is set aside (renamed, never deleted) with one line saying which and what follows. A
+        checkpoint of another config keeps its error (`rundir.restore`): that is not damage."""
+        latest = self.store.latest()
+        while latest and (why := damage(latest)):
+            damaged, aside = latest, self.store.set_aside(latest)
+            latest = self.store.latest()
+            then = f"resuming from step {step_of(latest)}" if latest else "no checkpoint before it: starting afresh"
+            echo(f"warning: checkpoint {damaged} is damaged ({why}); set aside as {aside}; {then}")
+        return latest
 
     def one_step(self, stop: StopSignals) -> bool:
         """Train on one batch, then log, validate, checkpoint and heed a stop signal as due;

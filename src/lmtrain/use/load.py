@@ -12,6 +12,7 @@ scoring and generating do not pay for them.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,13 @@ import tensorflow as tf
 import yaml
 
 from lmtrain.build import rebuild
-from lmtrain.bundle import StoredTensor, stored_tensors
+from lmtrain.bundle import DamagedCheckpoint, StoredTensor, stored_tensors
 from lmtrain.checkpoints import CheckpointStore
 from lmtrain.config.files import config_from_dict
 from lmtrain.config.schema import Config
 from lmtrain.data.meta import DataMeta, load_meta
 from lmtrain.data.tokenizer import Tokenizer
-from lmtrain.errors import LmtrainError, first_line
+from lmtrain.errors import CheckpointWarning, LmtrainError, first_line
 from lmtrain.keras.optim import LazyAdam, lazy_adam_of
 from lmtrain.model import LanguageModel
 from lmtrain.paths import RunPaths
@@ -35,6 +36,8 @@ from lmtrain.rundir import check_weights, weight_key
 
 # Rows of a stored [V, D] tensor read at once: its weights, its LazyAdam slots, its average.
 BLOCK_ROWS = 4096
+# Times the checkpoints are listed again when the one being read is pruned under the reader.
+LOOKUPS = 5
 
 
 @dataclass
@@ -70,30 +73,62 @@ def _fill(variable: keras.Variable, stored: StoredTensor) -> None:
 
 
 def load_run(run_dir: Path) -> TrainedRun:
-    """Rebuild the trained model from a run directory (config, tokenizer, meta, checkpoint)."""
+    """Rebuild the trained model from a run directory (config, tokenizer, meta, checkpoint).
+
+    The checkpoint is the best one where early stopping kept one (train.patience), else the
+    latest. A damaged one (a checksum that does not match) is passed over, with a
+    `CheckpointWarning`, for the newest intact one; one pruned by a `fit` writing beside this
+    reader while it is read is looked up again. A reader renames nothing: the writer does that.
+    """
     run = RunPaths(run_dir)
     if not run.config.is_file():
         raise LmtrainError(f"no trained run in {run.root}: run `lmtrain fit` with this config first")
     config = config_from_dict(yaml.safe_load(run.config.read_text()))
     meta = load_meta(run.meta)
-    # The best checkpoint when early stopping kept one (train.patience), else the latest.
-    latest = (CheckpointStore(run.best_checkpoints, keep=1).latest()
-              or CheckpointStore(run.checkpoints, config.train.keep_checkpoints).latest())
-    if latest is None:
-        raise LmtrainError(f"no checkpoint in {run.checkpoints}: run `lmtrain fit` with this config first")
     config, model, optimizer = rebuild(config, meta)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    check_weights(latest, model)
-    tensors = stored_tensors(latest)
-    for variable in model.weights:
-        _fill(variable, tensors[weight_key(variable)])
-    _read_counters(latest, optimizer, step)
-    lazy = lazy_adam_of(optimizer)
-    if lazy is not None:
-        prefix = "optimizer/" if lazy is optimizer else "optimizer/inner_optimizer/"
-        _apply_pending_from(latest, tensors, prefix, lazy, model.trainable_variables)
-    _apply_average_from(latest, tensors, model.trainable_variables)
-    return TrainedRun(config, meta, Tokenizer(run.tokenizer), model, int(step.numpy()))
+    for _ in range(LOOKUPS):
+        candidates = (CheckpointStore(run.best_checkpoints, keep=1).newest_first()
+                      + CheckpointStore(run.checkpoints, config.train.keep_checkpoints).newest_first())
+        if not candidates:
+            raise LmtrainError(f"no checkpoint in {run.checkpoints}: run `lmtrain fit` with this config first")
+        for path in candidates:
+            try:
+                _read_checkpoint(path, model, optimizer, step)
+                return TrainedRun(config, meta, Tokenizer(run.tokenizer), model, int(step.numpy()))
+            except DamagedCheckpoint as exc:
+                warnings.warn(f"{exc}; it is passed over for the checkpoint before it", CheckpointWarning,
+                              stacklevel=2)
+            except _Gone:
+                break  # pruned while read: list the checkpoints again
+    raise LmtrainError(f"the checkpoints in {run.checkpoints} kept changing while read, or none is intact")
+
+
+def _read_checkpoint(path: str, model: LanguageModel, optimizer: keras.optimizers.Optimizer, step: tf.Variable
+                     ) -> None:
+    """The weights (LazyAdam's pending steps applied, or the average where the run averaged) and
+    the step of checkpoint `path`, into `model` and `step`."""
+    if not Path(path).parent.is_dir():
+        raise _Gone()
+    try:
+        check_weights(path, model)
+        tensors = stored_tensors(path)
+        for variable in model.weights:
+            _fill(variable, tensors[weight_key(variable)])
+        _read_counters(path, optimizer, step)
+        lazy = lazy_adam_of(optimizer)
+        if lazy is not None:
+            prefix = "optimizer/" if lazy is optimizer else "optimizer/inner_optimizer/"
+            _apply_pending_from(path, tensors, prefix, lazy, model.trainable_variables)
+        _apply_average_from(path, tensors, model.trainable_variables)
+    except (OSError, LmtrainError):
+        if not Path(path).parent.is_dir():  # a fit pruned it as it was read
+            raise _Gone() from None
+        raise
+
+
+class _Gone(Exception):
+    """The checkpoint being read was removed (pruned by a fit writing beside the reader)."""
 
 
 def _apply_pending_from(path: str, tensors: dict[str, StoredTensor], prefix: str, optimizer: LazyAdam,
