@@ -391,6 +391,12 @@ def test_no_setup_head_resumes_exactly_after_save_and_load(tmp_path):
     old.build((None, None, 24))
     old.load_own_variables({"0": head.kernel.numpy(), "1": head.bias.numpy(), "2": np.int64(7)})
     assert int(old.step.numpy()) == 7 and not old.target_counts.numpy().any()
+    # ... and one written before their sum was kept apart (the sum is then taken from them)
+    counted = SampledSoftmax(300, num_sampled=20, seed=0)
+    counted.build((None, None, 24))
+    counted.load_own_variables({"0": head.kernel.numpy(), "1": head.bias.numpy(), "2": np.int64(7),
+                                "3": head.target_counts.numpy()})
+    assert float(counted.targets_counted.numpy()) == float(head.target_counts.numpy().sum()) > 0
 
 
 def test_log_uniform_on_ids_not_sorted_by_frequency_warns_once():
@@ -429,6 +435,9 @@ def test_tied_head_shares_the_embedding_matrix_through_save_and_load(tmp_path, e
     model.fit(x[:16, :1], y[:16, :1] * 0 + 5, epochs=1, batch_size=16, verbose=0)
     changed = np.flatnonzero(np.abs(emb.embeddings.numpy() - rows).sum(1))
     assert 5 in changed and set(x[:16, 0]) <= set(changed)
+    # That step was a probe, not data: the running counts (the logits' prior) forget its targets.
+    head.target_counts.assign(np.zeros(V, np.float32))
+    head.targets_counted.assign(0.0)
     model.fit(x, y, epochs=10, batch_size=16, verbose=0)
     assert model.evaluate(x, y, verbose=0) < 0.7 * before
     model.save(tmp_path / "tied.keras")
@@ -489,3 +498,27 @@ def test_the_library_imports_nothing_from_the_app():
             "print(sorted(m for m in sys.modules if m.startswith('lmtrain.') and not m.startswith('lmtrain.keras')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_head_with_no_setup_becomes_the_unigram_model_of_its_targets_by_itself():
+    """No counts, no adapt: the logits add the log of the targets' smoothed unigram as counted so
+    far, in training and in predict alike, so with nothing else learned the head is the unigram
+    model of what it was trained on (what adapt starts from)."""
+    x, y = _data()
+    y = np.where(np.arange(y.size).reshape(y.shape) % 3 == 0, 7, y)  # a skewed unigram: id 7 a third of all
+    head = SampledSoftmax(V, num_sampled=10, seed=0, kernel_initializer="zeros")
+    model = _lm(head)
+    model.compile(optimizer=LazyAdam(0.0), loss=head.loss)  # nothing learned: only the targets counted
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(np.log(V), rel=1e-5)  # no counts yet: uniform
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    counts = np.bincount(y.ravel(), minlength=V) * 2.0  # two epochs
+    np.testing.assert_array_equal(head.target_counts.numpy(), counts)
+    pseudo = 0.1 * counts.sum() / V  # the prior's pseudo-count per id (PRIOR_SMOOTHING of the mean)
+    prior = np.log(counts + pseudo) - np.log(counts.sum() + pseudo * V)
+    np.testing.assert_allclose(head.logit_bias().numpy(), prior, rtol=1e-5, atol=1e-5)
+    probs = model.predict(x[:2], verbose=0)
+    np.testing.assert_allclose(probs, np.broadcast_to(np.exp(prior), probs.shape), rtol=1e-4)
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(float(-prior[y].mean()), rel=1e-4)
+    # adapt is for before training: after it, it would take the prior away from a trained head
+    with pytest.raises(ValueError, match="adapt before training; this head has trained 6 steps with no counts"):
+        head.adapt(y)

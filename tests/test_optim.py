@@ -67,7 +67,11 @@ def test_matches_numpy_reference_and_leaves_untouched_rows():
     assert np.all(opt._momentums[0].numpy()[5:] == 0)
 
 
-def test_pending_steps_track_dense_adam():
+@pytest.mark.parametrize("block_rows", [16384, 3], ids=["whole", "blocks"])
+def test_pending_steps_track_dense_adam(monkeypatch, block_rows):
+    from lmtrain.keras import optim
+
+    monkeypatch.setattr(optim, "PENDING_ROWS", block_rows)  # 3: four blocks of rows, a ragged last one
     rng = np.random.default_rng(3)
     w0 = rng.normal(size=(10, 3)).astype(np.float32)
     steps = _steps(rng, n=40)

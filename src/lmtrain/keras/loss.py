@@ -104,6 +104,9 @@ def head_nll(head: Any, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     hidden = tf.reshape(y_pred, [-1, head.input_dim])  # (N, D)
     step = tf.convert_to_tensor(head.step)  # read before the increment below
     rows = softmax.output_rows(head.kernel.value, head.bias.value, flat_labels, head.sampler, step)
+    if head.learns_prior:  # the running counts' log unigram, added to the rows' logits as `predict` adds it
+        rows = rows._replace(b_true=rows.b_true + head.log_prior(rows.labels),
+                             b_sampled=rows.b_sampled + head.log_prior(rows.sampled))
     nll = softmax.sampled_nll(hidden, rows)  # (N,)
     mask = getattr(y_pred, "_keras_mask", None)  # padding is not counted as a target
     weights = tf.ones_like(flat_labels, tf.float32) if mask is None else tf.reshape(tf.cast(mask, tf.float32), [-1])
@@ -111,6 +114,7 @@ def head_nll(head: Any, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         head.step.assign_add(1)
         # A scatter of the N targets (the backend variable's), not a [V]-wide add.
         head.target_counts.value.scatter_add(tf.IndexedSlices(weights, flat_labels))
+        head.targets_counted.assign_add(tf.reduce_sum(weights))
     return tf.reshape(nll, tf.shape(labels))
 
 
