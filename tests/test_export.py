@@ -66,8 +66,8 @@ def test_export_loads_in_plain_tensorflow_and_matches(trained, tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert child.returncode == 0, child.stderr
     meta = json.loads(child.stdout.strip().splitlines()[-1])
-    assert meta == {"vocab_size": lm.vocab_size, "num_layers": 2, "hidden_dim": 24, "eos_id": 1, "newline_id": 2,
-                    "unk_id": 0}
+    assert meta == {"vocab_size": lm.vocab_size, "num_layers": 2, "hidden_dim": 24, "state_width": 24, "eos_id": 1,
+                    "newline_id": 2, "unk_id": 0}
     got = np.load(tmp_path / "out.npz")
     assert not bool(got["lmtrain_imported"])
     assert got["pieces"].tolist() == lm.tokenizer.encode_lines(["the king"])[0][:-1]

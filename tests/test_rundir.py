@@ -1,6 +1,7 @@
 """lmtrain.rundir: a checkpoint holds every weight, a checkpoint of another shape is named, and an
 inference load applies LazyAdam's pending steps from slots read in blocks."""
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -164,3 +165,16 @@ def test_checkpoint_tensors_read_a_block_of_rows_at_a_time_with_the_checksum_che
     with pytest.raises(LmtrainError, match=r"w/.ATTRIBUTES/VARIABLE_VALUE is damaged \(its checksum does not match\)"):
         for _ in w.blocks(300):
             pass
+
+
+def test_a_run_resumes_with_another_lstm_implementation(tmp_path, corpus):
+    """lstm_impl is the one decided key a resumed run does not keep: a run started with the fused
+    kernel (a CPU's auto) resumes with Keras' loop (a GPU's auto), to the same function."""
+    cfg = _config(tmp_path, corpus, model={"lstm_impl": "fused"}, train={"max_steps": 6})
+    prepare(cfg, progress=False)
+    fit(cfg, progress=False, echo=lambda _: None)
+    messages = []
+    fit(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, lstm_impl="keras"),
+                            train=dataclasses.replace(cfg.train, max_steps=8)), progress=False, echo=messages.append)
+    assert any("resuming from" in m for m in messages)
+    assert yaml.safe_load((Path(cfg.train.run_dir) / "config.yaml").read_text())["model"]["lstm_impl"] == "keras"

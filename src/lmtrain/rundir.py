@@ -45,7 +45,7 @@ def init_run_dir(run: RunPaths, data: DataPaths, config: Config, force: bool, st
         # A config this version cannot read is compared as written, so it differs.
         old = started.to_dict() if started is not None else (yaml.safe_load(run.config.read_text()) or {})
         new = config.to_dict()
-        changed = [s for s in ("data", "tokenizer", "model") if old.get(s) != new[s]]
+        changed = [s for s in ("data", "tokenizer", "model") if _compared(old.get(s)) != _compared(new[s])]
         if changed:
             raise LmtrainError(
                 f"train.run_dir: {run.root} holds a run made with a different {'/'.join(changed)} config; "
@@ -58,6 +58,12 @@ def init_run_dir(run: RunPaths, data: DataPaths, config: Config, force: bool, st
     save_config(config, run.config)
     write_atomic(run.tokenizer, data.tokenizer.read_bytes())
     write_atomic(run.meta, data.meta.read_bytes())
+
+
+def _compared(section: Any) -> Any:
+    """A config section as a resumed run must match it: the LSTM implementation may differ (both
+    compute the same function with the same weights; the machine decides `auto`)."""
+    return {k: v for k, v in section.items() if k != "lstm_impl"} if isinstance(section, dict) else section
 
 
 # ---- the two checkpoint layouts ---------------------------------------------------------------

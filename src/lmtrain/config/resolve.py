@@ -32,7 +32,9 @@ from lmtrain.errors import ConfigError
 MODEL_KEYS = ("tie_weights", "embedding_dropout", *REGULARISATION_KEYS)
 RUN_KEYS = ("train.schedule", *(f"model.{k}" for k in MODEL_KEYS))
 # Keys whose null (or auto) a resumed run takes from its start, where it asks nothing else.
-_KEPT_MODEL = ("tie_weights", "embedding_dropout", "projection_dim", "num_sampled", "softmax", "lstm_impl")
+# (Not lstm_impl: both implementations compute the same function with the same weights, so the
+# machine running the command decides `auto` again: a run started on a CPU resumes on a GPU's cuDNN.)
+_KEPT_MODEL = ("tie_weights", "embedding_dropout", "projection_dim", "num_sampled", "softmax")
 _KEPT_TRAIN = ("schedule", "warmup_steps", "learning_rate", "precision", "jit_compile")
 _OPEN = (None, "auto")
 

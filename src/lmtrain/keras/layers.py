@@ -37,14 +37,11 @@ from lmtrain.keras.sampling import (
     RunningUnigramSampler,
     count_ids,
     make_sampler,
+    running_log_prior,
     sampler_warning,
     unigram_log_prior,
 )
 
-# The running prior's pseudo-count per id, as a share of the targets counted per id (see
-# `SampledSoftmax.log_prior`): 0.1 gave the head with no setup the perplexity `adapt` gives on the
-# library benchmark (0.03: +0.6%, 0.3: +2.5%, add-one: +4.4% at 300 steps).
-PRIOR_SMOOTHING = 0.1
 # Keras' losses read targets as float32 (`Loss.__call__` converts them), which holds every
 # integer up to 2**24 exactly.
 MAX_VOCAB = 1 << 24
@@ -119,36 +116,12 @@ class SampledSoftmax(keras.layers.Layer):
     they weight any Keras loss.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        num_sampled: int | None = None,
-        sampler: str | None = None,
-        counts: Iterable[int] | None = None,
-        distortion: float = 1.0,
-        unique: bool = True,
-        seed: int | None = None,
-        tied_to: Any = None,
-        kernel_initializer: Any = "glorot_uniform",
-        bias_initializer: Any = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, vocab_size: int, num_sampled: int | None = None, sampler: str | None = None,
+                 counts: Iterable[int] | None = None, distortion: float = 1.0, unique: bool = True,
+                 seed: int | None = None, tied_to: Any = None, kernel_initializer: Any = "glorot_uniform",
+                 bias_initializer: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        integer = isinstance(vocab_size, (int, np.integer)) and not isinstance(vocab_size, bool)
-        if not integer or not 2 <= vocab_size <= MAX_VOCAB:
-            raise ValueError(f"SampledSoftmax: vocab_size must be an integer from 2 to {MAX_VOCAB}; got {vocab_size!r}")
-        if num_sampled is None:  # fewer where the bias will start at the unigram (counts known now)
-            num_sampled = default_negatives(vocab_size, unigram_bias=counts is not None and bias_initializer is None)
-            if negatives_problem(num_sampled, vocab_size):
-                raise ValueError(f"SampledSoftmax: the default num_sampled ({num_sampled}) needs a larger vocabulary; "
-                                 f"got vocab_size {int(vocab_size)}: pass num_sampled from 1 to "
-                                 f"{int(vocab_size) - 1}, or use a full softmax (Dense) at this size")
-        problem = negatives_problem(num_sampled, vocab_size)
-        if problem:
-            raise ValueError(f"SampledSoftmax: num_sampled {problem}")
-        if sampler is not None and sampler not in SAMPLERS:
-            raise ValueError(f"SampledSoftmax: sampler must be one of {', '.join(map(repr, SAMPLERS))} (or None); "
-                             f"got {sampler!r}")
+        num_sampled = _checked_args(vocab_size, num_sampled, sampler, counts is not None and bias_initializer is None)
         if not distortion > 0:
             raise ValueError(f"SampledSoftmax: distortion must be positive; got {distortion!r}")
         self.vocab_size, self.num_sampled = int(vocab_size), int(num_sampled)
@@ -314,19 +287,10 @@ class SampledSoftmax(keras.layers.Layer):
         return self.counts is None and self.bias_initializer is None
 
     def log_prior(self, ids: tf.Tensor | None = None) -> tf.Tensor:
-        """log of the smoothed unigram of the targets counted so far ([V], or at `ids`): what the
-        logits add where the head has no counts (`learns_prior`). Why: `adapt` starts the bias
-        at the log unigram, so the untrained head is the unigram model and the rare ids start
-        low; with no counts known before training, the counts the head keeps as it trains give
-        the same start as soon as they fill in, and a unigram that stays right as they grow."""
-        counts, seen = self.target_counts.value, tf.convert_to_tensor(self.targets_counted)
-        # A pseudo-count per id that grows with the targets counted (PRIOR_SMOOTHING x seen / V),
-        # not add-one's fixed 1: an id not seen yet then keeps the same prior as the counts grow
-        # (a tenth of the uniform's share), where under add-one it would fall with log(seen), and
-        # what the trained bias learned against the early prior would have to be unlearned.
-        pseudo = tf.maximum(PRIOR_SMOOTHING * seen / float(self.vocab_size), 1e-6)
-        rows = counts if ids is None else tf.gather(counts, ids)
-        return tf.math.log(rows + pseudo) - tf.math.log(seen + pseudo * float(self.vocab_size))
+        """What the logits add where the head has no counts (`learns_prior`): the log of the
+        smoothed unigram of the targets counted so far ([V], or at `ids`;
+        `lmtrain.keras.sampling.running_log_prior` says why and how)."""
+        return running_log_prior(self.target_counts.value, tf.convert_to_tensor(self.targets_counted), ids)
 
     def logit_bias(self) -> tf.Tensor:
         """The [V] bias the logits add: `bias`, plus `log_prior()` where the head learns it."""
@@ -374,6 +338,28 @@ def _check_tie(head: SampledSoftmax) -> None:
         raise ValueError(f"SampledSoftmax(tied_to={layer.name!r}): the head's input is {head.input_dim} wide but "
                          f"the embedding's rows are {width} wide; project the input first, e.g. "
                          f"keras.layers.Dense({width}) before the head")
+
+
+def _checked_args(vocab_size: Any, num_sampled: Any, sampler: Any, unigram_bias: bool) -> int:
+    """The head's vocabulary, negatives and sampler checked (a ValueError naming the argument);
+    the number of negatives, the default's where None (fewer where the bias will start at the
+    unigram, `unigram_bias`)."""
+    integer = isinstance(vocab_size, (int, np.integer)) and not isinstance(vocab_size, bool)
+    if not integer or not 2 <= vocab_size <= MAX_VOCAB:
+        raise ValueError(f"SampledSoftmax: vocab_size must be an integer from 2 to {MAX_VOCAB}; got {vocab_size!r}")
+    if num_sampled is None:
+        num_sampled = default_negatives(vocab_size, unigram_bias=unigram_bias)
+        if negatives_problem(num_sampled, vocab_size):
+            raise ValueError(f"SampledSoftmax: the default num_sampled ({num_sampled}) needs a larger vocabulary; "
+                             f"got vocab_size {int(vocab_size)}: pass num_sampled from 1 to "
+                             f"{int(vocab_size) - 1}, or use a full softmax (Dense) at this size")
+    problem = negatives_problem(num_sampled, vocab_size)
+    if problem:
+        raise ValueError(f"SampledSoftmax: num_sampled {problem}")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise ValueError(f"SampledSoftmax: sampler must be one of {', '.join(map(repr, SAMPLERS))} (or None); "
+                         f"got {sampler!r}")
+    return int(num_sampled)
 
 
 def _checked_counts(counts: Iterable[int]) -> np.ndarray:

@@ -61,6 +61,31 @@ def unigram_log_prior(counts: Sequence[int]) -> np.ndarray:
     return np.log(unigram_proposal(counts)).astype(np.float32)
 
 
+# The running prior's pseudo-count per id, as a share of the targets counted per id (see
+# `running_log_prior`): 0.1 gave a library head with no setup the perplexity `adapt` gives on the
+# library benchmark (0.03: +0.6%, 0.3: +2.5%, add-one: +5.3% at 300 steps; results/library-2026-12-07.md).
+PRIOR_SMOOTHING = 0.1
+
+
+def running_log_prior(counts: tf.Tensor, seen: tf.Tensor, ids: tf.Tensor | None = None) -> tf.Tensor:
+    """log of the smoothed unigram of `counts` [V] (their sum `seen`, kept apart by the caller so
+    no [V]-wide read is needed a step), for every id or at `ids`: what a `SampledSoftmax` with no
+    counts adds to its logits.
+
+    Why: `adapt` starts the bias at the log unigram, so the untrained head is the unigram model
+    and rare ids start low; with no counts known before training, the targets counted as it
+    trains give the same start once they fill in. The pseudo-count per id grows with them
+    (PRIOR_SMOOTHING x seen / V) instead of add-one's fixed 1: an id not seen yet then keeps the
+    same prior as the counts grow (a tenth of the uniform's share), where under add-one it would
+    fall with log(seen), and what the trained bias had learned against the early prior would
+    have to be unlearned.
+    """
+    vocab = float(counts.shape[0])
+    pseudo = tf.maximum(PRIOR_SMOOTHING * seen / vocab, 1e-6)
+    rows = counts if ids is None else tf.gather(counts, ids)
+    return tf.math.log(rows + pseudo) - tf.math.log(seen + pseudo * vocab)
+
+
 def uniform_proposal(vocab_size: int) -> np.ndarray:
     """Every id equally likely: the plain baseline (rare ids get as many negatives as common ones)."""
     return np.full(vocab_size, 1.0 / vocab_size)
