@@ -76,7 +76,9 @@ ptb: install
 # Training-step, sampled-vs-full step (model.softmax=auto), LSTM (keras vs fused, with `lmtrain fit`
 # on the demo), scoring, generation, eval --per-line and library benchmarks, the demo step's share of
 # the machine's matmul rate in float32 and bfloat16, and the LiteRT files of the demo and a keyboard-shaped
-# model: size, step latency, perplexity (about 45 minutes on 2 CPU cores; see benchmarks/).
+# model: size, step latency, perplexity, and lm_1b's shapes (793k words, LSTM 2048 -> 512, 8,192 negatives: peak memory
+# of fit, eval and export, the step against the LSTM alone, LSTMP against the plain LSTM; about 25 minutes and 15 GB
+# on its own): about 70 minutes on 2 CPU cores (see benchmarks/).
 bench: install
 	$(BIN)/python benchmarks/step_bench.py
 	$(BIN)/python benchmarks/softmax_bench.py
@@ -88,6 +90,7 @@ bench: install
 	$(BIN)/python benchmarks/regularise_bench.py
 	$(BIN)/python benchmarks/utilisation_bench.py
 	$(BIN)/python benchmarks/device_bench.py
+	$(BIN)/python benchmarks/lm1b_bench.py
 
 # prepare end to end on generated corpora of 200 MB and 1 GB, as .txt and as .jsonl.zst: MB/s and peak RSS
 # (about 10 minutes).

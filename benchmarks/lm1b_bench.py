@@ -55,17 +55,17 @@ def weights_gb(vocab: int, shape: dict) -> float:
                                shape["tie_weights"], None, shape["proj_size"]) / 1e9
 
 
-def step_times(args: argparse.Namespace) -> dict:
+def step_times(args: argparse.Namespace, shape: dict) -> dict:
     """In a child process: the compiled step, the floor, and the LSTM layers alone (medians, s)."""
     out = subprocess.run([sys.executable, __file__, "--step-only", "--vocab", str(args.vocab),
-                          "--rounds", str(args.rounds)], capture_output=True, text=True,
+                          "--rounds", str(args.rounds), "--shape", json.dumps(shape)], capture_output=True, text=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     if out.returncode != 0:
         raise SystemExit(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure_steps(vocab: int, rounds: int) -> dict:
+def measure_steps(vocab: int, rounds: int, s: dict) -> dict:
     import tensorflow as tf
     from common import floor_step, round_robin, synthetic_batch, zipf_counts
 
@@ -74,7 +74,6 @@ def measure_steps(vocab: int, rounds: int) -> dict:
     from lmtrain.fit.trainer import build_trainer
     from lmtrain.keras.lstm import fused_lstm
 
-    s = SHAPE
     config = config_from_dict({"tokenizer": {"model_type": "word", "vocab_size": vocab},
                                "model": {k: s[k] for k in ("embedding_dim", "hidden_dim", "proj_size", "num_layers",
                                                            "num_sampled", "tie_weights")},
@@ -87,7 +86,7 @@ def measure_steps(vocab: int, rounds: int) -> dict:
     rng = tf.random.Generator.from_seed(0)
     b, t, e, h, p = s["batch_size"], s["seq_len"], s["embedding_dim"], s["hidden_dim"], s["proj_size"]
     x = rng.normal([b, t, e])
-    for name, width, projection in (("lstm 2048", h, None), ("lstmp 2048-512", p, rng.normal([h, p]) * 0.02)):
+    for name, width, projection in (("lstm", h, None), ("lstmp", p, rng.normal([h, p]) * 0.02)):
         weights = [tf.Variable(rng.normal([e, 4 * h]) * 0.02), tf.Variable(rng.normal([width, 4 * h]) * 0.02),
                    tf.Variable(tf.zeros([4 * h]))] + ([tf.Variable(projection)] if projection is not None else [])
 
@@ -113,18 +112,21 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--eval-batch", type=int, nargs=2, default=[16, 128])
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--shape", type=json.loads, default={}, metavar="JSON",
+                   help=f"Change the model's shape, e.g. '{{\"hidden_dim\": 256}}' (default: lm_1b's, {SHAPE}).")
     p.add_argument("--step-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    shape = {**SHAPE, **args.shape}
     if args.step_only:
-        print(json.dumps(measure_steps(args.vocab, args.rounds)))
+        print(json.dumps(measure_steps(args.vocab, args.rounds, shape)))
         return
     root = Path(tempfile.mkdtemp(prefix="lmtrain-lm1b-", dir=args.workdir))
-    figures: dict = {"vocab": args.vocab, "shape": SHAPE, "weights_gb": weights_gb(args.vocab, SHAPE)}
+    figures: dict = {"vocab": args.vocab, "shape": shape, "weights_gb": weights_gb(args.vocab, shape)}
     try:
         corpus = make_corpus(root / "corpus", argparse.Namespace(vocab=args.vocab, text_docs=args.text_docs,
                                                                  doc_tokens=args.doc_tokens))
-        big = overrides(root, corpus, args.vocab, SHAPE, args.steps, "big")
-        tiny_shape = {**SHAPE, "embedding_dim": 16, "hidden_dim": 32, "proj_size": 16, "num_sampled": 64}
+        big = overrides(root, corpus, args.vocab, shape, args.steps, "big")
+        tiny_shape = {**shape, "embedding_dim": 16, "hidden_dim": 32, "proj_size": 16, "num_sampled": 64}
         tiny_corpus = make_corpus(root / "tiny-corpus", argparse.Namespace(vocab=2000, text_docs=4, doc_tokens=2000))
         tiny = overrides(root, tiny_corpus, 2000, tiny_shape, 2, "tiny")
         figures["prepare"] = run("prepare", big)
@@ -145,22 +147,25 @@ def main() -> None:
         figures["export"] = run("export", big, "--out", str(root / "export"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    figures["steps"] = step_times(args)
+    figures["steps"] = step_times(args, shape)
     report(figures)
 
 
 def report(f: dict) -> None:
     s, w = f["steps"], f["weights_gb"]
-    print(f"\nlm_1b's shapes: V {f['vocab']:,}, E 512, LSTM 2048 -> 512, 8,192 negatives, B 128 x T 20, untied; "
-          f"weights {w:.2f} GB; {os.cpu_count()} cores. Peak RSS of each whole command.\n")
+    h = f["shape"]
+    print(f"\nV {f['vocab']:,}, E {h['embedding_dim']}, LSTM {h['hidden_dim']} -> {h['proj_size']}, "
+          f"{h['num_sampled']:,} negatives, B {h['batch_size']} x T {h['seq_len']}, untied; weights {w:.2f} GB; "
+          f"{os.cpu_count()} cores. Peak RSS of each whole command.\n")
     print("| what | figure |\n|---|---:|")
     print(f"| `lmtrain fit` peak RSS | {f['fit']['peak_rss_gb']:.2f} GB |")
-    print(f"| compiled step (median) | {s['step']:.2f} s ({128 * 20 / s['step']:,.0f} tokens/s) |")
+    tokens = h["batch_size"] * h["seq_len"]
+    print(f"| compiled step (median) | {s['step']:.2f} s ({tokens / s['step']:,.0f} tokens/s) |")
     print(f"| LSTM + embedding alone, same optimizer (the floor) | {s['floor']:.2f} s |")
     print(f"| step / floor | {s['step'] / s['floor']:.2f} |")
-    print(f"| fused LSTMP 2048 -> 512, forward + backward | {s['lstmp 2048-512']:.3f} s |")
-    print(f"| fused LSTM 2048, forward + backward | {s['lstm 2048']:.3f} s |")
-    print(f"| LSTMP / LSTM | {s['lstmp 2048-512'] / s['lstm 2048']:.2f} |")
+    print(f"| fused LSTMP {h['hidden_dim']} -> {h['proj_size']}, forward + backward | {s['lstmp']:.3f} s |")
+    print(f"| fused LSTM {h['hidden_dim']}, forward + backward | {s['lstm']:.3f} s |")
+    print(f"| LSTMP / LSTM | {s['lstmp'] / s['lstm']:.2f} |")
     for e in f["eval"]:
         print(f"| `eval --split valid --batch-size {e['batch']}` | {e['peak_rss_gb']:.2f} GB, "
               f"{e['tokens_per_s']:,.0f} tokens/s |")

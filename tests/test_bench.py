@@ -387,3 +387,19 @@ def test_ptb_benchmark_runs_every_verb_and_puts_the_published_rows_beside(tmp_pa
     assert "| **lmtrain** (ptb.yaml) |" in report and "state carried through 1 stream(s)" in report
     assert "windows of 8 tokens from a zero state" in report and "| Zaremba et al. 2014, small" in report
     assert "| 6 |" in report  # the validation curve, from fit's own logs
+
+
+@pytest.mark.slow
+def test_lm1b_benchmark_runs_at_tiny_shapes(tmp_path):
+    shape = {"embedding_dim": 16, "hidden_dim": 32, "proj_size": 16, "num_sampled": 50, "batch_size": 4,
+             "seq_len": 8}
+    out = subprocess.run([sys.executable, str(BENCH.with_name("lm1b_bench.py")), "--vocab", "400", "--steps", "2",
+                          "--text-docs", "4", "--doc-tokens", "300", "--rounds", "1", "--eval-batch", "2", "8",
+                          "--shape", json.dumps(shape), "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| step / floor |" in out.stdout and "| LSTMP / LSTM |" in out.stdout
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["shape"]["proj_size"] == 16 and figures["fit"]["peak_rss_gb"] > 0
+    assert len(figures["eval"]) == 2 and figures["steps"]["lstmp"] > 0
+    assert not list(tmp_path.iterdir())  # its corpus and runs are removed
